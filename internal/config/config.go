@@ -1,0 +1,117 @@
+// Package config owns mairust.yaml: the settings structs, their defaults,
+// loading with errors that name the key and line, environment overrides for
+// secrets, and the comparison that tells which changes apply live.
+//
+// Every field carries a `doc` tag; docs/configuration.md is generated from
+// them (see reference.go). Fields tagged `reload:"live"` are re-applied by
+// `mairust reload`; any other change needs a restart.
+package config
+
+import "time"
+
+// Config is the whole of mairust.yaml.
+type Config struct {
+	DataDir   string    `yaml:"data_dir" doc:"Directory for state the agent owns: the embedded PostgreSQL (db/), local mail blobs (mail/), the generated TLS certificate and the pid file."`
+	Log       Log       `yaml:"log"`
+	HTTP      HTTP      `yaml:"http"`
+	Database  Database  `yaml:"database"`
+	SMTP      SMTP      `yaml:"smtp"`
+	Storage   Storage   `yaml:"storage"`
+	S3        S3        `yaml:"s3"`
+	Retention Retention `yaml:"retention"`
+}
+
+// Log sets logging.
+type Log struct {
+	Level  string `yaml:"level" reload:"live" doc:"Minimum level logged: debug, info, warn or error."`
+	Format string `yaml:"format" doc:"json (one JSON object a line) or text (for development)."`
+}
+
+// HTTP is the management listener: /metrics, /health, /status and the
+// loopback-only reload endpoint.
+type HTTP struct {
+	Listen string `yaml:"listen" doc:"Address of the management HTTP listener (metrics, health, reload). Keep it on loopback or a private network."`
+}
+
+// Database points at PostgreSQL.
+type Database struct {
+	URL      string `yaml:"url" env:"MAIRUST_DATABASE_URL" doc:"PostgreSQL connection URL. Empty with mairust aio: the embedded PostgreSQL under data_dir/db is used."`
+	MaxConns int32  `yaml:"max_conns" doc:"Largest number of pooled connections (1-1000)."`
+}
+
+// SMTP configures the receiving SMTP server.
+type SMTP struct {
+	Listen              string        `yaml:"listen" doc:"Address the SMTP server listens on."`
+	Hostname            string        `yaml:"hostname" doc:"Name announced in the greeting and in Received headers."`
+	TLSCert             string        `yaml:"tls_cert" doc:"PEM certificate file for STARTTLS. Empty: a self-signed certificate is generated under data_dir/tls."`
+	TLSKey              string        `yaml:"tls_key" doc:"PEM private key file matching tls_cert."`
+	MaxMessageBytes     int64         `yaml:"max_message_bytes" doc:"Largest message accepted (announced with SIZE), 1 KiB to 1 GiB."`
+	MaxRecipients       int           `yaml:"max_recipients" doc:"Most RCPT TO accepted in one transaction (1-10000)."`
+	ReadTimeout         time.Duration `yaml:"read_timeout" doc:"How long a client may stay silent before the session is closed."`
+	WriteTimeout        time.Duration `yaml:"write_timeout" doc:"How long a reply may take to be written."`
+	MaxConnections      int           `yaml:"max_connections" doc:"Most SMTP connections open at once, all clients together."`
+	MaxConnectionsPerIP int           `yaml:"max_connections_per_ip" reload:"live" doc:"Most SMTP connections open at once from one client IP address."`
+	MessagesPerIPMinute int           `yaml:"messages_per_ip_per_minute" reload:"live" doc:"Most messages accepted per minute from one client IP address (token bucket); 0 disables the limit."`
+	ShutdownTimeout     time.Duration `yaml:"shutdown_timeout" doc:"On SIGTERM, how long running SMTP sessions may take to finish before they are closed (1s-60s)."`
+}
+
+// Storage selects where message blobs live.
+type Storage struct {
+	Backend string `yaml:"backend" doc:"local (files under storage.path) or s3 (the s3 section)."`
+	Path    string `yaml:"path" doc:"Directory for message blobs with the local backend. Empty: data_dir/mail."`
+}
+
+// S3 configures the S3 blob backend.
+type S3 struct {
+	Bucket             string `yaml:"bucket" doc:"Bucket holding message blobs."`
+	Region             string `yaml:"region" doc:"Region of the bucket."`
+	Endpoint           string `yaml:"endpoint" doc:"Custom endpoint URL for S3-compatible servers (MinIO, versitygw, Ceph). Empty: AWS."`
+	PathStyle          bool   `yaml:"path_style" doc:"Address the bucket in the path (needed by most S3-compatible servers)."`
+	Prefix             string `yaml:"prefix" doc:"Key prefix for every blob, e.g. mail/."`
+	AccessKeyID        string `yaml:"access_key_id" env:"MAIRUST_S3_ACCESS_KEY_ID" doc:"Access key. Empty: the AWS default credential chain."`
+	SecretAccessKey    string `yaml:"secret_access_key" env:"MAIRUST_S3_SECRET_ACCESS_KEY" doc:"Secret key; prefer the environment variable."`
+	MultipartThreshold int    `yaml:"multipart_threshold_mb" doc:"Blobs of at least this many MiB are uploaded with multipart upload, smaller ones with one PUT (5-128)."`
+	Encryption         string `yaml:"encryption" doc:"sse-s3 (server-side, S3-managed keys), sse-kms (server-side with kms_key_id) or client (AES-256-GCM by MaiRust before upload; an advanced option: the server can no longer index or search content)."`
+	KMSKeyID           string `yaml:"kms_key_id" doc:"KMS key ID or ARN; required with encryption: sse-kms."`
+	ClientKey          string `yaml:"client_key" env:"MAIRUST_S3_CLIENT_KEY" doc:"Base64 of 32 random bytes, the master key for encryption: client. Losing it loses the mail."`
+}
+
+// Retention sets the deletion lifecycle.
+type Retention struct {
+	DeletedMessagesDays int           `yaml:"deleted_messages_days" reload:"live" doc:"Days a logically deleted message is kept before its row and (last) blob are removed physically (0-36500)."`
+	CleanupInterval     time.Duration `yaml:"cleanup_interval" doc:"How often the cleanup job runs (1m-24h)."`
+	OrphanBlobGrace     time.Duration `yaml:"orphan_blob_grace" reload:"live" doc:"A blob with no metadata row older than this (left by a crash between the write and the commit) is removed by the cleanup job. Must exceed the longest time between a blob write and its commit."`
+}
+
+// Default returns the settings used for every key the file leaves out.
+func Default() Config {
+	return Config{
+		DataDir:  "/var/lib/mairust",
+		Log:      Log{Level: "info", Format: "json"},
+		HTTP:     HTTP{Listen: "127.0.0.1:8025"},
+		Database: Database{MaxConns: 40},
+		SMTP: SMTP{
+			Listen:              ":25",
+			Hostname:            "localhost",
+			MaxMessageBytes:     50 << 20,
+			MaxRecipients:       100,
+			ReadTimeout:         5 * time.Minute,
+			WriteTimeout:        time.Minute,
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 100,
+			MessagesPerIPMinute: 0,
+			ShutdownTimeout:     30 * time.Second,
+		},
+		Storage: Storage{Backend: "local"},
+		S3: S3{
+			Region:             "us-east-1",
+			MultipartThreshold: 8,
+			Encryption:         "sse-s3",
+		},
+		Retention: Retention{
+			DeletedMessagesDays: 30,
+			CleanupInterval:     time.Hour,
+			OrphanBlobGrace:     time.Hour,
+		},
+	}
+}

@@ -1,0 +1,229 @@
+package config
+
+import (
+	"bytes"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"reflect"
+	"strings"
+	"time"
+
+	"gopkg.in/yaml.v3"
+)
+
+// MaxFileBytes bounds the size of a configuration file.
+const MaxFileBytes = 1 << 20
+
+// KeyError is a problem with one key of the file.
+type KeyError struct {
+	File string
+	Key  string // dotted path, e.g. smtp.listen
+	Line int    // 0 when the key is not in the file (a default or environment value)
+	Msg  string
+}
+
+func (e *KeyError) Error() string {
+	if e.Line > 0 {
+		return fmt.Sprintf("%s:%d: %s: %s", e.File, e.Line, e.Key, e.Msg)
+	}
+	return fmt.Sprintf("%s: %s: %s", e.File, e.Key, e.Msg)
+}
+
+// Load reads the file at path (an empty path gives the defaults), applies
+// environment overrides and validates the result.
+func Load(path string) (Config, error) {
+	if path == "" {
+		cfg := Default()
+		applyEnv(&cfg)
+		return cfg, Validate(cfg, "(defaults)", nil)
+	}
+	f, err := os.Open(path)
+	if err != nil {
+		return Config{}, fmt.Errorf("config: %w (create it, or pass --config with the right path)", err)
+	}
+	defer f.Close()
+	data, err := io.ReadAll(io.LimitReader(f, MaxFileBytes+1))
+	if err != nil {
+		return Config{}, fmt.Errorf("config: read %s: %w", path, err)
+	}
+	if len(data) > MaxFileBytes {
+		return Config{}, fmt.Errorf("config: %s is larger than %d bytes", path, MaxFileBytes)
+	}
+	return Parse(data, path)
+}
+
+// Parse decodes YAML over the defaults, applies environment overrides and
+// validates. name is used in error messages.
+func Parse(data []byte, name string) (Config, error) {
+	cfg := Default()
+	var root yaml.Node
+	dec := yaml.NewDecoder(bytes.NewReader(data))
+	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
+		return Config{}, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
+	lines := map[string]int{}
+	if len(root.Content) > 0 {
+		doc := root.Content[0]
+		if doc.Kind != yaml.MappingNode && !(doc.Kind == yaml.ScalarNode && doc.Tag == "!!null") {
+			return Config{}, &KeyError{File: name, Key: "(top level)", Line: doc.Line, Msg: "must be a mapping of keys to values"}
+		}
+		if err := decodeStrict(doc, reflect.ValueOf(&cfg).Elem(), "", name, lines); err != nil {
+			return Config{}, err
+		}
+	}
+	applyEnv(&cfg)
+	return cfg, Validate(cfg, name, lines)
+}
+
+// decodeStrict walks a mapping node into a struct, refusing unknown keys and
+// recording the line of each key.
+func decodeStrict(n *yaml.Node, v reflect.Value, prefix, name string, lines map[string]int) error {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" {
+		return nil
+	}
+	if n.Kind != yaml.MappingNode {
+		return &KeyError{File: name, Key: strings.TrimSuffix(prefix, "."), Line: n.Line, Msg: "must be a mapping"}
+	}
+	fields := map[string]int{}
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		fields[yamlName(t.Field(i))] = i
+	}
+	seen := map[string]bool{}
+	for i := 0; i+1 < len(n.Content); i += 2 {
+		k, val := n.Content[i], n.Content[i+1]
+		key := prefix + k.Value
+		idx, ok := fields[k.Value]
+		if !ok {
+			return &KeyError{File: name, Key: key, Line: k.Line, Msg: "unknown key (see docs/configuration.md for the valid keys)"}
+		}
+		if seen[k.Value] {
+			return &KeyError{File: name, Key: key, Line: k.Line, Msg: "key given twice"}
+		}
+		seen[k.Value] = true
+		lines[key] = k.Line
+		fv := v.Field(idx)
+		if fv.Kind() == reflect.Struct && fv.Type() != reflect.TypeOf(time.Time{}) {
+			if err := decodeStrict(val, fv, key+".", name, lines); err != nil {
+				return err
+			}
+			continue
+		}
+		if err := val.Decode(fv.Addr().Interface()); err != nil {
+			return &KeyError{File: name, Key: key, Line: val.Line, Msg: fmt.Sprintf("%q is not a valid %s", val.Value, typeName(fv.Type()))}
+		}
+	}
+	return nil
+}
+
+func yamlName(f reflect.StructField) string {
+	return strings.Split(f.Tag.Get("yaml"), ",")[0]
+}
+
+func typeName(t reflect.Type) string {
+	switch {
+	case t == reflect.TypeOf(time.Duration(0)):
+		return "duration (e.g. 30s, 5m, 1h)"
+	case t.Kind() == reflect.Bool:
+		return "boolean (true or false)"
+	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
+		return "integer"
+	default:
+		return t.Kind().String()
+	}
+}
+
+// applyEnv overrides fields tagged `env:"NAME"` from the environment.
+func applyEnv(cfg *Config) {
+	walkFields(reflect.ValueOf(cfg).Elem(), "", func(key string, f reflect.StructField, v reflect.Value) {
+		if env := f.Tag.Get("env"); env != "" {
+			if s, ok := os.LookupEnv(env); ok && v.Kind() == reflect.String {
+				v.SetString(s)
+			}
+		}
+	})
+}
+
+// walkFields calls fn for every leaf field with its dotted key.
+func walkFields(v reflect.Value, prefix string, fn func(key string, f reflect.StructField, v reflect.Value)) {
+	t := v.Type()
+	for i := 0; i < t.NumField(); i++ {
+		f := t.Field(i)
+		key := prefix + yamlName(f)
+		if f.Type.Kind() == reflect.Struct {
+			walkFields(v.Field(i), key+".", fn)
+			continue
+		}
+		fn(key, f, v.Field(i))
+	}
+}
+
+// Validate checks every value; the first problem is returned as a *KeyError
+// carrying the line of the key when it came from the file.
+func Validate(c Config, name string, lines map[string]int) error {
+	fail := func(key, format string, args ...any) error {
+		return &KeyError{File: name, Key: key, Line: lines[key], Msg: fmt.Sprintf(format, args...)}
+	}
+	type check struct {
+		key string
+		bad bool
+		msg string
+	}
+	checks := []check{
+		{"data_dir", c.DataDir == "", "must not be empty"},
+		{"log.level", !oneOf(c.Log.Level, "debug", "info", "warn", "error"), "must be debug, info, warn or error"},
+		{"log.format", !oneOf(c.Log.Format, "json", "text"), "must be json or text"},
+		{"http.listen", !validAddr(c.HTTP.Listen), "must be host:port"},
+		{"database.max_conns", c.Database.MaxConns < 1 || c.Database.MaxConns > 1000, "must be between 1 and 1000"},
+		{"smtp.listen", !validAddr(c.SMTP.Listen), "must be host:port"},
+		{"smtp.hostname", c.SMTP.Hostname == "" || strings.ContainsAny(c.SMTP.Hostname, " \t\r\n"), "must be a host name without spaces"},
+		{"smtp.tls_key", (c.SMTP.TLSCert == "") != (c.SMTP.TLSKey == ""), "tls_cert and tls_key must be set together"},
+		{"smtp.max_message_bytes", c.SMTP.MaxMessageBytes < 1<<10 || c.SMTP.MaxMessageBytes > 1<<30, "must be between 1024 and 1073741824"},
+		{"smtp.max_recipients", c.SMTP.MaxRecipients < 1 || c.SMTP.MaxRecipients > 10000, "must be between 1 and 10000"},
+		{"smtp.read_timeout", c.SMTP.ReadTimeout < time.Second, "must be at least 1s"},
+		{"smtp.write_timeout", c.SMTP.WriteTimeout < time.Second, "must be at least 1s"},
+		{"smtp.max_connections", c.SMTP.MaxConnections < 1, "must be at least 1"},
+		{"smtp.max_connections_per_ip", c.SMTP.MaxConnectionsPerIP < 1, "must be at least 1"},
+		{"smtp.messages_per_ip_per_minute", c.SMTP.MessagesPerIPMinute < 0, "must be 0 (no limit) or more"},
+		{"smtp.shutdown_timeout", c.SMTP.ShutdownTimeout < time.Second || c.SMTP.ShutdownTimeout > time.Minute, "must be between 1s and 60s"},
+		{"storage.backend", !oneOf(c.Storage.Backend, "local", "s3"), "must be local or s3"},
+		{"retention.deleted_messages_days", c.Retention.DeletedMessagesDays < 0 || c.Retention.DeletedMessagesDays > 36500, "must be between 0 and 36500"},
+		{"retention.cleanup_interval", c.Retention.CleanupInterval < time.Second || c.Retention.CleanupInterval > 24*time.Hour, "must be between 1s and 24h"},
+		{"retention.orphan_blob_grace", c.Retention.OrphanBlobGrace < time.Second, "must be at least 1s"},
+	}
+	if c.Storage.Backend == "s3" {
+		key, keyErr := base64.StdEncoding.DecodeString(c.S3.ClientKey)
+		checks = append(checks,
+			check{"s3.bucket", c.S3.Bucket == "", "must be set with storage.backend: s3"},
+			check{"s3.multipart_threshold_mb", c.S3.MultipartThreshold < 5 || c.S3.MultipartThreshold > 128, "must be between 5 and 128 (MiB)"},
+			check{"s3.encryption", !oneOf(c.S3.Encryption, "sse-s3", "sse-kms", "client"), "must be sse-s3, sse-kms or client"},
+			check{"s3.kms_key_id", c.S3.Encryption == "sse-kms" && c.S3.KMSKeyID == "", "must be set with encryption: sse-kms"},
+			check{"s3.client_key", c.S3.Encryption == "client" && (keyErr != nil || len(key) != 32), "must be the base64 of 32 random bytes with encryption: client (e.g. openssl rand -base64 32; or set MAIRUST_S3_CLIENT_KEY)"},
+			check{"s3.endpoint", c.S3.Endpoint != "" && !strings.HasPrefix(c.S3.Endpoint, "http://") && !strings.HasPrefix(c.S3.Endpoint, "https://"), "must be an http:// or https:// URL"},
+		)
+	}
+	for _, ch := range checks {
+		if ch.bad {
+			return fail(ch.key, "%s", ch.msg)
+		}
+	}
+	return nil
+}
+
+func oneOf(s string, options ...string) bool {
+	for _, o := range options {
+		if s == o {
+			return true
+		}
+	}
+	return false
+}
+
+func validAddr(a string) bool {
+	_, port, err := net.SplitHostPort(a)
+	return err == nil && port != ""
+}

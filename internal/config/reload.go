@@ -1,0 +1,45 @@
+package config
+
+import (
+	"fmt"
+	"reflect"
+)
+
+// Changes lists the keys that differ between two configurations, split into
+// those applied live and those that need a restart.
+type Changes struct {
+	Live    []string `json:"applied"`
+	Restart []string `json:"restart_required"`
+}
+
+// Diff compares old and new key by key.
+func Diff(old, new Config) Changes {
+	var ch Changes
+	newLeaves := map[string]reflect.Value{}
+	walkFields(reflect.ValueOf(&new).Elem(), "", func(key string, _ reflect.StructField, v reflect.Value) {
+		newLeaves[key] = v
+	})
+	walkFields(reflect.ValueOf(&old).Elem(), "", func(key string, f reflect.StructField, v reflect.Value) {
+		if reflect.DeepEqual(v.Interface(), newLeaves[key].Interface()) {
+			return
+		}
+		if f.Tag.Get("reload") == "live" {
+			ch.Live = append(ch.Live, key)
+		} else {
+			ch.Restart = append(ch.Restart, key)
+		}
+	})
+	return ch
+}
+
+// String tells an operator what happened.
+func (c Changes) String() string {
+	switch {
+	case len(c.Live) == 0 && len(c.Restart) == 0:
+		return "no changes"
+	case len(c.Restart) == 0:
+		return fmt.Sprintf("applied %v", c.Live)
+	default:
+		return fmt.Sprintf("applied %v; restart needed for %v (still running with the old values)", c.Live, c.Restart)
+	}
+}
