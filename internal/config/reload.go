@@ -12,13 +12,17 @@ type Changes struct {
 	Restart []string `json:"restart_required"`
 }
 
+// leaves maps each dotted key of c to its field.
+func leaves(c *Config) map[string]reflect.Value {
+	m := map[string]reflect.Value{}
+	walkFields(reflect.ValueOf(c).Elem(), "", func(key string, _ reflect.StructField, v reflect.Value) { m[key] = v })
+	return m
+}
+
 // Diff compares old and new key by key.
 func Diff(old, new Config) Changes {
 	var ch Changes
-	newLeaves := map[string]reflect.Value{}
-	walkFields(reflect.ValueOf(&new).Elem(), "", func(key string, _ reflect.StructField, v reflect.Value) {
-		newLeaves[key] = v
-	})
+	newLeaves := leaves(&new)
 	walkFields(reflect.ValueOf(&old).Elem(), "", func(key string, f reflect.StructField, v reflect.Value) {
 		if reflect.DeepEqual(v.Interface(), newLeaves[key].Interface()) {
 			return
@@ -30,6 +34,19 @@ func Diff(old, new Config) Changes {
 		}
 	})
 	return ch
+}
+
+// Merge returns running with the live keys taken from next; keys that need a
+// restart keep their running values. The changes are reported either way.
+func Merge(running, next Config) (Config, Changes) {
+	merged := running
+	nextLeaves := leaves(&next)
+	walkFields(reflect.ValueOf(&merged).Elem(), "", func(key string, f reflect.StructField, v reflect.Value) {
+		if f.Tag.Get("reload") == "live" {
+			v.Set(nextLeaves[key])
+		}
+	})
+	return merged, Diff(running, next)
 }
 
 // String tells an operator what happened.

@@ -1,5 +1,5 @@
-// Package pgtest gives each test package its own fresh PostgreSQL database on
-// the machine's real server. It fails, never skips, when PostgreSQL is down.
+// Package pgtest gives tests fresh PostgreSQL databases on the machine's real
+// server. It fails, never skips, when PostgreSQL is down.
 package pgtest
 
 import (
@@ -24,40 +24,53 @@ func AdminURL() string {
 	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 }
 
-// NewDatabase creates an empty database named after prefix and returns its
-// URL; it is dropped when the test ends.
-func NewDatabase(t testing.TB, prefix string) string {
-	t.Helper()
+// Create makes an empty database named after prefix and returns its URL and
+// a function that drops it. For TestMain; tests use NewDatabase.
+func Create(prefix string) (string, func() error, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
 	admin, err := pgx.Connect(ctx, AdminURL())
 	if err != nil {
-		t.Fatalf("pgtest: cannot reach PostgreSQL at %s: %v (start it, or set MAIRUST_TEST_DATABASE_URL)", AdminURL(), err)
+		return "", nil, fmt.Errorf("pgtest: cannot reach PostgreSQL at %s: %w (start it, or set MAIRUST_TEST_DATABASE_URL)", AdminURL(), err)
 	}
 	defer admin.Close(ctx)
 	b := make([]byte, 6)
 	rand.Read(b)
 	name := fmt.Sprintf("mairust_test_%s_%s", prefix, hex.EncodeToString(b))
 	if _, err := admin.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
-		t.Fatalf("pgtest: create database: %v", err)
+		return "", nil, fmt.Errorf("pgtest: create database: %w", err)
 	}
-	t.Cleanup(func() {
+	drop := func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		c, err := pgx.Connect(ctx, AdminURL())
 		if err != nil {
-			t.Errorf("pgtest: drop %s: %v", name, err)
-			return
+			return fmt.Errorf("pgtest: drop %s: %w", name, err)
 		}
 		defer c.Close(ctx)
-		if _, err := c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)"); err != nil {
-			t.Errorf("pgtest: drop %s: %v", name, err)
-		}
-	})
+		_, err = c.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{name}.Sanitize()+" WITH (FORCE)")
+		return err
+	}
 	u, err := url.Parse(AdminURL())
 	if err != nil {
-		t.Fatalf("pgtest: %v", err)
+		return "", nil, fmt.Errorf("pgtest: %w", err)
 	}
 	u.Path = "/" + name
-	return u.String()
+	return u.String(), drop, nil
+}
+
+// NewDatabase creates an empty database for one test; it is dropped when the
+// test ends.
+func NewDatabase(t testing.TB, prefix string) string {
+	t.Helper()
+	u, drop, err := Create(prefix)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Errorf("pgtest: %v", err)
+		}
+	})
+	return u
 }

@@ -1,0 +1,34 @@
+# MaiRust — the two commands that matter: `make run` and `make test`.
+GO      ?= go
+GOBIN   := $(shell $(GO) env GOPATH)/bin
+export PATH := $(GOBIN):$(PATH)
+BIN     := bin/mairust
+DATA    ?= ./data
+
+.PHONY: run test build deps lint docs bench clean
+
+## run: install what is missing, build, and start `mairust aio` with its data in ./data
+run: build
+	./scripts/deps.sh run
+	./$(BIN) aio --data-dir $(DATA) --log-format text
+
+## test: install the test tools, then vet, staticcheck and every test against real components
+test:
+	./scripts/deps.sh test
+	$(GO) vet ./...
+	staticcheck ./...
+	$(GO) test -count=1 -timeout 25m ./...
+
+build:
+	$(GO) build -o $(BIN) ./cmd/mairust
+
+## docs: regenerate docs/configuration.md from the config structs
+docs:
+	$(GO) run ./cmd/mairust config reference > docs/configuration.md
+
+## bench: start aio in a temporary dir and load it with `mairust bench smtp` (see README)
+bench: build
+	./scripts/bench.sh
+
+clean:
+	rm -rf bin

@@ -1,0 +1,145 @@
+// Package accounts owns tenants, domains and mail users in PostgreSQL: their
+// creation with the standard folders, and the recipient lookup SMTP uses.
+// It never touches messages or blobs.
+package accounts
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strings"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mairust/mairust/internal/password"
+)
+
+// Errors returned by Lookup.
+var (
+	ErrUnknownUser = errors.New("no such mail user")
+	ErrForeign     = errors.New("domain not served here")
+)
+
+// StandardFolders are created for every new user: name and special use.
+var StandardFolders = [][2]string{{"INBOX", "inbox"}, {"Junk", "junk"}, {"Sent", "sent"}, {"Trash", "trash"}}
+
+// Accounts reads and writes account rows.
+type Accounts struct{ pool *pgxpool.Pool }
+
+// New returns Accounts on pool.
+func New(pool *pgxpool.Pool) *Accounts { return &Accounts{pool: pool} }
+
+// Recipient is a local mailbox a message can be delivered to.
+type Recipient struct {
+	Address  string
+	TenantID string
+	UserID   int64
+	InboxID  int64
+}
+
+// Normalize lowercases an address and checks it has the form local@domain.
+func Normalize(addr string) (string, error) {
+	a := strings.ToLower(strings.TrimSpace(addr))
+	local, domain, ok := strings.Cut(a, "@")
+	if !ok || local == "" || domain == "" || strings.ContainsAny(a, " \t\r\n<>") || strings.Contains(domain, "@") {
+		return "", fmt.Errorf("%q is not an address of the form user@domain", addr)
+	}
+	return a, nil
+}
+
+// Lookup finds the enabled user for addr, or says whether the domain is ours
+// (ErrUnknownUser) or not (ErrForeign).
+func (a *Accounts) Lookup(ctx context.Context, addr string) (Recipient, error) {
+	addr, err := Normalize(addr)
+	if err != nil {
+		return Recipient{}, ErrForeign
+	}
+	_, domain, _ := strings.Cut(addr, "@")
+	var (
+		known      bool
+		uid, inbox *int64
+		tenant     *string
+	)
+	err = a.pool.QueryRow(ctx, `
+		SELECT d.id IS NOT NULL, u.id, u.tenant_id::text, f.id
+		FROM (SELECT 1) one
+		LEFT JOIN domains d ON d.name = $2 AND NOT d.disabled
+		LEFT JOIN mail_users u ON u.address = $1 AND u.domain_id = d.id AND NOT u.disabled
+		LEFT JOIN folders f ON f.user_id = u.id AND f.special = 'inbox'`, addr, domain).Scan(&known, &uid, &tenant, &inbox)
+	switch {
+	case err != nil:
+		return Recipient{}, fmt.Errorf("accounts: lookup %s: %w", addr, err)
+	case !known:
+		return Recipient{}, ErrForeign
+	case uid == nil || inbox == nil:
+		return Recipient{}, ErrUnknownUser
+	}
+	return Recipient{Address: addr, TenantID: *tenant, UserID: *uid, InboxID: *inbox}, nil
+}
+
+// EnsureTenant returns the id of the tenant called name, creating it.
+func (a *Accounts) EnsureTenant(ctx context.Context, name string) (string, error) {
+	var id string
+	err := a.pool.QueryRow(ctx, `
+		WITH ins AS (INSERT INTO tenants(name) VALUES($1) ON CONFLICT (name) DO NOTHING RETURNING id)
+		SELECT id::text FROM ins UNION ALL SELECT id::text FROM tenants WHERE name = $1 LIMIT 1`, name).Scan(&id)
+	if err != nil {
+		return "", fmt.Errorf("accounts: tenant %s: %w", name, err)
+	}
+	return id, nil
+}
+
+// CreateDomain adds a domain for tenant; adding an existing one is not an error.
+func (a *Accounts) CreateDomain(ctx context.Context, tenantID, name string) error {
+	name = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))
+	if name == "" || strings.ContainsAny(name, " @\t\r\n") {
+		return fmt.Errorf("%q is not a domain name", name)
+	}
+	_, err := a.pool.Exec(ctx, `INSERT INTO domains(tenant_id, name) VALUES($1, $2) ON CONFLICT (name) DO NOTHING`, tenantID, name)
+	if err != nil {
+		return fmt.Errorf("accounts: create domain %s: %w", name, err)
+	}
+	return nil
+}
+
+// CreateUser adds a mail user in an existing domain, with its standard
+// folders, in one transaction.
+func (a *Accounts) CreateUser(ctx context.Context, addr, pw string, admin bool) error {
+	addr, err := Normalize(addr)
+	if err != nil {
+		return err
+	}
+	hash, err := password.Hash(pw)
+	if err != nil {
+		return err
+	}
+	_, domain, _ := strings.Cut(addr, "@")
+	return pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
+		var uid int64
+		var tenant string
+		err := tx.QueryRow(ctx, `
+			INSERT INTO mail_users(tenant_id, domain_id, address, password_hash, is_admin)
+			SELECT tenant_id, id, $1, $3, $4 FROM domains WHERE name = $2
+			RETURNING id, tenant_id::text`, addr, domain, hash, admin).Scan(&uid, &tenant)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return fmt.Errorf("domain %s does not exist: create it first", domain)
+		}
+		if err != nil {
+			return fmt.Errorf("accounts: create user %s: %w", addr, err)
+		}
+		for _, f := range StandardFolders {
+			if _, err := tx.Exec(ctx, `INSERT INTO folders(tenant_id, user_id, name, special) VALUES($1, $2, $3, $4)`, tenant, uid, f[0], f[1]); err != nil {
+				return fmt.Errorf("accounts: create folder %s: %w", f[0], err)
+			}
+		}
+		return nil
+	})
+}
+
+// CountUsers returns how many mail users exist.
+func (a *Accounts) CountUsers(ctx context.Context) (int, error) {
+	var n int
+	err := a.pool.QueryRow(ctx, `SELECT count(*) FROM mail_users`).Scan(&n)
+	return n, err
+}

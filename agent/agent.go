@@ -1,0 +1,235 @@
+// Package agent wires the data plane together: database, blob store, SMTP
+// server, background jobs and the management HTTP listener (metrics, health,
+// reload), and runs them until the context ends, then shuts down gracefully.
+package agent
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/riverqueue/river"
+
+	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/agent/blobstore"
+	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/retention"
+	"github.com/mairust/mairust/agent/smtpd"
+	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/database"
+	"github.com/mairust/mairust/internal/jobs"
+	"github.com/mairust/mairust/internal/logging"
+	"github.com/mairust/mairust/internal/tlsconfig"
+)
+
+// Options starts an agent.
+type Options struct {
+	Config     config.Config
+	ConfigPath string // re-read on reload; empty: reload only re-applies Config
+	Log        *slog.Logger
+	Level      *slog.LevelVar
+	// Ready is called once every listener is up, with their addresses.
+	Ready func(Info)
+}
+
+// Info tells where the running agent listens.
+type Info struct {
+	SMTPAddr string
+	HTTPAddr string
+	Pool     *pgxpool.Pool
+}
+
+// Agent is a running data plane.
+type Agent struct {
+	opts      Options
+	log       *slog.Logger
+	mu        sync.Mutex // serialises reloads
+	cfg       atomic.Pointer[config.Config]
+	smtp      *smtpd.Server
+	pool      *pgxpool.Pool
+	startedAt time.Time
+}
+
+// Run starts the agent and blocks until ctx ends or SIGTERM/SIGINT arrives;
+// SIGHUP reloads the configuration.
+func Run(ctx context.Context, opts Options) (err error) {
+	cfg := opts.Config
+	a := &Agent{opts: opts, log: opts.Log, startedAt: time.Now()}
+	a.cfg.Store(&cfg)
+	if cfg.Database.URL == "" {
+		return errors.New("database.url is empty: set it (or MAIRUST_DATABASE_URL), or run mairust aio for the embedded PostgreSQL")
+	}
+	pool, err := database.Open(ctx, cfg.Database.URL, cfg.Database.MaxConns)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	a.pool = pool
+	applied, err := database.Migrate(ctx, pool)
+	if err != nil {
+		return err
+	}
+	if len(applied) > 0 {
+		a.log.Info("database schema migrated", "component", "database", "applied", applied)
+	}
+	if err := jobs.Migrate(ctx, pool); err != nil {
+		return err
+	}
+	blobs, err := openBlobs(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	tlsCfg, err := loadTLS(cfg)
+	if err != nil {
+		return err
+	}
+	store := mailstore.New(pool, blobs)
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
+	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), blobstore.Collectors(), mailstore.Collectors()} {
+		reg.MustRegister(cs...)
+	}
+
+	a.smtp = smtpd.New(cfg.SMTP, tlsCfg, accounts.New(pool), store, a.log)
+	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
+	if err != nil {
+		return fmt.Errorf("smtp.listen %s: %w (is another mail server running there? a port below 1024 needs root)", cfg.SMTP.Listen, err)
+	}
+	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
+	if err != nil {
+		smtpLn.Close()
+		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
+	}
+	httpSrv := &http.Server{Handler: a.routes(reg), ReadHeaderTimeout: 10 * time.Second}
+
+	workers := river.NewWorkers()
+	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
+	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)}, a.log)
+	if err != nil {
+		smtpLn.Close()
+		httpLn.Close()
+		return err
+	}
+
+	errc := make(chan error, 2)
+	go func() { errc <- a.smtp.Serve(smtpLn) }()
+	go func() {
+		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
+			errc <- err
+		}
+	}()
+	a.log.Info("agent started", "component", "agent", "smtp", smtpLn.Addr().String(), "http", httpLn.Addr().String(), "storage", cfg.Storage.Backend)
+	if opts.Ready != nil {
+		opts.Ready(Info{SMTPAddr: smtpLn.Addr().String(), HTTPAddr: httpLn.Addr().String(), Pool: pool})
+	}
+
+	sigs := make(chan os.Signal, 1)
+	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	var runErr error
+loop:
+	for {
+		select {
+		case <-ctx.Done():
+			break loop
+		case err := <-errc:
+			runErr = err
+			break loop
+		case s := <-sigs:
+			if s == syscall.SIGHUP {
+				a.Reload()
+				continue
+			}
+			a.log.Info("signal received, shutting down", "component", "agent", "signal", s.String())
+			break loop
+		}
+	}
+	a.shutdown(httpSrv, jobClient)
+	return runErr
+}
+
+// shutdown stops taking connections, lets SMTP transactions finish within
+// smtp.shutdown_timeout, then stops jobs and the HTTP listener.
+func (a *Agent) shutdown(httpSrv *http.Server, jobClient *jobs.Client) {
+	cfg := a.cfg.Load()
+	ctx, cancel := context.WithTimeout(context.Background(), cfg.SMTP.ShutdownTimeout)
+	defer cancel()
+	start := time.Now()
+	a.smtp.Shutdown(ctx)
+	a.log.Info("smtp sessions finished", "component", "agent", "duration_ms", time.Since(start).Milliseconds())
+	jctx, jcancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer jcancel()
+	if err := jobClient.Stop(jctx); err != nil {
+		a.log.Warn("jobs did not stop in time", "component", "agent", "error", err)
+	}
+	httpSrv.Shutdown(jctx)
+	a.log.Info("agent stopped", "component", "agent")
+}
+
+// Reload re-reads the configuration file and applies what can change live.
+func (a *Agent) Reload() (config.Changes, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	old := a.cfg.Load()
+	next := *old
+	if a.opts.ConfigPath != "" {
+		var err error
+		next, err = config.Load(a.opts.ConfigPath)
+		if err != nil {
+			a.log.Error("reload refused; still running with the previous configuration", "component", "agent", "error", err)
+			return config.Changes{}, err
+		}
+		// Values the process was started with outside the file stay.
+		next.Database.URL = old.Database.URL
+		if next.DataDir != old.DataDir && a.opts.Config.DataDir == old.DataDir {
+			next.DataDir = old.DataDir
+		}
+	}
+	// Keys that need a restart keep their running values.
+	applied, ch := config.Merge(*old, next)
+	if lv, err := logging.ParseLevel(applied.Log.Level); err == nil && a.opts.Level != nil {
+		a.opts.Level.Set(lv)
+	}
+	a.smtp.Apply(applied.SMTP)
+	a.cfg.Store(&applied)
+	a.log.Info("configuration reloaded: "+ch.String(), "component", "agent", "applied", ch.Live, "restart_required", ch.Restart)
+	return ch, nil
+}
+
+func openBlobs(ctx context.Context, cfg config.Config) (blobstore.Store, error) {
+	if cfg.Storage.Backend == "s3" {
+		return blobstore.OpenS3(ctx, cfg.S3)
+	}
+	return blobstore.OpenLocal(StoragePath(cfg))
+}
+
+// StoragePath is where the local backend keeps blobs.
+func StoragePath(cfg config.Config) string {
+	if cfg.Storage.Path != "" {
+		return cfg.Storage.Path
+	}
+	return filepath.Join(cfg.DataDir, "mail")
+}
+
+// loadTLS returns the STARTTLS certificate: the configured one, or a
+// self-signed one kept under data_dir/tls.
+func loadTLS(cfg config.Config) (*tls.Config, error) {
+	if cfg.SMTP.TLSCert != "" {
+		return tlsconfig.Load(cfg.SMTP.TLSCert, cfg.SMTP.TLSKey)
+	}
+	return tlsconfig.SelfSigned(filepath.Join(cfg.DataDir, "tls"), cfg.SMTP.Hostname)
+}

@@ -1,0 +1,377 @@
+package agent_test
+
+import (
+	"bufio"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/smtp"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/internal/database"
+	"github.com/mairust/mairust/internal/pgtest"
+)
+
+// binary builds cmd/mairust once for the package's tests.
+var binary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "mairust-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "mairust")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/mairust/mairust/cmd/mairust").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// proc is an agent running as a separate process.
+type proc struct {
+	cmd  *exec.Cmd
+	smtp string
+	http string
+	log  *strings.Builder
+	mu   *sync.Mutex
+	done chan error
+}
+
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// setup makes a database with one user and a config file for an agent.
+func setup(t *testing.T, extra string) (cfgPath, dataDir string, pool *pgxpool.Pool) {
+	t.Helper()
+	ctx := context.Background()
+	url := pgtest.NewDatabase(t, "agent")
+	pool, err := database.Open(ctx, url, 4)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(pool.Close)
+	if _, err := database.Migrate(ctx, pool); err != nil {
+		t.Fatal(err)
+	}
+	acc := accounts.New(pool)
+	tenant, _ := acc.EnsureTenant(ctx, "t")
+	if err := acc.CreateDomain(ctx, tenant, "example.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := acc.CreateUser(ctx, "alice@example.test", "secret", false); err != nil {
+		t.Fatal(err)
+	}
+	dataDir = t.TempDir()
+	cfgPath = filepath.Join(dataDir, "mairust.yaml")
+	cfg := fmt.Sprintf(`data_dir: %s
+log:
+  level: info
+database:
+  url: %s
+smtp:
+  listen: %s
+  hostname: mx.example.test
+http:
+  listen: %s
+%s`, dataDir, url, freeAddr(t), freeAddr(t), extra)
+	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return cfgPath, dataDir, pool
+}
+
+// startAgent runs `mairust agent --config cfgPath` and waits for /health.
+func startAgent(t *testing.T, cfgPath string) *proc {
+	t.Helper()
+	bin, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, _ := os.ReadFile(cfgPath)
+	p := &proc{log: &strings.Builder{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	for _, line := range strings.Split(string(raw), "\n") {
+		if v, ok := strings.CutPrefix(line, "  listen: "); ok {
+			if p.smtp == "" {
+				p.smtp = v
+			} else {
+				p.http = v
+			}
+		}
+	}
+	p.cmd = exec.Command(bin, "agent", "--config", cfgPath)
+	stderr, _ := p.cmd.StderrPipe()
+	if err := p.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		for sc.Scan() {
+			p.mu.Lock()
+			p.log.WriteString(sc.Text() + "\n")
+			p.mu.Unlock()
+		}
+		p.done <- p.cmd.Wait()
+	}()
+	t.Cleanup(func() {
+		p.cmd.Process.Kill()
+	})
+	for i := 0; i < 300; i++ {
+		resp, err := http.Get("http://" + p.http + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				return p
+			}
+		}
+		select {
+		case err := <-p.done:
+			t.Fatalf("agent exited: %v\n%s", err, p.logs())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	t.Fatalf("agent not healthy after 30s\n%s", p.logs())
+	return nil
+}
+
+func (p *proc) logs() string {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.log.String()
+}
+
+// waitExit waits for the process to end and returns its error.
+func (p *proc) waitExit(t *testing.T) error {
+	t.Helper()
+	select {
+	case err := <-p.done:
+		return err
+	case <-time.After(90 * time.Second):
+		t.Fatalf("agent did not exit\n%s", p.logs())
+		return nil
+	}
+}
+
+func testMessage(id string) string {
+	return fmt.Sprintf("From: load@remote.test\r\nTo: alice@example.test\r\nSubject: load %s\r\nMessage-ID: <%s@remote.test>\r\n\r\n%s\r\n", id, id, strings.Repeat("crash test body line\r\n", 200))
+}
+
+// TestSIGKILLLosesNoAcknowledgedMessage kills the agent mid-load and checks
+// that every message answered 250 is stored and readable after a restart,
+// and that the blobs left by unacknowledged ones are swept.
+func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
+	cfgPath, dataDir, pool := setup(t, "retention:\n  orphan_blob_grace: 1s\n  cleanup_interval: 1m\n")
+	p := startAgent(t, cfgPath)
+
+	const conns = 8
+	var (
+		mu    sync.Mutex
+		acked []string
+		wg    sync.WaitGroup
+	)
+	killed := make(chan struct{})
+	for c := 0; c < conns; c++ {
+		wg.Add(1)
+		go func(c int) {
+			defer wg.Done()
+			cl, err := smtp.Dial(p.smtp)
+			if err != nil {
+				return
+			}
+			defer cl.Close()
+			for i := 0; ; i++ {
+				id := fmt.Sprintf("c%d-m%d", c, i)
+				if cl.Mail("load@remote.test") != nil || cl.Rcpt("alice@example.test") != nil {
+					return
+				}
+				w, err := cl.Data()
+				if err != nil {
+					return
+				}
+				io.WriteString(w, testMessage(id))
+				if w.Close() != nil {
+					return // no 250: not acknowledged
+				}
+				mu.Lock()
+				acked = append(acked, id)
+				n := len(acked)
+				mu.Unlock()
+				if n == 300 {
+					p.cmd.Process.Signal(syscall.SIGKILL)
+					close(killed)
+				}
+			}
+		}(c)
+	}
+	select {
+	case <-killed:
+	case <-time.After(60 * time.Second):
+		t.Fatalf("load did not reach 300 acknowledged messages\n%s", p.logs())
+	}
+	wg.Wait()
+	p.waitExit(t)
+	t.Logf("%d messages acknowledged before and around the SIGKILL", len(acked))
+
+	startAgent(t, cfgPath)
+	ctx := context.Background()
+	for _, id := range acked {
+		var key string
+		err := pool.QueryRow(ctx, `SELECT blob_key FROM messages WHERE message_id = $1`, id+"@remote.test").Scan(&key)
+		if err != nil {
+			t.Fatalf("acknowledged message %s not in the database: %v", id, err)
+		}
+		raw, err := os.ReadFile(filepath.Join(dataDir, "mail", key[:2], key))
+		if err != nil {
+			t.Fatalf("acknowledged message %s: blob unreadable: %v", id, err)
+		}
+		sum := sha256.Sum256(raw)
+		if hex.EncodeToString(sum[:]) != key || !strings.Contains(string(raw), "Subject: load "+id+"\r\n") {
+			t.Fatalf("acknowledged message %s: blob content wrong", id)
+		}
+	}
+	// After the cleanup job has run, blobs on disk and blob rows are the same set.
+	var diff string
+	for i := 0; i < 120; i++ {
+		diff = compareBlobs(t, pool, filepath.Join(dataDir, "mail"))
+		if diff == "" {
+			break
+		}
+		time.Sleep(500 * time.Millisecond)
+	}
+	if diff != "" {
+		t.Fatalf("storage and database disagree after cleanup: %s", diff)
+	}
+	if tmp, _ := os.ReadDir(filepath.Join(dataDir, "mail", "tmp")); len(tmp) != 0 {
+		t.Fatalf("%d temporary files left", len(tmp))
+	}
+}
+
+// compareBlobs describes the difference between blob files and blob rows.
+func compareBlobs(t *testing.T, pool *pgxpool.Pool, root string) string {
+	onDisk := map[string]bool{}
+	dirs, _ := filepath.Glob(filepath.Join(root, "??"))
+	for _, d := range dirs {
+		entries, _ := os.ReadDir(d)
+		for _, e := range entries {
+			onDisk[e.Name()] = true
+		}
+	}
+	rows, err := pool.Query(context.Background(), `SELECT key FROM blobs`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer rows.Close()
+	inDB := map[string]bool{}
+	for rows.Next() {
+		var k string
+		rows.Scan(&k)
+		inDB[k] = true
+	}
+	var orphans, missing int
+	for k := range onDisk {
+		if !inDB[k] {
+			orphans++
+		}
+	}
+	for k := range inDB {
+		if !onDisk[k] {
+			missing++
+		}
+	}
+	if orphans == 0 && missing == 0 {
+		return ""
+	}
+	return fmt.Sprintf("%d orphan blob files, %d rows without a file", orphans, missing)
+}
+
+func TestReloadAppliesLiveKeysAndNamesRestartKeys(t *testing.T) {
+	cfgPath, _, _ := setup(t, "")
+	p := startAgent(t, cfgPath)
+	raw, _ := os.ReadFile(cfgPath)
+	changed := strings.Replace(string(raw), "level: info", "level: debug", 1)
+	changed = strings.Replace(changed, "hostname: mx.example.test", "hostname: mx2.example.test", 1)
+	os.WriteFile(cfgPath, []byte(changed), 0o600)
+
+	bin, _ := binary()
+	out, err := exec.Command(bin, "reload", "--config", cfgPath).CombinedOutput()
+	if err != nil {
+		t.Fatalf("mairust reload: %v\n%s", err, out)
+	}
+	want := "applied [log.level]; restart needed for [smtp.hostname]"
+	if !strings.Contains(string(out), want) {
+		t.Fatalf("mairust reload printed %q, want %q", out, want)
+	}
+	// A broken file is refused and the agent keeps running.
+	os.WriteFile(cfgPath, []byte(changed+"smtp:\n  bogus: 1\n"), 0o600)
+	out, err = exec.Command(bin, "reload", "--addr", p.http).CombinedOutput()
+	if err == nil || !strings.Contains(string(out), "reload refused") {
+		t.Fatalf("broken config: %v %s", err, out)
+	}
+	// SIGHUP does the same as mairust reload.
+	os.WriteFile(cfgPath, []byte(strings.Replace(changed, "level: debug", "level: warn", 1)), 0o600)
+	p.cmd.Process.Signal(syscall.SIGHUP)
+	for i := 0; i < 100 && !strings.Contains(p.logs(), "applied [log.level]"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	if !strings.Contains(p.logs(), "configuration reloaded") {
+		t.Fatalf("SIGHUP did not reload\n%s", p.logs())
+	}
+	if _, err := smtp.Dial(p.smtp); err != nil {
+		t.Fatalf("SMTP down after reloads: %v", err)
+	}
+}
+
+func TestSIGTERMFinishesTransactionsUnderWay(t *testing.T) {
+	cfgPath, _, pool := setup(t, "")
+	p := startAgent(t, cfgPath)
+	c, err := smtp.Dial(p.smtp)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	if err := c.Mail("s@remote.test"); err != nil {
+		t.Fatal(err)
+	}
+	if err := c.Rcpt("alice@example.test"); err != nil {
+		t.Fatal(err)
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	for i := 0; i < 100 && !strings.Contains(p.logs(), "shutting down"); i++ {
+		time.Sleep(50 * time.Millisecond)
+	}
+	w, err := c.Data()
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.WriteString(w, testMessage("during-shutdown"))
+	if err := w.Close(); err != nil {
+		t.Fatalf("message under way at SIGTERM: %v", err)
+	}
+	if err := p.waitExit(t); err != nil {
+		t.Fatalf("exit after SIGTERM: %v\n%s", err, p.logs())
+	}
+	var n int
+	pool.QueryRow(context.Background(), `SELECT count(*) FROM messages WHERE message_id = 'during-shutdown@remote.test'`).Scan(&n)
+	if n != 1 {
+		t.Fatalf("message acknowledged during shutdown stored %d times", n)
+	}
+}

@@ -1,0 +1,130 @@
+// Package smtpd is the receiving SMTP server (RFC 5321) built on go-smtp:
+// connection and rate limits, recipient checks, the Received header, and the
+// rule that 250 is sent only after the mail store has made the message
+// durable. It does not store anything itself.
+package smtpd
+
+import (
+	"context"
+	"crypto/rand"
+	"crypto/tls"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"sync/atomic"
+	"time"
+
+	"github.com/emersion/go-smtp"
+
+	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/ratelimit"
+)
+
+// Recipients resolves RCPT TO addresses.
+type Recipients interface {
+	Lookup(ctx context.Context, addr string) (accounts.Recipient, error)
+}
+
+// Deliverer stores an accepted message durably.
+type Deliverer interface {
+	Deliver(ctx context.Context, d mailstore.Delivery) ([]int64, error)
+}
+
+// storeTimeout bounds a delivery; past it the client gets 451 and retries.
+const storeTimeout = 60 * time.Second
+
+// Server is one SMTP listener with its sessions.
+type Server struct {
+	cfg      config.SMTP
+	log      *slog.Logger
+	rcpts    Recipients
+	store    Deliverer
+	maxPerIP atomic.Int64
+	rate     *ratelimit.Limiter
+	srv      *smtp.Server
+	ln       *listener
+}
+
+// New returns a server; tlsConfig nil disables STARTTLS.
+func New(cfg config.SMTP, tlsConfig *tls.Config, rcpts Recipients, store Deliverer, log *slog.Logger) *Server {
+	s := &Server{cfg: cfg, log: log.With("component", "smtpd"), rcpts: rcpts, store: store, rate: ratelimit.New(cfg.MessagesPerIPMinute)}
+	s.maxPerIP.Store(int64(cfg.MaxConnectionsPerIP))
+	srv := smtp.NewServer(backend{s})
+	srv.Domain = cfg.Hostname
+	srv.MaxMessageBytes = cfg.MaxMessageBytes
+	srv.MaxRecipients = cfg.MaxRecipients
+	srv.ReadTimeout = cfg.ReadTimeout
+	srv.WriteTimeout = cfg.WriteTimeout
+	srv.TLSConfig = tlsConfig
+	srv.EnableSMTPUTF8 = true
+	srv.ErrorLog = errorLog{s.log}
+	s.srv = srv
+	return s
+}
+
+// Apply takes the live-reloadable settings of cfg.
+func (s *Server) Apply(cfg config.SMTP) {
+	s.maxPerIP.Store(int64(cfg.MaxConnectionsPerIP))
+	s.rate.SetLimit(cfg.MessagesPerIPMinute)
+}
+
+// Serve accepts connections on l until Shutdown.
+func (s *Server) Serve(l net.Listener) error {
+	s.ln = &listener{Listener: l, srv: s, perIP: map[string]int{}, conns: map[*conn]struct{}{}}
+	err := s.srv.Serve(s.ln)
+	if errors.Is(err, smtp.ErrServerClosed) {
+		return nil
+	}
+	return err
+}
+
+// Shutdown stops accepting, lets transactions under way finish (idle
+// sessions get 421 at once) and closes whatever is still open when ctx ends.
+func (s *Server) Shutdown(ctx context.Context) error {
+	done := make(chan error, 1)
+	go func() { done <- s.srv.Shutdown(ctx) }()
+	if s.ln != nil {
+		s.ln.drain()
+	}
+	err := <-done
+	if err != nil {
+		s.log.Warn("sessions still open at the end of the shutdown timeout; closing them", "error", err)
+		s.srv.Close()
+	}
+	return err
+}
+
+type backend struct{ s *Server }
+
+func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
+	sessionsTotal.Inc()
+	id := newID()
+	tc, _ := underlying(c.Conn()).(*conn)
+	ss := &session{s: b.s, c: c, tc: tc, id: id, ip: remoteIP(c.Conn().RemoteAddr())}
+	ss.log = b.s.log.With("request_id", id, "client_ip", ss.ip, "helo", c.Hostname())
+	return ss, nil
+}
+
+// underlying unwraps a TLS connection.
+func underlying(c net.Conn) net.Conn {
+	if t, ok := c.(*tls.Conn); ok {
+		return t.NetConn()
+	}
+	return c
+}
+
+func newID() string {
+	b := make([]byte, 8)
+	rand.Read(b)
+	return hex.EncodeToString(b)
+}
+
+// errorLog sends go-smtp's own messages to slog.
+type errorLog struct{ log *slog.Logger }
+
+func (e errorLog) Printf(format string, v ...any) { e.log.Warn(fmt.Sprintf(format, v...)) }
+func (e errorLog) Println(v ...any)               { e.log.Warn(fmt.Sprint(v...)) }

@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"github.com/mairust/mairust/agent"
+	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/internal/embeddedpg"
+	"github.com/mairust/mairust/internal/password"
+	"github.com/mairust/mairust/internal/pidlock"
+)
+
+func init() {
+	c := &command{name: "aio", summary: "run everything on this machine: an embedded PostgreSQL (system binaries, own data dir) and the agent"}
+	var (
+		rf                               runFlags
+		dataDir, smtpListen, httpListen  string
+		domain, admin, adminPW, hostname string
+	)
+	c.run = func(args []string) error {
+		fs := flags(c)
+		rf.register(fs, "")
+		fs.StringVar(&dataDir, "data-dir", "", "state directory (PostgreSQL in db/, mail in mail/); overrides data_dir (default /var/lib/mairust)")
+		fs.StringVar(&smtpListen, "smtp-listen", "", "SMTP address; overrides smtp.listen (without --config: 127.0.0.1:2525)")
+		fs.StringVar(&httpListen, "http-listen", "", "management HTTP address; overrides http.listen")
+		fs.StringVar(&hostname, "hostname", "", "SMTP host name; overrides smtp.hostname")
+		fs.StringVar(&domain, "domain", "example.test", "first mail domain, created on first start")
+		fs.StringVar(&admin, "admin", "", "first (admin) mail user, created on first start (default admin@<domain>)")
+		fs.StringVar(&adminPW, "admin-password", "", "its password (default: generated and printed once)")
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		cfg, log, lv, err := rf.load()
+		if err != nil {
+			return err
+		}
+		if rf.config == "" {
+			cfg.SMTP.Listen = "127.0.0.1:2525"
+		}
+		for flagValue, field := range map[string]*string{dataDir: &cfg.DataDir, smtpListen: &cfg.SMTP.Listen, httpListen: &cfg.HTTP.Listen, hostname: &cfg.SMTP.Hostname} {
+			if flagValue != "" {
+				*field = flagValue
+			}
+		}
+		if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
+			return err
+		}
+		if admin == "" {
+			admin = "admin@" + domain
+		}
+		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+			return fmt.Errorf("data dir: %w", err)
+		}
+		lock, err := pidlock.Acquire(cfg.DataDir)
+		if err != nil {
+			return err
+		}
+		defer lock.Release()
+		embedded := cfg.Database.URL == ""
+		if embedded {
+			fmt.Fprintln(os.Stderr, "starting the embedded PostgreSQL in", filepath.Join(cfg.DataDir, "db"), "...")
+			pg, err := embeddedpg.Start(context.Background(), embeddedpg.Options{DataDir: filepath.Join(cfg.DataDir, "db"), Logger: log})
+			if err != nil {
+				return err
+			}
+			defer func() {
+				ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+				defer cancel()
+				pg.Stop(ctx)
+			}()
+			cfg.Database.URL = pg.URL()
+		}
+		return agent.Run(context.Background(), agent.Options{
+			Config: cfg, ConfigPath: rf.config, Log: log, Level: lv,
+			Ready: func(info agent.Info) {
+				created, err := bootstrap(info, domain, admin, &adminPW)
+				if err != nil {
+					log.Error("could not create the first domain and user", "component", "aio", "error", err)
+				}
+				banner(info, cfg.DataDir, embedded, created, admin, adminPW, log)
+			},
+		})
+	}
+	register(c)
+}
+
+// bootstrap creates the first tenant, domain and admin user when there are
+// no users yet; it reports whether it did.
+func bootstrap(info agent.Info, domain, admin string, pw *string) (bool, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	acc := accounts.New(info.Pool)
+	if n, err := acc.CountUsers(ctx); err != nil || n > 0 {
+		return false, err
+	}
+	tenant, err := acc.EnsureTenant(ctx, "default")
+	if err != nil {
+		return false, err
+	}
+	if err := acc.CreateDomain(ctx, tenant, domain); err != nil {
+		return false, err
+	}
+	if *pw == "" {
+		*pw = password.Random(16)
+	}
+	return true, acc.CreateUser(ctx, admin, *pw, true)
+}
+
+// banner tells the operator where to go next.
+func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw string, log *slog.Logger) {
+	db := "external PostgreSQL (database.url)"
+	if embedded {
+		db = "embedded PostgreSQL in " + filepath.Join(dataDir, "db")
+	}
+	fmt.Printf("\nMaiRust all-in-one is running.\n")
+	fmt.Printf("  SMTP      %s (STARTTLS available)\n", info.SMTPAddr)
+	fmt.Printf("  Metrics   http://%s/metrics   Health: http://%s/health\n", info.HTTPAddr, info.HTTPAddr)
+	fmt.Printf("  Data      %s (mail in mail/, %s)\n", dataDir, db)
+	if created {
+		fmt.Printf("  User      %s   password: %s   (shown once, stored hashed)\n", admin, pw)
+	}
+	fmt.Printf("\nSend a test message:\n  swaks --to %s --server %s\n", admin, info.SMTPAddr)
+	fmt.Printf("Stop with Ctrl-C (running sessions are let finish).\n\n")
+	log.Info("all-in-one ready", "component", "aio", "smtp", info.SMTPAddr)
+}

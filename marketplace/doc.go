@@ -1,0 +1,3 @@
+// Package marketplace will hold the plugin package format, signing and
+// verification, review, the catalog and recalls.
+package marketplace

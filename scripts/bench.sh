@@ -1,0 +1,29 @@
+#!/usr/bin/env bash
+# Starts `mairust aio` in a temporary directory and loads it with
+# `mairust bench smtp` (10 KB messages, 50 connections, local disk, durability
+# on), taking a 20 s CPU profile of the agent under load.
+# Usage: scripts/bench.sh [messages] [conns] [size]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+msgs=${1:-20000} conns=${2:-50} size=${3:-10k}
+bin=bin/mairust
+dir=$(mktemp -d /tmp/mairust-bench.XXXXXX)
+chmod 755 "$dir"
+smtp=127.0.0.1:2626 http=127.0.0.1:8626
+"$bin" aio --data-dir "$dir" --smtp-listen $smtp --http-listen $http --domain bench.test \
+  --admin user@bench.test --admin-password bench-password --log-format text >"$dir/aio.out" 2>"$dir/aio.log" &
+pid=$!
+trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 1 300); do
+  curl -fsS "http://$http/health" >/dev/null 2>&1 && break
+  kill -0 $pid 2>/dev/null || { cat "$dir/aio.log"; exit 1; }
+  sleep 0.2
+done
+echo "bench: aio up in $dir; warming up" >&2
+"$bin" bench smtp --addr $smtp --conns "$conns" --messages 2000 --size "$size" --to user@bench.test >/dev/null
+curl -fsS -o bench-cpu.prof "http://$http/debug/pprof/profile?seconds=20" &
+prof=$!
+"$bin" bench smtp --addr $smtp --conns "$conns" --messages "$msgs" --size "$size" --to user@bench.test
+wait $prof || true
+echo "bench: CPU profile of the agent in bench-cpu.prof; top entries:" >&2
+go tool pprof -top -nodecount=25 "$bin" bench-cpu.prof 2>/dev/null | head -35
