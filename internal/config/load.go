@@ -65,6 +65,14 @@ func Parse(data []byte, name string) (Config, error) {
 	if err := dec.Decode(&root); err != nil && !errors.Is(err, io.EOF) {
 		return Config{}, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
 	}
+	// A second document would otherwise be ignored without a word.
+	var extra yaml.Node
+	switch err := dec.Decode(&extra); {
+	case err == nil && len(extra.Content) > 0 && extra.Content[0].Tag != "!!null":
+		return Config{}, &KeyError{File: name, Key: "(top level)", Line: extra.Content[0].Line, Msg: "only one YAML document is allowed (remove the --- separator)"}
+	case err != nil && !errors.Is(err, io.EOF):
+		return Config{}, fmt.Errorf("%s: %s", name, strings.TrimPrefix(err.Error(), "yaml: "))
+	}
 	lines := map[string]int{}
 	if len(root.Content) > 0 {
 		doc := root.Content[0]
@@ -97,6 +105,9 @@ func decodeStrict(n *yaml.Node, v reflect.Value, prefix, name string, lines map[
 	for i := 0; i+1 < len(n.Content); i += 2 {
 		k, val := n.Content[i], n.Content[i+1]
 		key := prefix + k.Value
+		if k.Kind != yaml.ScalarNode || k.Value == "" {
+			key = prefix + "(empty or complex key)"
+		}
 		idx, ok := fields[k.Value]
 		if !ok {
 			return &KeyError{File: name, Key: key, Line: k.Line, Msg: "unknown key (see docs/configuration.md for the valid keys)"}
@@ -113,8 +124,17 @@ func decodeStrict(n *yaml.Node, v reflect.Value, prefix, name string, lines map[
 			}
 			continue
 		}
-		if err := val.Decode(fv.Addr().Interface()); err != nil {
-			return &KeyError{File: name, Key: key, Line: val.Line, Msg: fmt.Sprintf("%q is not a valid %s", val.Value, typeName(fv.Type()))}
+		scalar := val
+		if scalar.Kind == yaml.AliasNode {
+			scalar = scalar.Alias
+		}
+		if scalar.Kind != yaml.ScalarNode {
+			return &KeyError{File: name, Key: key, Line: val.Line, Msg: "must be a single " + typeName(fv.Type()) + ", not a mapping or list"}
+		}
+		// yaml.v3 would truncate 1.5 to 1 for an integer field.
+		isInt := fv.Kind() >= reflect.Int && fv.Kind() <= reflect.Int64
+		if err := val.Decode(fv.Addr().Interface()); err != nil || (isInt && scalar.ShortTag() == "!!float") {
+			return &KeyError{File: name, Key: key, Line: val.Line, Msg: fmt.Sprintf("%q is not a valid %s", scalar.Value, typeName(fv.Type()))}
 		}
 	}
 	return nil
@@ -137,11 +157,13 @@ func typeName(t reflect.Type) string {
 	}
 }
 
-// applyEnv overrides fields tagged `env:"NAME"` from the environment.
+// applyEnv overrides fields tagged `env:"NAME"` from the environment. An
+// empty variable (e.g. from an unset shell variable in a unit file) counts as
+// unset, so that it never wipes out the value in the file.
 func applyEnv(cfg *Config) {
 	walkFields(reflect.ValueOf(cfg).Elem(), "", func(key string, f reflect.StructField, v reflect.Value) {
 		if env := f.Tag.Get("env"); env != "" {
-			if s, ok := os.LookupEnv(env); ok && v.Kind() == reflect.String {
+			if s := os.Getenv(env); s != "" && v.Kind() == reflect.String {
 				v.SetString(s)
 			}
 		}
@@ -192,7 +214,7 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"smtp.shutdown_timeout", c.SMTP.ShutdownTimeout < time.Second || c.SMTP.ShutdownTimeout > time.Minute, "must be between 1s and 60s"},
 		{"storage.backend", !oneOf(c.Storage.Backend, "local", "s3"), "must be local or s3"},
 		{"retention.deleted_messages_days", c.Retention.DeletedMessagesDays < 0 || c.Retention.DeletedMessagesDays > 36500, "must be between 0 and 36500"},
-		{"retention.cleanup_interval", c.Retention.CleanupInterval < time.Second || c.Retention.CleanupInterval > 24*time.Hour, "must be between 1s and 24h"},
+		{"retention.cleanup_interval", c.Retention.CleanupInterval < time.Minute || c.Retention.CleanupInterval > 24*time.Hour, "must be between 1m and 24h"},
 		{"retention.orphan_blob_grace", c.Retention.OrphanBlobGrace < time.Second, "must be at least 1s"},
 	}
 	if c.Storage.Backend == "s3" {
