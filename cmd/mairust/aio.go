@@ -53,7 +53,7 @@ func init() {
 		if admin == "" {
 			admin = "admin@" + domain
 		}
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
+		if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
 		lock, err := pidlock.Acquire(cfg.DataDir)
