@@ -31,6 +31,7 @@ import (
 	"github.com/mairust/mairust/agent/smtpd"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/database"
+	"github.com/mairust/mairust/internal/groupcommit"
 	"github.com/mairust/mairust/internal/jobs"
 	"github.com/mairust/mairust/internal/logging"
 	"github.com/mairust/mairust/internal/tlsconfig"
@@ -93,14 +94,16 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	defer blobs.Close()
 	tlsCfg, err := loadTLS(cfg)
 	if err != nil {
 		return err
 	}
 	store := mailstore.New(pool, blobs)
+	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
-	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), blobstore.Collectors(), mailstore.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 

@@ -260,7 +260,7 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 	if diff != "" {
 		t.Fatalf("storage and database disagree after cleanup: %s", diff)
 	}
-	if tmp, _ := os.ReadDir(filepath.Join(dataDir, "mail", "tmp")); len(tmp) != 0 {
+	if tmp, _ := filepath.Glob(filepath.Join(dataDir, "mail", "??", ".tmp-*")); len(tmp) != 0 {
 		t.Fatalf("%d temporary files left", len(tmp))
 	}
 }

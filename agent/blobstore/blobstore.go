@@ -29,6 +29,8 @@ type Store interface {
 	Delete(ctx context.Context, key string) error
 	// Walk calls fn for every stored key with the time it was written.
 	Walk(ctx context.Context, fn func(key string, written time.Time) error) error
+	// Close releases the backend's resources; the store is unusable after.
+	Close() error
 }
 
 // Key returns the content address of data.

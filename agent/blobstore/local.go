@@ -8,87 +8,164 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strconv"
 	"time"
+
+	"github.com/mairust/mairust/internal/groupcommit"
 )
 
 // Local keeps blobs as files: root/ab/<key>, where ab are the key's first two
-// hex digits. A Put writes root/tmp/<random>, fsyncs it, renames it into
-// place and fsyncs the directory, so a blob is either whole or absent.
+// hex digits. A Put writes root/ab/.tmp-<random> (in the blob's own directory,
+// so that creations spread over 256 directory locks and the rename touches
+// one directory); the file is then made durable in a group with the other
+// Puts under way: fsync of each file, rename into place, one fsync per
+// fan-out directory touched. A blob is either whole or
+// absent, and Put returns only once its blob is durable.
 type Local struct {
 	root string
+	dirs [256]*os.File // the fan-out directories, kept open for fsync
+	sync *groupcommit.Committer[*written]
 }
+
+// written is a temporary file waiting to be made durable under its key.
+type written struct {
+	f   *os.File
+	key string
+}
+
+// maxSyncBatch bounds the files made durable together.
+const maxSyncBatch = 128
+
+// tmpPrefix starts the names of files not yet made durable.
+const tmpPrefix = ".tmp-"
 
 // OpenLocal prepares root (creating the 256 fan-out directories once, made
 // durable) and removes temporary files a crash may have left.
 func OpenLocal(root string) (*Local, error) {
 	l := &Local{root: root}
-	if err := os.MkdirAll(filepath.Join(root, "tmp"), 0o750); err != nil {
+	if err := os.MkdirAll(root, 0o750); err != nil {
 		return nil, fmt.Errorf("blobstore: create %s: %w (check the path and its permissions)", root, err)
 	}
 	created := false
-	for i := 0; i < 256; i++ {
+	for i := range l.dirs {
 		dir := filepath.Join(root, fmt.Sprintf("%02x", i))
-		if _, err := os.Stat(dir); err == nil {
-			continue
-		}
-		if err := os.Mkdir(dir, 0o750); err != nil && !errors.Is(err, fs.ErrExist) {
+		err := os.Mkdir(dir, 0o750)
+		if err == nil {
+			created = true
+		} else if !errors.Is(err, fs.ErrExist) {
+			l.closeDirs()
 			return nil, fmt.Errorf("blobstore: %w", err)
 		}
-		created = true
+		if l.dirs[i], err = os.Open(dir); err != nil {
+			l.closeDirs()
+			return nil, fmt.Errorf("blobstore: %w", err)
+		}
 	}
 	if created {
 		if err := syncDir(root); err != nil {
+			l.closeDirs()
 			return nil, err
 		}
 	}
-	tmp, err := os.ReadDir(filepath.Join(root, "tmp"))
-	if err != nil {
-		return nil, fmt.Errorf("blobstore: %w", err)
+	for _, d := range l.dirs {
+		leftovers, err := filepath.Glob(filepath.Join(d.Name(), tmpPrefix+"*"))
+		if err != nil {
+			l.closeDirs()
+			return nil, fmt.Errorf("blobstore: %w", err)
+		}
+		for _, f := range leftovers {
+			os.Remove(f)
+		}
 	}
-	for _, e := range tmp {
-		os.Remove(filepath.Join(root, "tmp", e.Name()))
-	}
+	l.sync = groupcommit.New("local_blobs", 2, maxSyncBatch, l.makeDurable)
 	return l, nil
+}
+
+// Close stops the group committer and closes the directories.
+func (l *Local) Close() error {
+	l.sync.Close()
+	l.closeDirs()
+	return nil
+}
+
+func (l *Local) closeDirs() {
+	for _, d := range l.dirs {
+		if d != nil {
+			d.Close()
+		}
+	}
 }
 
 func (l *Local) path(key string) string {
 	return filepath.Join(l.root, key[:2], key)
 }
 
+// dirIndex is the fan-out directory of key.
+func dirIndex(key string) int {
+	i, _ := strconv.ParseUint(key[:2], 16, 8)
+	return int(i)
+}
+
 // Put implements Store.
-func (l *Local) Put(ctx context.Context, key string, size int64, body io.ReadSeeker) (err error) {
+func (l *Local) Put(ctx context.Context, key string, size int64, body io.ReadSeeker) error {
 	if !ValidKey(key) {
 		return fmt.Errorf("blobstore: invalid key %q", key)
 	}
 	defer observe("local", "put", time.Now())
-	f, err := os.CreateTemp(filepath.Join(l.root, "tmp"), "put-")
+	f, err := os.CreateTemp(l.dirs[dirIndex(key)].Name(), tmpPrefix)
 	if err != nil {
 		return fmt.Errorf("blobstore: %w", err)
 	}
-	defer func() {
-		if err != nil {
+	n, err := io.Copy(f, body)
+	if err == nil && n != size {
+		err = fmt.Errorf("wrote %d bytes, expected %d", n, size)
+	}
+	if err != nil {
+		f.Close()
+		os.Remove(f.Name())
+		return fmt.Errorf("blobstore: write %s: %w", key, err)
+	}
+	startWriteback(f)
+	// From here the committer owns f (closing, renaming or removing it).
+	if err := l.sync.Do(ctx, &written{f: f, key: key}); err != nil {
+		if errors.Is(err, groupcommit.ErrClosed) {
 			f.Close()
 			os.Remove(f.Name())
 		}
-	}()
-	n, err := io.Copy(f, body)
-	if err != nil {
-		return fmt.Errorf("blobstore: write %s: %w", key, err)
+		return fmt.Errorf("blobstore: %s: %w", key, err)
 	}
-	if n != size {
-		return fmt.Errorf("blobstore: wrote %d bytes of %s, expected %d", n, key, size)
+	return nil
+}
+
+// makeDurable fsyncs and renames a batch of written files, then fsyncs each
+// fan-out directory they went into once.
+func (l *Local) makeDurable(batch []*written) []error {
+	errs := make([]error, len(batch))
+	touched := map[int][]int{} // directory -> batch positions renamed into it
+	for i, w := range batch {
+		err := w.f.Sync()
+		if cerr := w.f.Close(); err == nil {
+			err = cerr
+		}
+		if err == nil {
+			err = os.Rename(w.f.Name(), l.path(w.key))
+		}
+		if err != nil {
+			os.Remove(w.f.Name())
+			errs[i] = fmt.Errorf("make durable: %w", err)
+			continue
+		}
+		d := dirIndex(w.key)
+		touched[d] = append(touched[d], i)
 	}
-	if err = f.Sync(); err != nil {
-		return fmt.Errorf("blobstore: fsync %s: %w", key, err)
+	for d, positions := range touched {
+		if err := l.dirs[d].Sync(); err != nil {
+			for _, i := range positions {
+				errs[i] = fmt.Errorf("fsync dir: %w", err)
+			}
+		}
 	}
-	if err = f.Close(); err != nil {
-		return fmt.Errorf("blobstore: close %s: %w", key, err)
-	}
-	dst := l.path(key)
-	if err = os.Rename(f.Name(), dst); err != nil {
-		return fmt.Errorf("blobstore: rename %s: %w", key, err)
-	}
-	return syncDir(filepath.Dir(dst))
+	return errs
 }
 
 // Get implements Store.
@@ -110,18 +187,19 @@ func (l *Local) Delete(ctx context.Context, key string) error {
 		return fmt.Errorf("blobstore: invalid key %q", key)
 	}
 	defer observe("local", "delete", time.Now())
-	p := l.path(key)
-	if err := os.Remove(p); err != nil && !errors.Is(err, fs.ErrNotExist) {
+	if err := os.Remove(l.path(key)); err != nil && !errors.Is(err, fs.ErrNotExist) {
 		return fmt.Errorf("blobstore: %w", err)
 	}
-	return syncDir(filepath.Dir(p))
+	if err := l.dirs[dirIndex(key)].Sync(); err != nil {
+		return fmt.Errorf("blobstore: fsync dir: %w", err)
+	}
+	return nil
 }
 
 // Walk implements Store.
 func (l *Local) Walk(ctx context.Context, fn func(key string, written time.Time) error) error {
-	for i := 0; i < 256; i++ {
-		dir := filepath.Join(l.root, fmt.Sprintf("%02x", i))
-		entries, err := os.ReadDir(dir)
+	for i := range l.dirs {
+		entries, err := os.ReadDir(filepath.Join(l.root, fmt.Sprintf("%02x", i)))
 		if err != nil {
 			return fmt.Errorf("blobstore: %w", err)
 		}

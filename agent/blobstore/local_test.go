@@ -121,7 +121,7 @@ func TestLocalSizeMismatch(t *testing.T) {
 	if _, err := l.Get(context.Background(), key); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get after failed Puts: %v, want ErrNotFound", err)
 	}
-	if tmp, _ := os.ReadDir(filepath.Join(root, "tmp")); len(tmp) != 0 {
+	if tmp, _ := filepath.Glob(filepath.Join(root, "??", tmpPrefix+"*")); len(tmp) != 0 {
 		t.Fatalf("failed Puts left %d temporary files", len(tmp))
 	}
 }
@@ -152,7 +152,7 @@ func TestLocalOpenRemovesTemporaryFiles(t *testing.T) {
 		t.Fatal(err)
 	}
 	key := putBlob(t, l, []byte("kept"))
-	left := filepath.Join(root, "tmp", "put-12345")
+	left := filepath.Join(root, "7f", tmpPrefix+"12345")
 	if err := os.WriteFile(left, []byte("half written"), 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -513,3 +513,6 @@ func (o *opener) next() ([]byte, error) {
 
 // Close implements io.Closer.
 func (o *opener) Close() error { return o.src.Close() }
+
+// Close implements Store; the S3 client holds nothing that needs closing.
+func (s *S3) Close() error { return nil }

@@ -11,28 +11,43 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailparse"
+	"github.com/mairust/mairust/internal/groupcommit"
 )
 
 // ErrBlobBusy means the content's blob is being removed by the cleanup job
 // at this moment; the delivery should be retried later (4xx).
 var ErrBlobBusy = errors.New("blob is being collected; retry later")
 
+// maxCommitBatch bounds the deliveries committed in one transaction.
+const maxCommitBatch = 128
+
+// commitTimeout bounds one batch commit.
+const commitTimeout = 30 * time.Second
+
 // Store delivers and deletes messages.
 type Store struct {
-	pool  *pgxpool.Pool
-	blobs blobstore.Store
+	pool   *pgxpool.Pool
+	blobs  blobstore.Store
+	commit *groupcommit.Committer[*pending]
 }
 
-// New returns a Store writing metadata to pool and content to blobs.
+// New returns a Store writing metadata to pool and content to blobs. Close
+// it to stop its committer.
 func New(pool *pgxpool.Pool, blobs blobstore.Store) *Store {
-	return &Store{pool: pool, blobs: blobs}
+	s := &Store{pool: pool, blobs: blobs}
+	s.commit = groupcommit.New("metadata", 1, maxCommitBatch, s.commitBatch)
+	return s
 }
+
+// Close stops the committer; deliveries after it fail.
+func (s *Store) Close() { s.commit.Close() }
 
 // Delivery is one accepted transaction: the raw message (with our Received
 // header already in front), its envelope and its parsed header.
@@ -43,11 +58,19 @@ type Delivery struct {
 	Header     mailparse.Header
 }
 
+// pending is a delivery whose blob is durable, waiting for its metadata
+// commit; ids is filled by the commit.
+type pending struct {
+	d   *Delivery
+	key string
+	ids []int64
+}
+
 var commitSeconds = prometheus.NewHistogram(prometheus.HistogramOpts{
 	Namespace: "mairust",
 	Subsystem: "mailstore",
 	Name:      "commit_seconds",
-	Help:      "Latency of the metadata commit of a delivery.",
+	Help:      "Latency of one metadata commit (a batch of deliveries).",
 	Buckets:   []float64{.0005, .001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5},
 })
 
@@ -62,56 +85,82 @@ func (s *Store) Deliver(ctx context.Context, d Delivery) ([]int64, error) {
 		return nil, errors.New("mailstore: delivery without recipients")
 	}
 	key := blobstore.Key(d.Data)
-	size := int64(len(d.Data))
-	if err := s.blobs.Put(ctx, key, size, bytes.NewReader(d.Data)); err != nil {
+	if err := s.blobs.Put(ctx, key, int64(len(d.Data)), bytes.NewReader(d.Data)); err != nil {
 		return nil, fmt.Errorf("mailstore: store blob: %w", err)
 	}
-	tenants := make([]string, len(d.Recipients))
-	users := make([]int64, len(d.Recipients))
-	folders := make([]int64, len(d.Recipients))
-	rcpts := make([]string, len(d.Recipients))
-	for i, r := range d.Recipients {
-		tenants[i], users[i], folders[i], rcpts[i] = r.TenantID, r.UserID, r.InboxID, r.Address
-	}
-	var date *time.Time
-	if !d.Header.Date.IsZero() {
-		date = &d.Header.Date
-	}
-	start := time.Now()
-	// One statement, so one round trip and one atomic commit. The blob upsert
-	// locks the blob row; if the cleanup job has marked it for deletion, no
-	// message row is written and the caller answers 4xx.
-	rows, err := s.pool.Query(ctx, `
-		WITH b AS (
-			INSERT INTO blobs(key, size) VALUES($1, $2)
-			ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size
-			RETURNING deleting)
-		INSERT INTO messages(tenant_id, user_id, folder_id, blob_key, size, mail_from, rcpt_to,
-			from_addr, to_addrs, cc_addrs, subject, date, message_id)
-		SELECT r.t, r.u, r.f, $1, $2, $3, r.rcpt, $7, $8, $9, $10, $11, $12
-		FROM unnest($4::uuid[], $5::bigint[], $6::bigint[], $13::text[]) AS r(t, u, f, rcpt), b
-		WHERE NOT b.deleting
-		RETURNING id`,
-		key, size, d.MailFrom, tenants, users, folders,
-		d.Header.From, d.Header.To, d.Header.Cc, d.Header.Subject, date, d.Header.MessageID, rcpts)
-	if err != nil {
+	p := &pending{d: &d, key: key}
+	if err := s.commit.Do(ctx, p); err != nil {
 		return nil, fmt.Errorf("mailstore: commit: %w", err)
 	}
-	var ids []int64
-	for rows.Next() {
-		var id int64
-		if err := rows.Scan(&id); err != nil {
-			rows.Close()
-			return nil, fmt.Errorf("mailstore: commit: %w", err)
-		}
-		ids = append(ids, id)
-	}
-	if err := rows.Err(); err != nil {
-		return nil, fmt.Errorf("mailstore: commit: %w", err)
-	}
-	commitSeconds.Observe(time.Since(start).Seconds())
-	if len(ids) == 0 {
+	if len(p.ids) == 0 {
 		return nil, ErrBlobBusy
 	}
-	return ids, nil
+	return p.ids, nil
+}
+
+// insertDelivery is one delivery's statement. The blob upsert locks the blob
+// row; if the cleanup job has marked it for deletion, no message row is
+// written and the delivery gets ErrBlobBusy.
+const insertDelivery = `
+	WITH b AS (
+		INSERT INTO blobs(key, size) VALUES($1, $2)
+		ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size
+		RETURNING deleting)
+	INSERT INTO messages(tenant_id, user_id, folder_id, blob_key, size, mail_from, rcpt_to,
+		from_addr, to_addrs, cc_addrs, subject, date, message_id)
+	SELECT r.t, r.u, r.f, $1, $2, $3, r.rcpt, $7, $8, $9, $10, $11, $12
+	FROM unnest($4::uuid[], $5::bigint[], $6::bigint[], $13::text[]) AS r(t, u, f, rcpt), b
+	WHERE NOT b.deleting
+	RETURNING id`
+
+// commitBatch commits the metadata of a batch of deliveries in one implicit
+// transaction and one round trip: all of them or none.
+func (s *Store) commitBatch(batch []*pending) []error {
+	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
+	defer cancel()
+	start := time.Now()
+	var b pgx.Batch
+	for _, p := range batch {
+		d := p.d
+		n := len(d.Recipients)
+		tenants, users, folders, rcpts := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n)
+		for i, r := range d.Recipients {
+			tenants[i], users[i], folders[i], rcpts[i] = r.TenantID, r.UserID, r.InboxID, r.Address
+		}
+		var date *time.Time
+		if !d.Header.Date.IsZero() {
+			date = &d.Header.Date
+		}
+		b.Queue(insertDelivery, p.key, int64(len(d.Data)), d.MailFrom, tenants, users, folders,
+			d.Header.From, d.Header.To, d.Header.Cc, d.Header.Subject, date, d.Header.MessageID, rcpts)
+	}
+	err := s.runBatch(ctx, &b, batch)
+	errs := make([]error, len(batch))
+	if err != nil {
+		for i := range errs {
+			errs[i] = err
+			batch[i].ids = nil
+		}
+		return errs
+	}
+	commitSeconds.Observe(time.Since(start).Seconds())
+	return errs
+}
+
+// runBatch sends b and reads each delivery's ids into batch.
+func (s *Store) runBatch(ctx context.Context, b *pgx.Batch, batch []*pending) error {
+	br := s.pool.SendBatch(ctx, b)
+	for _, p := range batch {
+		rows, err := br.Query()
+		if err != nil {
+			br.Close()
+			return err
+		}
+		p.ids, err = pgx.CollectRows(rows, pgx.RowTo[int64])
+		if err != nil {
+			br.Close()
+			return err
+		}
+	}
+	return br.Close()
 }

@@ -47,6 +47,7 @@ func setup(t *testing.T) fixture {
 		t.Fatal(err)
 	}
 	f.store = New(pool, f.blobs)
+	t.Cleanup(func() { f.store.Close(); f.blobs.Close() })
 	return f
 }
 

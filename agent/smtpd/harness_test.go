@@ -108,6 +108,7 @@ func start(t *testing.T, cfg config.SMTP, wrap func(Deliverer) Deliverer) *stack
 		t.Fatal(err)
 	}
 	st := &stack{pool: p, blobs: blobs, store: mailstore.New(p, blobs), done: make(chan error, 1)}
+	t.Cleanup(func() { st.store.Close(); blobs.Close() })
 	var d Deliverer = st.store
 	if wrap != nil {
 		d = wrap(d)
