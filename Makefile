@@ -3,11 +3,13 @@ GO      ?= go
 GOBIN   := $(shell $(GO) env GOPATH)/bin
 export PATH := $(GOBIN):$(PATH)
 BIN     := bin/mairust
-DATA    ?= ./data
+# As root the embedded PostgreSQL runs as the user mairust, which must reach
+# the data dir: use the standard place then, ./data otherwise.
+DATA    ?= $(if $(filter 0,$(shell id -u)),/var/lib/mairust,./data)
 
 .PHONY: run test build deps lint docs bench clean
 
-## run: install what is missing, build, and start `mairust aio` with its data in ./data
+## run: install what is missing, build, and start `mairust aio` (data in /var/lib/mairust as root, else ./data)
 run: build
 	./scripts/deps.sh run
 	./$(BIN) aio --data-dir $(DATA) --log-format text

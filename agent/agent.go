@@ -65,8 +65,9 @@ type Agent struct {
 	startedAt time.Time
 }
 
-// Run starts the agent and blocks until ctx ends or SIGTERM/SIGINT arrives;
-// SIGHUP reloads the configuration.
+// Run starts the agent and blocks until ctx ends (the caller ties it to
+// SIGTERM/SIGINT), then shuts down gracefully; SIGHUP reloads the
+// configuration.
 func Run(ctx context.Context, opts Options) (err error) {
 	cfg := opts.Config
 	a := &Agent{opts: opts, log: opts.Log, startedAt: time.Now()}
@@ -140,25 +141,21 @@ func Run(ctx context.Context, opts Options) (err error) {
 		opts.Ready(Info{SMTPAddr: smtpLn.Addr().String(), HTTPAddr: httpLn.Addr().String(), Pool: pool})
 	}
 
-	sigs := make(chan os.Signal, 1)
-	signal.Notify(sigs, syscall.SIGHUP, syscall.SIGTERM, syscall.SIGINT)
-	defer signal.Stop(sigs)
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
 	var runErr error
 loop:
 	for {
 		select {
 		case <-ctx.Done():
+			a.log.Info("shutting down", "component", "agent")
 			break loop
 		case err := <-errc:
 			runErr = err
 			break loop
-		case s := <-sigs:
-			if s == syscall.SIGHUP {
-				a.Reload()
-				continue
-			}
-			a.log.Info("signal received, shutting down", "component", "agent", "signal", s.String())
-			break loop
+		case <-hup:
+			a.Reload()
 		}
 	}
 	a.shutdown(httpSrv, jobClient)

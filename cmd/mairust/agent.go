@@ -2,9 +2,13 @@ package main
 
 import (
 	"context"
+	"errors"
 	"flag"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/signal"
+	"syscall"
 
 	"github.com/mairust/mairust/agent"
 	"github.com/mairust/mairust/internal/config"
@@ -21,6 +25,23 @@ type runFlags struct {
 func (f *runFlags) register(fs *flag.FlagSet, defaultConfig string) {
 	fs.StringVar(&f.config, "config", defaultConfig, "path of mairust.yaml (see docs/configuration.md)")
 	fs.StringVar(&f.logFormat, "log-format", "", "json or text; overrides log.format")
+}
+
+// signalContext ends on SIGTERM or SIGINT, the cue for a graceful shutdown.
+// SIGHUP is ignored until the agent takes it for reloads, so that an early
+// one cannot kill the process.
+func signalContext() (context.Context, context.CancelFunc) {
+	signal.Ignore(syscall.SIGHUP)
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+}
+
+// lockDataDir holds dir for this process, or says who does.
+func lockDataDir(dir string) (*pidlock.Lock, error) {
+	lock, err := pidlock.Acquire(dir)
+	if errors.Is(err, pidlock.ErrLocked) {
+		return nil, fmt.Errorf("%s is in use by another mairust (%w); stop it first, or use another --data-dir", dir, err)
+	}
+	return lock, err
 }
 
 // load reads the configuration and builds the logger it asks for.
@@ -57,12 +78,14 @@ func init() {
 		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
 			return err
 		}
-		lock, err := pidlock.Acquire(cfg.DataDir)
+		ctx, stop := signalContext()
+		defer stop()
+		lock, err := lockDataDir(cfg.DataDir)
 		if err != nil {
 			return err
 		}
 		defer lock.Release()
-		return agent.Run(context.Background(), agent.Options{Config: cfg, ConfigPath: rf.config, Log: log, Level: lv})
+		return agent.Run(ctx, agent.Options{Config: cfg, ConfigPath: rf.config, Log: log, Level: lv})
 	}
 	register(c)
 }

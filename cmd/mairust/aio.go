@@ -12,7 +12,6 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/internal/embeddedpg"
 	"github.com/mairust/mairust/internal/password"
-	"github.com/mairust/mairust/internal/pidlock"
 )
 
 func init() {
@@ -56,7 +55,9 @@ func init() {
 		if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
 			return fmt.Errorf("data dir: %w", err)
 		}
-		lock, err := pidlock.Acquire(cfg.DataDir)
+		ctx, stop := signalContext()
+		defer stop()
+		lock, err := lockDataDir(cfg.DataDir)
 		if err != nil {
 			return err
 		}
@@ -64,7 +65,7 @@ func init() {
 		embedded := cfg.Database.URL == ""
 		if embedded {
 			fmt.Fprintln(os.Stderr, "starting the embedded PostgreSQL in", filepath.Join(cfg.DataDir, "db"), "...")
-			pg, err := embeddedpg.Start(context.Background(), embeddedpg.Options{DataDir: filepath.Join(cfg.DataDir, "db"), Logger: log})
+			pg, err := embeddedpg.Start(ctx, embeddedpg.Options{DataDir: filepath.Join(cfg.DataDir, "db"), Logger: log})
 			if err != nil {
 				return err
 			}
@@ -75,7 +76,7 @@ func init() {
 			}()
 			cfg.Database.URL = pg.URL()
 		}
-		return agent.Run(context.Background(), agent.Options{
+		return agent.Run(ctx, agent.Options{
 			Config: cfg, ConfigPath: rf.config, Log: log, Level: lv,
 			Ready: func(info agent.Info) {
 				created, err := bootstrap(info, domain, admin, &adminPW)
@@ -108,7 +109,10 @@ func bootstrap(info agent.Info, domain, admin string, pw *string) (bool, error) 
 	if *pw == "" {
 		*pw = password.Random(16)
 	}
-	return true, acc.CreateUser(ctx, admin, *pw, true)
+	if err := acc.CreateUser(ctx, admin, *pw, true); err != nil {
+		return false, err
+	}
+	return true, nil
 }
 
 // banner tells the operator where to go next.

@@ -111,15 +111,30 @@ func flags(c *command) *flag.FlagSet {
 	return fs
 }
 
-// parse parses args with fs; --help is not an error.
+// parse parses args with fs, taking flags before and after the positional
+// arguments (mairust admin user add ADDR --data-dir D); --help is not an
+// error.
 func parse(fs *flag.FlagSet, args []string) error {
-	err := fs.Parse(args)
-	if errors.Is(err, flag.ErrHelp) {
-		return errHelpShown
+	var positional []string
+	for {
+		err := fs.Parse(args)
+		if errors.Is(err, flag.ErrHelp) {
+			return errHelpShown
+		}
+		if err != nil {
+			return errUsage
+		}
+		if fs.NArg() == 0 {
+			break
+		}
+		if i := len(args) - fs.NArg() - 1; i >= 0 && args[i] == "--" {
+			positional = append(positional, fs.Args()...)
+			break
+		}
+		positional = append(positional, fs.Arg(0))
+		args = fs.Args()[1:]
 	}
-	if err != nil {
-		return errUsage
-	}
+	fs.Parse(append([]string{"--"}, positional...))
 	return nil
 }
 

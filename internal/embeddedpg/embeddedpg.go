@@ -153,6 +153,10 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 // URL is the pgx connection URL of database mairust through the socket.
 func (s *Server) URL() string { return s.url(database) }
 
+// URL returns the connection URL of database mairust of the embedded server
+// of dir (Options.DataDir), for other processes while that server runs.
+func URL(dir string) string { return socketURL(filepath.Join(dir, "run"), database) }
+
 // BinDir is the directory of the PostgreSQL binaries in use; its pg_dump
 // matches the server's version.
 func (s *Server) BinDir() string { return s.bin }
@@ -169,12 +173,14 @@ func (s *Server) Stop(ctx context.Context) error {
 	return s.stopErr
 }
 
-func (s *Server) url(db string) string {
+func (s *Server) url(db string) string { return socketURL(s.sock, db) }
+
+func socketURL(sock, db string) string {
 	u := url.URL{
 		Scheme:   "postgres",
 		User:     url.User(superuser),
 		Path:     "/" + db,
-		RawQuery: url.Values{"host": {s.sock}, "port": {strconv.Itoa(port)}}.Encode(),
+		RawQuery: url.Values{"host": {sock}, "port": {strconv.Itoa(port)}}.Encode(),
 	}
 	return u.String()
 }

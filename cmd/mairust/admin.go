@@ -1,0 +1,121 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/database"
+	"github.com/mairust/mairust/internal/embeddedpg"
+	"github.com/mairust/mairust/internal/password"
+)
+
+// dbFlags say which database an admin command works on: database.url of
+// --config, or the embedded PostgreSQL of a running `mairust aio`.
+type dbFlags struct{ config, dataDir string }
+
+func (f *dbFlags) register(fs *flag.FlagSet) {
+	fs.StringVar(&f.config, "config", "", "mairust.yaml whose database.url to use")
+	fs.StringVar(&f.dataDir, "data-dir", "", "data dir of a running mairust aio (its embedded PostgreSQL); default: data_dir of --config")
+}
+
+// open connects to the database and makes sure the schema is current.
+func (f *dbFlags) open(ctx context.Context) (*pgxpool.Pool, error) {
+	cfg, err := config.Load(f.config)
+	if err != nil {
+		return nil, err
+	}
+	url := cfg.Database.URL
+	if f.dataDir != "" || url == "" {
+		dir := f.dataDir
+		if dir == "" {
+			dir = cfg.DataDir
+		}
+		if !embeddedpg.Initialized(filepath.Join(dir, "db")) {
+			return nil, fmt.Errorf("no database: %s has no embedded PostgreSQL and database.url is empty; pass --config with database.url, or --data-dir of your mairust aio", dir)
+		}
+		url = embeddedpg.URL(filepath.Join(dir, "db"))
+	}
+	pool, err := database.Open(ctx, url, 2)
+	if err != nil {
+		return nil, fmt.Errorf("%w (for the embedded database, mairust aio must be running)", err)
+	}
+	if _, err := database.Migrate(ctx, pool); err != nil {
+		pool.Close()
+		return nil, err
+	}
+	return pool, nil
+}
+
+func init() {
+	register(&command{name: "admin", summary: "manage domains and mail users"})
+	registerAdmin("admin domain add", "DOMAIN", "add a mail domain", true, func(ctx context.Context, acc *accounts.Accounts, fs *flag.FlagSet, tenant string) error {
+		id, err := acc.EnsureTenant(ctx, tenant)
+		if err != nil {
+			return err
+		}
+		if err := acc.CreateDomain(ctx, id, fs.Arg(0)); err != nil {
+			return err
+		}
+		fmt.Printf("domain %s ready\n", strings.ToLower(fs.Arg(0)))
+		return nil
+	})
+	registerAdmin("admin user add", "ADDRESS", "add a mail user (its domain must exist); the password is read from MAIRUST_PASSWORD or generated and printed", false, func(ctx context.Context, acc *accounts.Accounts, fs *flag.FlagSet, _ string) error {
+		pw, generated := os.Getenv("MAIRUST_PASSWORD"), false
+		if pw == "" {
+			pw, generated = password.Random(16), true
+		}
+		if err := acc.CreateUser(ctx, fs.Arg(0), pw, false); err != nil {
+			return err
+		}
+		fmt.Printf("user %s created\n", strings.ToLower(fs.Arg(0)))
+		if generated {
+			fmt.Printf("password: %s   (shown once, stored hashed)\n", pw)
+		}
+		return nil
+	})
+}
+
+// registerAdmin adds an admin command taking one argument; withTenant adds
+// the --tenant flag.
+func registerAdmin(name, arg, summary string, withTenant bool, do func(context.Context, *accounts.Accounts, *flag.FlagSet, string) error) {
+	c := &command{name: name, summary: summary, usage: arg}
+	var db dbFlags
+	var tenant string
+	c.run = func(args []string) error {
+		fs := flags(c)
+		db.register(fs)
+		if withTenant {
+			fs.StringVar(&tenant, "tenant", "default", "tenant that owns the new domain")
+		}
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if fs.NArg() != 1 {
+			fs.Usage()
+			return errUsage
+		}
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		pool, err := db.open(ctx)
+		if err != nil {
+			return err
+		}
+		defer pool.Close()
+		err = do(ctx, accounts.New(pool), fs, tenant)
+		if errors.Is(err, context.DeadlineExceeded) {
+			return errors.New("the database did not answer within a minute")
+		}
+		return err
+	}
+	register(c)
+}
