@@ -81,16 +81,20 @@ func (a *Accounts) Lookup(ctx context.Context, addr string) (Recipient, error) {
 // EnsureTenant returns the id of the tenant called name, creating it.
 func (a *Accounts) EnsureTenant(ctx context.Context, name string) (string, error) {
 	var id string
+	// DO UPDATE (not DO NOTHING) so that the row comes back even when a
+	// concurrent caller has just created it.
 	err := a.pool.QueryRow(ctx, `
-		WITH ins AS (INSERT INTO tenants(name) VALUES($1) ON CONFLICT (name) DO NOTHING RETURNING id)
-		SELECT id::text FROM ins UNION ALL SELECT id::text FROM tenants WHERE name = $1 LIMIT 1`, name).Scan(&id)
+		INSERT INTO tenants(name) VALUES($1)
+		ON CONFLICT (name) DO UPDATE SET name = EXCLUDED.name
+		RETURNING id::text`, name).Scan(&id)
 	if err != nil {
 		return "", fmt.Errorf("accounts: tenant %s: %w", name, err)
 	}
 	return id, nil
 }
 
-// CreateDomain adds a domain for tenant; adding an existing one is not an error.
+// CreateDomain adds a domain for tenant; adding one the tenant already has is
+// not an error, adding one of another tenant is.
 func (a *Accounts) CreateDomain(ctx context.Context, tenantID, name string) error {
 	name = strings.ToLower(strings.TrimSuffix(strings.TrimSpace(name), "."))
 	if name == "" || strings.ContainsAny(name, " @\t\r\n") {
@@ -99,6 +103,14 @@ func (a *Accounts) CreateDomain(ctx context.Context, tenantID, name string) erro
 	_, err := a.pool.Exec(ctx, `INSERT INTO domains(tenant_id, name) VALUES($1, $2) ON CONFLICT (name) DO NOTHING`, tenantID, name)
 	if err != nil {
 		return fmt.Errorf("accounts: create domain %s: %w", name, err)
+	}
+	// An existing domain is fine only if it is this tenant's.
+	var ours bool
+	if err := a.pool.QueryRow(ctx, `SELECT tenant_id = $1 FROM domains WHERE name = $2`, tenantID, name).Scan(&ours); err != nil {
+		return fmt.Errorf("accounts: create domain %s: %w", name, err)
+	}
+	if !ours {
+		return fmt.Errorf("domain %s already belongs to another tenant", name)
 	}
 	return nil
 }

@@ -11,6 +11,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 )
 
 func leaf(t *testing.T, cfg *tls.Config) *x509.Certificate {
@@ -96,31 +97,48 @@ func TestSelfSignedIP(t *testing.T) {
 	}
 }
 
-// handshake runs a TLS handshake over net.Pipe against server, verifying
-// the server certificate for serverName against the certificate itself.
+// handshake runs a TLS handshake over loopback TCP against server,
+// verifying the server certificate for serverName against the certificate
+// itself, then echoes one message. (Loopback rather than net.Pipe: an
+// unbuffered pipe deadlocks when the client sends its alert while the server
+// is still writing its flight.)
 func handshake(t *testing.T, server *tls.Config, serverName string) error {
 	t.Helper()
 	roots := x509.NewCertPool()
 	roots.AddCert(leaf(t, server))
-	cc, sc := net.Pipe()
-	defer cc.Close()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer ln.Close()
 	srvErr := make(chan error, 1)
 	go func() {
+		sc, err := ln.Accept()
+		if err != nil {
+			srvErr <- err
+			return
+		}
 		defer sc.Close()
+		sc.SetDeadline(time.Now().Add(time.Minute)) // a hang fails instead of blocking the run
 		s := tls.Server(sc, server)
 		if err := s.Handshake(); err != nil {
 			srvErr <- err
 			return
 		}
-		// Echo one message so the client sees application data flow.
 		buf := make([]byte, 4)
 		if _, err := io.ReadFull(s, buf); err != nil {
 			srvErr <- err
 			return
 		}
-		_, err := s.Write(buf)
+		_, err = s.Write(buf)
 		srvErr <- err
 	}()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cc.Close()
+	cc.SetDeadline(time.Now().Add(time.Minute))
 	client := tls.Client(cc, &tls.Config{RootCAs: roots, ServerName: serverName, MinVersion: tls.VersionTLS12})
 	if err := client.Handshake(); err != nil {
 		cc.Close()
