@@ -7,7 +7,6 @@ import (
 	"encoding/hex"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"net/smtp"
 	"os"
@@ -24,40 +23,22 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/internal/database"
 	"github.com/mairust/mairust/internal/pgtest"
+	"github.com/mairust/mairust/internal/proctest"
 )
 
-// binary builds cmd/mairust once for the package's tests.
-var binary = sync.OnceValues(func() (string, error) {
-	dir, err := os.MkdirTemp("", "mairust-bin-")
-	if err != nil {
-		return "", err
-	}
-	bin := filepath.Join(dir, "mairust")
-	out, err := exec.Command("go", "build", "-o", bin, "github.com/mairust/mairust/cmd/mairust").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
+func TestMain(m *testing.M) {
+	code := m.Run()
+	proctest.RemoveBinary()
+	os.Exit(code)
+}
 
 // proc is an agent running as a separate process.
 type proc struct {
 	cmd  *exec.Cmd
 	smtp string
 	http string
-	log  *strings.Builder
-	mu   *sync.Mutex
+	log  *proctest.Output
 	done chan error
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // setup makes a database with one user and a config file for an agent.
@@ -93,7 +74,7 @@ smtp:
   hostname: mx.example.test
 http:
   listen: %s
-%s`, dataDir, url, freeAddr(t), freeAddr(t), extra)
+%s`, dataDir, url, proctest.FreeAddr(t), proctest.FreeAddr(t), extra)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -103,12 +84,9 @@ http:
 // startAgent runs `mairust agent --config cfgPath` and waits for /health.
 func startAgent(t *testing.T, cfgPath string) *proc {
 	t.Helper()
-	bin, err := binary()
-	if err != nil {
-		t.Fatal(err)
-	}
+	bin := proctest.Binary(t)
 	raw, _ := os.ReadFile(cfgPath)
-	p := &proc{log: &strings.Builder{}, mu: &sync.Mutex{}, done: make(chan error, 1)}
+	p := &proc{log: &proctest.Output{}, done: make(chan error, 1)}
 	for _, line := range strings.Split(string(raw), "\n") {
 		if v, ok := strings.CutPrefix(line, "  listen: "); ok {
 			if p.smtp == "" {
@@ -126,9 +104,7 @@ func startAgent(t *testing.T, cfgPath string) *proc {
 	go func() {
 		sc := bufio.NewScanner(stderr)
 		for sc.Scan() {
-			p.mu.Lock()
-			p.log.WriteString(sc.Text() + "\n")
-			p.mu.Unlock()
+			p.log.Write([]byte(sc.Text() + "\n"))
 		}
 		p.done <- p.cmd.Wait()
 	}()
@@ -153,11 +129,7 @@ func startAgent(t *testing.T, cfgPath string) *proc {
 	return nil
 }
 
-func (p *proc) logs() string {
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.log.String()
-}
+func (p *proc) logs() string { return p.log.String() }
 
 // waitExit waits for the process to end and returns its error.
 func (p *proc) waitExit(t *testing.T) error {
@@ -311,7 +283,7 @@ func TestReloadAppliesLiveKeysAndNamesRestartKeys(t *testing.T) {
 	changed = strings.Replace(changed, "hostname: mx.example.test", "hostname: mx2.example.test", 1)
 	os.WriteFile(cfgPath, []byte(changed), 0o600)
 
-	bin, _ := binary()
+	bin := proctest.Binary(t)
 	out, err := exec.Command(bin, "reload", "--config", cfgPath).CombinedOutput()
 	if err != nil {
 		t.Fatalf("mairust reload: %v\n%s", err, out)

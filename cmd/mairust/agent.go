@@ -27,21 +27,24 @@ func (f *runFlags) register(fs *flag.FlagSet, defaultConfig string) {
 	fs.StringVar(&f.logFormat, "log-format", "", "json or text; overrides log.format")
 }
 
-// signalContext ends on SIGTERM or SIGINT, the cue for a graceful shutdown.
+// claim prepares a long-running command on dataDir: it creates the
+// directory (mode perm), takes its lock (or says who holds it), and returns a
+// context that ends on SIGTERM or SIGINT, the cue for a graceful shutdown.
 // SIGHUP is ignored until the agent takes it for reloads, so that an early
-// one cannot kill the process.
-func signalContext() (context.Context, context.CancelFunc) {
-	signal.Ignore(syscall.SIGHUP)
-	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
-}
-
-// lockDataDir holds dir for this process, or says who does.
-func lockDataDir(dir string) (*pidlock.Lock, error) {
-	lock, err := pidlock.Acquire(dir)
-	if errors.Is(err, pidlock.ErrLocked) {
-		return nil, fmt.Errorf("%s is in use by another mairust (%w); stop it first, or use another --data-dir", dir, err)
+// one cannot kill the process. release undoes it all.
+func claim(dataDir string, perm os.FileMode) (ctx context.Context, release func(), err error) {
+	if err := os.MkdirAll(dataDir, perm); err != nil {
+		return nil, nil, fmt.Errorf("data dir: %w", err)
 	}
-	return lock, err
+	lock, err := pidlock.Acquire(dataDir)
+	if errors.Is(err, pidlock.ErrLocked) {
+		return nil, nil, fmt.Errorf("%s is in use by another mairust (%w); stop it first, or use another --data-dir", dataDir, err)
+	} else if err != nil {
+		return nil, nil, err
+	}
+	signal.Ignore(syscall.SIGHUP)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	return ctx, func() { stop(); lock.Release() }, nil
 }
 
 // load reads the configuration and builds the logger it asks for.
@@ -75,16 +78,11 @@ func init() {
 		if err != nil {
 			return err
 		}
-		if err := os.MkdirAll(cfg.DataDir, 0o750); err != nil {
-			return err
-		}
-		ctx, stop := signalContext()
-		defer stop()
-		lock, err := lockDataDir(cfg.DataDir)
+		ctx, release, err := claim(cfg.DataDir, 0o750)
 		if err != nil {
 			return err
 		}
-		defer lock.Release()
+		defer release()
 		return agent.Run(ctx, agent.Options{Config: cfg, ConfigPath: rf.config, Log: log, Level: lv})
 	}
 	register(c)

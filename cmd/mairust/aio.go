@@ -52,16 +52,12 @@ func init() {
 		if admin == "" {
 			admin = "admin@" + domain
 		}
-		if err := os.MkdirAll(cfg.DataDir, 0o711); err != nil {
-			return fmt.Errorf("data dir: %w", err)
-		}
-		ctx, stop := signalContext()
-		defer stop()
-		lock, err := lockDataDir(cfg.DataDir)
+		// Traversable, so that the unprivileged embedded PostgreSQL reaches db/.
+		ctx, release, err := claim(cfg.DataDir, 0o711)
 		if err != nil {
 			return err
 		}
-		defer lock.Release()
+		defer release()
 		embedded := cfg.Database.URL == ""
 		if embedded {
 			fmt.Fprintln(os.Stderr, "starting the embedded PostgreSQL in", filepath.Join(cfg.DataDir, "db"), "...")

@@ -4,53 +4,25 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mairust/mairust/internal/proctest"
 )
 
-// binDir holds the binary built for this package's tests.
-var binDir string
-
 func TestMain(m *testing.M) {
-	dir, err := os.MkdirTemp("", "mairust-bin-")
-	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
-	}
-	binDir = dir
 	code := m.Run()
-	os.RemoveAll(dir)
+	proctest.RemoveBinary()
 	os.Exit(code)
-}
-
-// binary builds this package once, with the go tool that runs the tests.
-var binary = sync.OnceValues(func() (string, error) {
-	bin := filepath.Join(binDir, "mairust")
-	out, err := exec.Command("go", "build", "-o", bin, ".").CombinedOutput()
-	if err != nil {
-		return "", fmt.Errorf("go build: %v\n%s", err, out)
-	}
-	return bin, nil
-})
-
-func mustBinary(t *testing.T) string {
-	t.Helper()
-	bin, err := binary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return bin
 }
 
 // run runs the binary to its end (bounded) and returns its combined output
@@ -59,7 +31,7 @@ func run(t *testing.T, args ...string) (string, int) {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	out, err := exec.CommandContext(ctx, mustBinary(t), args...).CombinedOutput()
+	out, err := exec.CommandContext(ctx, proctest.Binary(t), args...).CombinedOutput()
 	var exit *exec.ExitError
 	switch {
 	case err == nil:
@@ -131,40 +103,12 @@ func TestHelpOnEveryCommand(t *testing.T) {
 	}
 }
 
-// syncBuffer collects a child's output while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
 // aioProc is a running `mairust aio`.
 type aioProc struct {
 	cmd            *exec.Cmd
-	stdout, stderr syncBuffer
+	stdout, stderr proctest.Output
 	done           chan struct{}
 	err            error // set before done is closed
-}
-
-func freeAddr(t *testing.T) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // startAIO runs mairust aio on dataDir with fresh loopback ports. On test
@@ -172,8 +116,8 @@ func freeAddr(t *testing.T) string {
 func startAIO(t *testing.T, dataDir string) *aioProc {
 	t.Helper()
 	p := &aioProc{done: make(chan struct{})}
-	p.cmd = exec.Command(mustBinary(t), "aio", "--data-dir", dataDir,
-		"--smtp-listen", freeAddr(t), "--http-listen", freeAddr(t),
+	p.cmd = exec.Command(proctest.Binary(t), "aio", "--data-dir", dataDir,
+		"--smtp-listen", proctest.FreeAddr(t), "--http-listen", proctest.FreeAddr(t),
 		"--domain", "example.test", "--log-format", "text")
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.WaitDelay = 10 * time.Second

@@ -2,7 +2,6 @@ package embeddedpg
 
 import (
 	"bufio"
-	"bytes"
 	"context"
 	"fmt"
 	"io"
@@ -13,12 +12,13 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/mairust/mairust/internal/proctest"
 )
 
 // helperEnv makes the test binary a mairust stand-in that runs a server
@@ -42,24 +42,6 @@ func helper(dir string) int {
 	io.Copy(io.Discard, os.Stdin)
 	s.Stop(context.Background())
 	return 0
-}
-
-// syncBuffer is a log destination safe for the sink's goroutines.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (b *syncBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.Write(p)
-}
-
-func (b *syncBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.b.String()
 }
 
 // serverDir is a fresh server directory that user mairust, which runs the
@@ -114,7 +96,7 @@ func TestLifecycle(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
 	dir := serverDir(t)
-	logs := &syncBuffer{}
+	logs := &proctest.Output{}
 	opts := Options{DataDir: dir, Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug}))}
 
 	s := start(t, ctx, opts)
@@ -242,7 +224,7 @@ func TestLifecycle(t *testing.T) {
 }
 
 func TestSinkLevels(t *testing.T) {
-	logs := &syncBuffer{}
+	logs := &proctest.Output{}
 	w := newLogSink(slog.New(slog.NewTextHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})), slog.LevelInfo)
 	io.WriteString(w, "LOG:  database system is ready\nWARNING:  something odd\nDETAIL:  the details\nPANIC:  could not write to file")
 	if strings.Contains(logs.String(), "could not write") {

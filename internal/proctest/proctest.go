@@ -1,0 +1,77 @@
+// Package proctest helps tests that run MaiRust as a separate process: the
+// binary built once per test process, free loopback addresses, and a buffer
+// that collects a child's output while the test reads it.
+package proctest
+
+import (
+	"fmt"
+	"net"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+)
+
+var binary = sync.OnceValues(func() (string, error) {
+	dir, err := os.MkdirTemp("", "mairust-bin-")
+	if err != nil {
+		return "", err
+	}
+	bin := filepath.Join(dir, "mairust")
+	out, err := exec.Command("go", "build", "-o", bin, "github.com/mairust/mairust/cmd/mairust").CombinedOutput()
+	if err != nil {
+		return "", fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	return bin, nil
+})
+
+// Binary returns the path of cmd/mairust built for this test process; the
+// first call builds it.
+func Binary(t testing.TB) string {
+	t.Helper()
+	bin, err := binary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return bin
+}
+
+// RemoveBinary deletes the built binary; call it from TestMain after m.Run.
+func RemoveBinary() {
+	if bin, err := binary(); err == nil {
+		os.RemoveAll(filepath.Dir(bin))
+	}
+}
+
+// FreeAddr returns a loopback address with a port free at the time of the call.
+func FreeAddr(t testing.TB) string {
+	t.Helper()
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().String()
+}
+
+// Output collects what a child writes; safe for concurrent use.
+type Output struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+// Write implements io.Writer.
+func (o *Output) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.Write(p)
+}
+
+// String returns everything written so far.
+func (o *Output) String() string {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	return o.b.String()
+}
