@@ -347,3 +347,61 @@ func TestSIGTERMFinishesTransactionsUnderWay(t *testing.T) {
 		t.Fatalf("message acknowledged during shutdown stored %d times", n)
 	}
 }
+
+// TestRetentionJobPurgesExpiredMail runs the cleanup job through River: a
+// message deleted longer ago than retention.deleted_messages_days loses its
+// row and its blob; a recently deleted one keeps both.
+func TestRetentionJobPurgesExpiredMail(t *testing.T) {
+	cfgPath, dataDir, pool := setup(t, "retention:\n  deleted_messages_days: 30\n")
+	p := startAgent(t, cfgPath)
+	for _, id := range []string{"old", "recent"} {
+		c, err := smtp.Dial(p.smtp)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Mail("s@remote.test"); err != nil {
+			t.Fatal(err)
+		}
+		if err := c.Rcpt("alice@example.test"); err != nil {
+			t.Fatal(err)
+		}
+		w, _ := c.Data()
+		io.WriteString(w, testMessage(id))
+		if err := w.Close(); err != nil {
+			t.Fatal(err)
+		}
+		c.Quit()
+	}
+	p.cmd.Process.Signal(syscall.SIGTERM)
+	if err := p.waitExit(t); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	keys := map[string]string{}
+	for id, age := range map[string]string{"old": "31 days", "recent": "1 day"} {
+		var key string
+		err := pool.QueryRow(ctx, `UPDATE messages SET deleted_at = now() - $2::interval WHERE message_id = $1 RETURNING blob_key`, id+"@remote.test", age).Scan(&key)
+		if err != nil {
+			t.Fatal(err)
+		}
+		keys[id] = filepath.Join(dataDir, "mail", key[:2], key)
+	}
+	startAgent(t, cfgPath) // the job runs once at start
+	var n int
+	for i := 0; i < 600; i++ {
+		pool.QueryRow(ctx, `SELECT count(*) FROM messages`).Scan(&n)
+		if _, err := os.Stat(keys["old"]); n == 1 && os.IsNotExist(err) {
+			break
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	if n != 1 {
+		t.Fatalf("%d messages left, want only the recently deleted one", n)
+	}
+	if _, err := os.Stat(keys["old"]); !os.IsNotExist(err) {
+		t.Fatalf("blob of the purged message still on disk: %v", err)
+	}
+	if _, err := os.Stat(keys["recent"]); err != nil {
+		t.Fatalf("blob of the message within retention: %v", err)
+	}
+}
