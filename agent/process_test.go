@@ -147,6 +147,30 @@ func testMessage(id string) string {
 	return fmt.Sprintf("From: load@remote.test\r\nTo: alice@example.test\r\nSubject: load %s\r\nMessage-ID: <%s@remote.test>\r\n\r\n%s\r\n", id, id, strings.Repeat("crash test body line\r\n", 200))
 }
 
+// sendOne delivers testMessage(id) to alice over plain SMTP.
+func sendOne(addr, id string) error {
+	c, err := smtp.Dial(addr)
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Mail("s@remote.test"); err != nil {
+		return err
+	}
+	if err := c.Rcpt("alice@example.test"); err != nil {
+		return err
+	}
+	w, err := c.Data()
+	if err != nil {
+		return err
+	}
+	io.WriteString(w, testMessage(id))
+	if err := w.Close(); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
 // TestSIGKILLLosesNoAcknowledgedMessage kills the agent mid-load and checks
 // that every message answered 250 is stored and readable after a restart,
 // and that the blobs left by unacknowledged ones are swept.
@@ -307,8 +331,20 @@ func TestReloadAppliesLiveKeysAndNamesRestartKeys(t *testing.T) {
 	if !strings.Contains(p.logs(), "configuration reloaded") {
 		t.Fatalf("SIGHUP did not reload\n%s", p.logs())
 	}
-	if _, err := smtp.Dial(p.smtp); err != nil {
-		t.Fatalf("SMTP down after reloads: %v", err)
+	if err := sendOne(p.smtp, "after-reload"); err != nil {
+		t.Fatalf("SMTP after reloads: %v", err)
+	}
+	resp, err := http.Get("http://" + p.http + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	for _, name := range []string{"mairust_smtp_sessions_total", "mairust_smtp_messages_total", "mairust_smtp_received_bytes_total",
+		"mairust_blobstore_operation_seconds", "mairust_mailstore_commit_seconds", "mairust_db_pool_connections", "mairust_groupcommit_batch_size"} {
+		if !strings.Contains(string(body), "# TYPE "+name+" ") {
+			t.Errorf("/metrics lacks %s", name)
+		}
 	}
 }
 
@@ -355,22 +391,9 @@ func TestRetentionJobPurgesExpiredMail(t *testing.T) {
 	cfgPath, dataDir, pool := setup(t, "retention:\n  deleted_messages_days: 30\n")
 	p := startAgent(t, cfgPath)
 	for _, id := range []string{"old", "recent"} {
-		c, err := smtp.Dial(p.smtp)
-		if err != nil {
+		if err := sendOne(p.smtp, id); err != nil {
 			t.Fatal(err)
 		}
-		if err := c.Mail("s@remote.test"); err != nil {
-			t.Fatal(err)
-		}
-		if err := c.Rcpt("alice@example.test"); err != nil {
-			t.Fatal(err)
-		}
-		w, _ := c.Data()
-		io.WriteString(w, testMessage(id))
-		if err := w.Close(); err != nil {
-			t.Fatal(err)
-		}
-		c.Quit()
 	}
 	p.cmd.Process.Signal(syscall.SIGTERM)
 	if err := p.waitExit(t); err != nil {

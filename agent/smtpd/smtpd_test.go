@@ -378,3 +378,36 @@ func TestSwaks(t *testing.T) {
 		t.Fatalf("unknown user via swaks:\n%s", out)
 	}
 }
+
+// TestPipelining sends a whole transaction in one write (RFC 2920) and reads
+// the replies in order.
+func TestPipelining(t *testing.T) {
+	st := start(t, testConfig(), nil)
+	clear(t, st)
+	c, err := net.Dial("tcp", st.addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	tp := textproto.NewConn(c)
+	if _, _, err := tp.ReadResponse(220); err != nil {
+		t.Fatal(err)
+	}
+	tp.PrintfLine("EHLO client.test")
+	if _, msg, err := tp.ReadResponse(250); err != nil || !strings.Contains(msg, "PIPELINING") {
+		t.Fatalf("EHLO: %v %q", err, msg)
+	}
+	io.WriteString(c, "MAIL FROM:<s@remote.test>\r\nRCPT TO:<alice@example.test>\r\nRCPT TO:<nobody@example.test>\r\nRCPT TO:<bob@example.test>\r\nDATA\r\n")
+	for _, want := range []int{250, 250, 550, 250, 354} {
+		if code, msg, err := tp.ReadResponse(want); err != nil {
+			t.Fatalf("pipelined reply: %d %q %v, want %d", code, msg, err, want)
+		}
+	}
+	io.WriteString(c, message("pipelined", "x")+".\r\nQUIT\r\n")
+	if _, _, err := tp.ReadResponse(250); err != nil {
+		t.Fatalf("end of data: %v", err)
+	}
+	if len(stored(t, st, "alice@example.test")) != 1 || len(stored(t, st, "bob@example.test")) != 1 {
+		t.Fatal("pipelined message not stored for both recipients")
+	}
+}
