@@ -41,6 +41,9 @@ import (
 type Options struct {
 	Config     config.Config
 	ConfigPath string // re-read on reload; empty: reload only re-applies Config
+	// Override, when set, is applied to every configuration read on reload,
+	// as it was to Config: the command line's settings over the file's.
+	Override func(*config.Config)
 	Log        *slog.Logger
 	Level      *slog.LevelVar
 	// Ready is called once every listener is up, with their addresses.
@@ -193,10 +196,8 @@ func (a *Agent) Reload() (config.Changes, error) {
 			a.log.Error("reload refused; still running with the previous configuration", "component", "agent", "error", err)
 			return config.Changes{}, err
 		}
-		// Values the process was started with outside the file stay.
-		next.Database.URL = old.Database.URL
-		if next.DataDir != old.DataDir && a.opts.Config.DataDir == old.DataDir {
-			next.DataDir = old.DataDir
+		if a.opts.Override != nil {
+			a.opts.Override(&next)
 		}
 	}
 	// Keys that need a restart keep their running values.

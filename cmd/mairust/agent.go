@@ -47,6 +47,13 @@ func claim(dataDir string, perm os.FileMode) (ctx context.Context, release func(
 	return ctx, func() { stop(); lock.Release() }, nil
 }
 
+// override puts the flags over the file's values, at start and on reload.
+func (f *runFlags) override(c *config.Config) {
+	if f.logFormat != "" {
+		c.Log.Format = f.logFormat
+	}
+}
+
 // load reads the configuration and builds the logger it asks for.
 func (f *runFlags) load() (config.Config, *slog.Logger, *slog.LevelVar, error) {
 	cfg, err := config.Load(f.config)
@@ -54,7 +61,7 @@ func (f *runFlags) load() (config.Config, *slog.Logger, *slog.LevelVar, error) {
 		return cfg, nil, nil, err
 	}
 	if f.logFormat != "" {
-		cfg.Log.Format = f.logFormat
+		f.override(&cfg)
 		if err := config.Validate(cfg, "--log-format", nil); err != nil {
 			return cfg, nil, nil, err
 		}
@@ -83,7 +90,7 @@ func init() {
 			return err
 		}
 		defer release()
-		return agent.Run(ctx, agent.Options{Config: cfg, ConfigPath: rf.config, Log: log, Level: lv})
+		return agent.Run(ctx, agent.Options{Config: cfg, ConfigPath: rf.config, Override: rf.override, Log: log, Level: lv})
 	}
 	register(c)
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/mairust/mairust/agent"
 	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/embeddedpg"
 	"github.com/mairust/mairust/internal/password"
 )
@@ -38,17 +39,23 @@ func init() {
 		if err != nil {
 			return err
 		}
-		if rf.config == "" {
-			cfg.SMTP.Listen = "127.0.0.1:2525"
-		}
-		for flagValue, field := range map[string]*string{dataDir: &cfg.DataDir, smtpListen: &cfg.SMTP.Listen, httpListen: &cfg.HTTP.Listen, hostname: &cfg.SMTP.Hostname} {
-			if flagValue != "" {
-				*field = flagValue
+		// override puts the command line over the file, at start and on reload.
+		var dbURL string
+		override := func(c *config.Config) {
+			rf.override(c)
+			if rf.config == "" {
+				c.SMTP.Listen = "127.0.0.1:2525"
+			}
+			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}} {
+				if *o.flag != "" {
+					*o.field = *o.flag
+				}
+			}
+			if abs, err := filepath.Abs(c.DataDir); err == nil {
+				c.DataDir = abs
 			}
 		}
-		if cfg.DataDir, err = filepath.Abs(cfg.DataDir); err != nil {
-			return err
-		}
+		override(&cfg)
 		if admin == "" {
 			admin = "admin@" + domain
 		}
@@ -70,10 +77,11 @@ func init() {
 				defer cancel()
 				pg.Stop(ctx)
 			}()
-			cfg.Database.URL = pg.URL()
+			dbURL = pg.URL()
+			override(&cfg)
 		}
 		return agent.Run(ctx, agent.Options{
-			Config: cfg, ConfigPath: rf.config, Log: log, Level: lv,
+			Config: cfg, ConfigPath: rf.config, Override: override, Log: log, Level: lv,
 			Ready: func(info agent.Info) {
 				created, err := bootstrap(info, domain, admin, &adminPW)
 				if err != nil {

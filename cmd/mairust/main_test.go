@@ -9,6 +9,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -111,14 +112,17 @@ type aioProc struct {
 	err            error // set before done is closed
 }
 
-// startAIO runs mairust aio on dataDir with fresh loopback ports. On test
-// end a process still running gets SIGTERM, then SIGKILL.
-func startAIO(t *testing.T, dataDir string) *aioProc {
+// startAIO runs mairust aio on dataDir with fresh loopback ports (or the
+// addresses in extra flags). On test end a process still running gets
+// SIGTERM, then SIGKILL.
+func startAIO(t *testing.T, dataDir string, extra ...string) *aioProc {
 	t.Helper()
 	p := &aioProc{done: make(chan struct{})}
-	p.cmd = exec.Command(proctest.Binary(t), "aio", "--data-dir", dataDir,
-		"--smtp-listen", proctest.FreeAddr(t), "--http-listen", proctest.FreeAddr(t),
-		"--domain", "example.test", "--log-format", "text")
+	args := []string{"aio", "--data-dir", dataDir, "--domain", "example.test", "--log-format", "text"}
+	if !slices.Contains(extra, "--http-listen") {
+		args = append(args, "--smtp-listen", proctest.FreeAddr(t), "--http-listen", proctest.FreeAddr(t))
+	}
+	p.cmd = exec.Command(proctest.Binary(t), append(args, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.WaitDelay = 10 * time.Second
 	if err := p.cmd.Start(); err != nil {
@@ -243,19 +247,44 @@ func storedMessage(t *testing.T, dataDir string) (rcptTo, subject, blobKey strin
 	return got[0][0], got[0][1], got[0][2]
 }
 
-func TestAllInOne(t *testing.T) {
-	swaks, err := exec.LookPath("swaks")
-	if err != nil {
-		t.Fatal("swaks is not installed: run scripts/deps.sh (apt-get install swaks)")
-	}
-	// The embedded server runs as the system user mairust when we are root:
-	// it must be able to reach <data-dir>/db.
+// aioDataDir is a fresh data dir the embedded server (run as the system
+// user mairust when we are root) can reach.
+func aioDataDir(t *testing.T) string {
+	t.Helper()
 	dataDir := t.TempDir()
 	for _, d := range []string{dataDir, filepath.Dir(dataDir)} {
 		if err := os.Chmod(d, 0o755); err != nil {
 			t.Fatal(err)
 		}
 	}
+	return dataDir
+}
+
+// TestAIOReloadKeepsCommandLine: flags override the file at start and on
+// reload, so a reload reports only what the file really changed.
+func TestAIOReloadKeepsCommandLine(t *testing.T) {
+	dataDir := aioDataDir(t)
+	cfgPath := filepath.Join(dataDir, "mairust.yaml")
+	file := "log:\n  level: info\nsmtp:\n  listen: 127.0.0.1:1\n"
+	if err := os.WriteFile(cfgPath, []byte(file), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	httpAddr := proctest.FreeAddr(t)
+	p := startAIO(t, dataDir, "--config", cfgPath, "--smtp-listen", proctest.FreeAddr(t), "--http-listen", httpAddr)
+	p.waitBanner(t)
+	os.WriteFile(cfgPath, []byte(strings.Replace(file, "info", "debug", 1)), 0o600)
+	out, code := run(t, "reload", "--addr", httpAddr)
+	if code != 0 || strings.TrimSpace(out) != "applied [log.level]" {
+		t.Fatalf("reload: exit %d, %q; want only log.level applied", code, out)
+	}
+}
+
+func TestAllInOne(t *testing.T) {
+	swaks, err := exec.LookPath("swaks")
+	if err != nil {
+		t.Fatal("swaks is not installed: run scripts/deps.sh (apt-get install swaks)")
+	}
+	dataDir := aioDataDir(t)
 
 	first := startAIO(t, dataDir)
 	banner := first.waitBanner(t)
