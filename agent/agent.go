@@ -44,8 +44,8 @@ type Options struct {
 	// Override, when set, is applied to every configuration read on reload,
 	// as it was to Config: the command line's settings over the file's.
 	Override func(*config.Config)
-	Log        *slog.Logger
-	Level      *slog.LevelVar
+	Log      *slog.Logger
+	Level    *slog.LevelVar
 	// Ready is called once every listener is up, with their addresses.
 	Ready func(Info)
 }

@@ -175,9 +175,32 @@ func sendOne(addr, id string) error {
 // that every message answered 250 is stored and readable after a restart,
 // and that the blobs left by unacknowledged ones are swept.
 func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
-	cfgPath, dataDir, pool := setup(t, "retention:\n  orphan_blob_grace: 1s\n  cleanup_interval: 1m\n")
-	p := startAgent(t, cfgPath)
+	cfgPath, dataDir, pool := setup(t, crashRetention)
+	acked := loadUntilKilled(t, startAgent(t, cfgPath), 300)
 
+	restartAfterCrash(t, cfgPath)
+	root := filepath.Join(dataDir, "mail")
+	checkAcknowledged(t, pool, acked, func(key string) ([]byte, error) {
+		return os.ReadFile(filepath.Join(root, key[:2], key))
+	})
+	waitStorageMatchesRows(t, pool, filepath.Join(root, "??", "*"))
+	if tmp, _ := filepath.Glob(filepath.Join(root, "??", ".tmp-*")); len(tmp) != 0 {
+		t.Fatalf("%d temporary files left", len(tmp))
+	}
+}
+
+// orphanGrace is the retention.orphan_blob_grace of crashRetention.
+const orphanGrace = time.Second
+
+// crashRetention makes the cleanup job, which runs at start, sweep blobs
+// orphaned by a crash once they are orphanGrace old.
+var crashRetention = fmt.Sprintf("retention:\n  orphan_blob_grace: %s\n  cleanup_interval: 1m\n", orphanGrace)
+
+// loadUntilKilled sends messages to the agent over several connections,
+// SIGKILLs it once n have been answered 250 and waits for it to end. It
+// returns the IDs of the messages acknowledged before and around the kill.
+func loadUntilKilled(t *testing.T, p *proc, n int) []string {
+	t.Helper()
 	const conns = 8
 	var (
 		mu    sync.Mutex
@@ -209,9 +232,9 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 				}
 				mu.Lock()
 				acked = append(acked, id)
-				n := len(acked)
+				done := len(acked)
 				mu.Unlock()
-				if n == 300 {
+				if done == n {
 					p.cmd.Process.Signal(syscall.SIGKILL)
 					close(killed)
 				}
@@ -221,21 +244,34 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 	select {
 	case <-killed:
 	case <-time.After(60 * time.Second):
-		t.Fatalf("load did not reach 300 acknowledged messages\n%s", p.logs())
+		t.Fatalf("load did not reach %d acknowledged messages\n%s", n, p.logs())
 	}
 	wg.Wait()
 	p.waitExit(t)
 	t.Logf("%d messages acknowledged before and around the SIGKILL", len(acked))
+	return acked
+}
 
-	startAgent(t, cfgPath)
-	ctx := context.Background()
+// restartAfterCrash starts the killed agent again once the orphans it left
+// are past retention.orphan_blob_grace. The cleanup job runs when the new
+// agent becomes River's leader: after the dead one's lease expires (~15 s).
+func restartAfterCrash(t *testing.T, cfgPath string) *proc {
+	t.Helper()
+	time.Sleep(orphanGrace)
+	return startAgent(t, cfgPath)
+}
+
+// checkAcknowledged checks that every acknowledged message has its row and
+// that read returns its blob: the message, with the key as its SHA-256.
+func checkAcknowledged(t *testing.T, pool *pgxpool.Pool, acked []string, read func(key string) ([]byte, error)) {
+	t.Helper()
 	for _, id := range acked {
 		var key string
-		err := pool.QueryRow(ctx, `SELECT blob_key FROM messages WHERE message_id = $1`, id+"@remote.test").Scan(&key)
+		err := pool.QueryRow(context.Background(), `SELECT blob_key FROM messages WHERE message_id = $1`, id+"@remote.test").Scan(&key)
 		if err != nil {
 			t.Fatalf("acknowledged message %s not in the database: %v", id, err)
 		}
-		raw, err := os.ReadFile(filepath.Join(dataDir, "mail", key[:2], key))
+		raw, err := read(key)
 		if err != nil {
 			t.Fatalf("acknowledged message %s: blob unreadable: %v", id, err)
 		}
@@ -244,32 +280,30 @@ func TestSIGKILLLosesNoAcknowledgedMessage(t *testing.T) {
 			t.Fatalf("acknowledged message %s: blob content wrong", id)
 		}
 	}
-	// After the cleanup job has run, blobs on disk and blob rows are the same set.
+}
+
+// waitStorageMatchesRows waits for the cleanup job to leave the blob files
+// matching pattern and the blob rows the same set.
+func waitStorageMatchesRows(t *testing.T, pool *pgxpool.Pool, pattern string) {
+	t.Helper()
 	var diff string
 	for i := 0; i < 120; i++ {
-		diff = compareBlobs(t, pool, filepath.Join(dataDir, "mail"))
+		diff = compareBlobs(t, pool, pattern)
 		if diff == "" {
-			break
+			return
 		}
 		time.Sleep(500 * time.Millisecond)
 	}
-	if diff != "" {
-		t.Fatalf("storage and database disagree after cleanup: %s", diff)
-	}
-	if tmp, _ := filepath.Glob(filepath.Join(dataDir, "mail", "??", ".tmp-*")); len(tmp) != 0 {
-		t.Fatalf("%d temporary files left", len(tmp))
-	}
+	t.Fatalf("storage and database disagree after cleanup: %s", diff)
 }
 
-// compareBlobs describes the difference between blob files and blob rows.
-func compareBlobs(t *testing.T, pool *pgxpool.Pool, root string) string {
+// compareBlobs describes the difference between the blob files matching
+// pattern, named by their keys, and the blob rows.
+func compareBlobs(t *testing.T, pool *pgxpool.Pool, pattern string) string {
 	onDisk := map[string]bool{}
-	dirs, _ := filepath.Glob(filepath.Join(root, "??"))
-	for _, d := range dirs {
-		entries, _ := os.ReadDir(d)
-		for _, e := range entries {
-			onDisk[e.Name()] = true
-		}
+	files, _ := filepath.Glob(pattern)
+	for _, f := range files {
+		onDisk[filepath.Base(f)] = true
 	}
 	rows, err := pool.Query(context.Background(), `SELECT key FROM blobs`)
 	if err != nil {

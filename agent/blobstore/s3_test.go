@@ -17,12 +17,29 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/s3test"
 )
+
+// openS3 opens a store with settings c, failing the test on error.
+func openS3(t *testing.T, c config.S3) *S3 {
+	t.Helper()
+	s, err := OpenS3(context.Background(), c)
+	if err != nil {
+		t.Fatalf("OpenS3: %v", err)
+	}
+	return s
+}
+
+// blob returns n bytes of readable mail-like text, distinct per seed.
+func blob(seed string, n int) []byte {
+	line := fmt.Sprintf("Subject: confidential %s\r\nThis is the secret body of the message.\r\n", seed)
+	return bytes.Repeat([]byte(line), n/len(line)+1)[:n]
+}
 
 func TestS3RoundTrip(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t)
-	s := g.open(t, g.config("sse-s3"))
+	g := s3test.Start(t)
+	s := openS3(t, g.Config("sse-s3"))
 	s.listPage = 2
 	ctx := context.Background()
 
@@ -39,7 +56,7 @@ func TestS3RoundTrip(t *testing.T) {
 	// Objects under the prefix that are not blobs, and blobs outside the
 	// prefix, are not walked.
 	for _, name := range []string{"mail/README", "mail/sub/" + keys[0], "other/" + keys[0]} {
-		_, err := g.client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(gwBucket), Key: aws.String(name), Body: strings.NewReader("x")})
+		_, err := g.Client().PutObject(ctx, &s3.PutObjectInput{Bucket: aws.String(g.Bucket), Key: aws.String(name), Body: strings.NewReader("x")})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -50,14 +67,14 @@ func TestS3RoundTrip(t *testing.T) {
 			t.Fatalf("Get %s returned %d bytes, not what was put", key, len(got))
 		}
 		// On the server the object is named prefix+key.
-		if got, err := os.ReadFile(g.file(key)); err != nil || !bytes.Equal(got, data) {
-			t.Fatalf("object file %s on the gateway: %v (or wrong content)", g.file(key), err)
+		if got, err := os.ReadFile(g.File(key)); err != nil || !bytes.Equal(got, data) {
+			t.Fatalf("object file %s on the gateway: %v (or wrong content)", g.File(key), err)
 		}
 	}
 	sameKeys(t, walkKeys(t, s), keys...)
 	// Walk followed the pages: 8 objects under mail/, 2 per page.
 	pages, continued := 0, 0
-	for _, r := range g.requests("") {
+	for _, r := range g.Requests("") {
 		if r.Method == http.MethodGet && r.Query.Get("list-type") == "2" {
 			pages++
 			if r.Query.Get("continuation-token") != "" {
@@ -75,7 +92,7 @@ func TestS3RoundTrip(t *testing.T) {
 	if _, err := s.Get(ctx, keys[0]); !errors.Is(err, ErrNotFound) {
 		t.Fatalf("Get after Delete: %v, want ErrNotFound", err)
 	}
-	if _, err := os.Stat(g.file(keys[0])); !errors.Is(err, os.ErrNotExist) {
+	if _, err := os.Stat(g.File(keys[0])); !errors.Is(err, os.ErrNotExist) {
 		t.Fatalf("object file still on the gateway after Delete: %v", err)
 	}
 	if err := s.Delete(ctx, keys[0]); err != nil {
@@ -89,8 +106,8 @@ func TestS3RoundTrip(t *testing.T) {
 
 func TestS3InvalidInput(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t)
-	s := g.open(t, g.config("sse-s3"))
+	g := s3test.Start(t)
+	s := openS3(t, g.Config("sse-s3"))
 	ctx := context.Background()
 	for _, key := range []string{"", "../x", Key(nil)[:63] + "g"} {
 		if err := s.Put(ctx, key, 1, strings.NewReader("x")); err == nil {
@@ -109,15 +126,15 @@ func TestS3InvalidInput(t *testing.T) {
 			t.Errorf("Put of 12 bytes declared as %d: %v, want a size error", size, err)
 		}
 	}
-	if n := len(g.requests("mail/" + Key(data))); n != 0 {
+	if n := len(g.Requests(s3test.Prefix + Key(data))); n != 0 {
 		t.Errorf("a Put with the wrong size sent %d requests", n)
 	}
 }
 
 func TestS3MultipartThreshold(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t)
-	s := g.open(t, g.config("sse-s3")) // threshold 5 MiB
+	g := s3test.Start(t)
+	s := openS3(t, g.Config("sse-s3")) // threshold 5 MiB
 	cases := []struct {
 		size      int
 		multipart bool
@@ -131,10 +148,10 @@ func TestS3MultipartThreshold(t *testing.T) {
 	for _, c := range cases {
 		data := blob(fmt.Sprint("size ", c.size), c.size)
 		key := putBlob(t, s, data)
-		name := "mail/" + key
+		name := s3test.Prefix + key
 
 		// versitygw's own access log says which operations it performed.
-		ops := g.operations(t, name)
+		ops := g.Operations(t, name)
 		var want map[string]int
 		if c.multipart {
 			want = map[string]int{"CreateMultipartUpload": 1, "UploadPart": c.parts, "CompleteMultipartUpload": 1}
@@ -146,8 +163,8 @@ func TestS3MultipartThreshold(t *testing.T) {
 		}
 		// The proxy saw the parts' sizes: the threshold, the last one the rest.
 		left := int64(c.size)
-		for _, r := range g.requests(name) {
-			op := r.operation()
+		for _, r := range g.Requests(name) {
+			op := r.Operation()
 			if op != "PutObject" && op != "UploadPart" || r.Status != http.StatusOK {
 				continue
 			}
@@ -163,7 +180,7 @@ func TestS3MultipartThreshold(t *testing.T) {
 		if left != 0 {
 			t.Errorf("%d bytes: %d bytes never reached the gateway", c.size, left)
 		}
-		if fi, err := os.Stat(g.file(key)); err != nil || fi.Size() != int64(c.size) {
+		if fi, err := os.Stat(g.File(key)); err != nil || fi.Size() != int64(c.size) {
 			t.Errorf("%d bytes: object file on the gateway: %v", c.size, fi)
 		}
 		if got := getBlob(t, s, key); !bytes.Equal(got, data) {
@@ -191,8 +208,8 @@ func (f *failingBody) Read(p []byte) (int, error) {
 
 func TestS3MultipartAbortedOnFailure(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t)
-	s := g.open(t, g.config("sse-s3"))
+	g := s3test.Start(t)
+	s := openS3(t, g.Config("sse-s3"))
 	data := blob("aborted", 12<<20)
 	key := Key(data)
 	ctx, cancel := context.WithCancel(context.Background())
@@ -204,10 +221,10 @@ func TestS3MultipartAbortedOnFailure(t *testing.T) {
 	}
 
 	want := map[string]int{"CreateMultipartUpload": 1, "UploadPart": 1, "AbortMultipartUpload": 1}
-	if ops := g.operations(t, "mail/"+key); fmt.Sprint(ops) != fmt.Sprint(want) {
+	if ops := g.Operations(t, s3test.Prefix+key); fmt.Sprint(ops) != fmt.Sprint(want) {
 		t.Fatalf("versitygw performed %v, want %v", ops, want)
 	}
-	up, err := g.client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(gwBucket)})
+	up, err := g.Client().ListMultipartUploads(context.Background(), &s3.ListMultipartUploadsInput{Bucket: aws.String(g.Bucket)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -221,12 +238,12 @@ func TestS3MultipartAbortedOnFailure(t *testing.T) {
 
 func TestS3ServerSideEncryptionHeaders(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t)
+	g := s3test.Start(t)
 	for _, enc := range []struct{ setting, header, kmsKey string }{
 		{"sse-s3", "AES256", ""},
-		{"sse-kms", "aws:kms", "mairust-test-kms-key"},
+		{"sse-kms", "aws:kms", s3test.KMSKeyID},
 	} {
-		s := g.open(t, g.config(enc.setting))
+		s := openS3(t, g.Config(enc.setting))
 		for _, size := range []int{1_000_000, 6 << 20} {
 			data := blob(enc.setting+fmt.Sprint(size), size)
 			key := putBlob(t, s, data)
@@ -234,15 +251,15 @@ func TestS3ServerSideEncryptionHeaders(t *testing.T) {
 				t.Fatalf("%s: Get returned different content", enc.setting)
 			}
 			writes := 0
-			for _, r := range g.requests("mail/" + key) {
+			for _, r := range g.Requests(s3test.Prefix + key) {
 				if r.Status/100 != 2 {
-					t.Errorf("%s: %s answered %d", enc.setting, r.operation(), r.Status)
+					t.Errorf("%s: %s answered %d", enc.setting, r.Operation(), r.Status)
 				}
 				sse := r.Header.Get("X-Amz-Server-Side-Encryption")
 				kms := r.Header.Get("X-Amz-Server-Side-Encryption-Aws-Kms-Key-Id")
 				// PutObject and CreateMultipartUpload carry the SSE headers;
 				// parts, completion and reads must not.
-				if op := r.operation(); op == "PutObject" || op == "CreateMultipartUpload" {
+				if op := r.Operation(); op == "PutObject" || op == "CreateMultipartUpload" {
 					writes++
 					if sse != enc.header || kms != enc.kmsKey {
 						t.Errorf("%s: %s sent encryption %q, KMS key %q; want %q, %q", enc.setting, op, sse, kms, enc.header, enc.kmsKey)
@@ -260,8 +277,8 @@ func TestS3ServerSideEncryptionHeaders(t *testing.T) {
 
 func TestS3ClientEncryption(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t)
-	s := g.open(t, g.config("client"))
+	g := s3test.Start(t)
+	s := openS3(t, g.Config("client"))
 	ctx := context.Background()
 	small, big := blob("client small", 1_000_000), blob("client big", 20_000_000)
 	smallKey, bigKey := putBlob(t, s, small), putBlob(t, s, big)
@@ -270,7 +287,7 @@ func TestS3ClientEncryption(t *testing.T) {
 		key  string
 		data []byte
 	}{{smallKey, small}, {bigKey, big}} {
-		stored, err := os.ReadFile(g.file(b.key))
+		stored, err := os.ReadFile(g.File(b.key))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -283,44 +300,44 @@ func TestS3ClientEncryption(t *testing.T) {
 		if got := getBlob(t, s, b.key); !bytes.Equal(got, b.data) {
 			t.Fatalf("Get returned different content for %d bytes", len(b.data))
 		}
-		for _, r := range g.requests("mail/" + b.key) {
+		for _, r := range g.Requests(s3test.Prefix + b.key) {
 			if r.Header.Get("X-Amz-Server-Side-Encryption") != "" {
-				t.Fatalf("%s sent an SSE header with client encryption", r.operation())
+				t.Fatalf("%s sent an SSE header with client encryption", r.Operation())
 			}
 		}
 	}
 	// Encrypted, then split into parts.
-	ops := g.operations(t, "mail/"+bigKey)
+	ops := g.Operations(t, s3test.Prefix+bigKey)
 	if ops["CreateMultipartUpload"] != 1 || ops["UploadPart"] < 2 || ops["CompleteMultipartUpload"] != 1 || ops["PutObject"] != 0 {
 		t.Fatalf("20 MB client-encrypted blob: versitygw performed %v, want a multipart upload", ops)
 	}
-	if ops := g.operations(t, "mail/"+smallKey); ops["PutObject"] != 1 || ops["UploadPart"] != 0 {
+	if ops := g.Operations(t, s3test.Prefix+smallKey); ops["PutObject"] != 1 || ops["UploadPart"] != 0 {
 		t.Fatalf("1 MB client-encrypted blob: versitygw performed %v, want one PutObject", ops)
 	}
 	// Putting the key again seals it under a new data key.
-	before, _ := os.ReadFile(g.file(smallKey))
+	before, _ := os.ReadFile(g.File(smallKey))
 	putBlob(t, s, small)
-	if after, _ := os.ReadFile(g.file(smallKey)); bytes.Equal(before, after) {
+	if after, _ := os.ReadFile(g.File(smallKey)); bytes.Equal(before, after) {
 		t.Fatal("two Puts of one blob stored identical ciphertext")
 	}
 	if got := getBlob(t, s, smallKey); !bytes.Equal(got, small) {
 		t.Fatal("Get after a second Put returned different content")
 	}
 
-	other := g.config("client")
+	other := g.Config("client")
 	other.ClientKey = "//////////////////////////////////////////8="
-	if _, err := g.open(t, other).Get(ctx, smallKey); err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "wrong s3.client_key") {
+	if _, err := openS3(t, other).Get(ctx, smallKey); err == nil || errors.Is(err, ErrNotFound) || !strings.Contains(err.Error(), "wrong s3.client_key") {
 		t.Fatalf("Get with another client key: %v, want an authentication error", err)
 	}
 	// An object written without client encryption is refused, not returned.
-	plainKey := putBlob(t, g.open(t, g.config("sse-s3")), []byte("plain"))
+	plainKey := putBlob(t, openS3(t, g.Config("sse-s3")), []byte("plain"))
 	if _, err := s.Get(ctx, plainKey); err == nil || !strings.Contains(err.Error(), "not a client-encrypted blob") {
 		t.Fatalf("Get of an unencrypted object: %v", err)
 	}
 	// A byte changed on the server makes the read fail.
-	stored, _ := os.ReadFile(g.file(smallKey))
+	stored, _ := os.ReadFile(g.File(smallKey))
 	stored[len(stored)/2] ^= 1
-	if err := os.WriteFile(g.file(smallKey), stored, 0o644); err != nil {
+	if err := os.WriteFile(g.File(smallKey), stored, 0o644); err != nil {
 		t.Fatal(err)
 	}
 	r, err := s.Get(ctx, smallKey)
@@ -426,7 +443,7 @@ func slicesSwapped(sealed []byte) []byte {
 
 func TestOpenS3Errors(t *testing.T) {
 	t.Parallel()
-	g := startGateway(t)
+	g := s3test.Start(t)
 	for _, c := range []struct {
 		name   string
 		change func(*config.S3)
@@ -439,7 +456,7 @@ func TestOpenS3Errors(t *testing.T) {
 		{"kms key", func(c *config.S3) { c.Encryption, c.KMSKeyID = "sse-kms", "" }, "s3.kms_key_id"},
 		{"client key", func(c *config.S3) { c.Encryption, c.ClientKey = "client", "c2hvcnQ=" }, "s3.client_key"},
 	} {
-		cfg := g.config("sse-s3")
+		cfg := g.Config("sse-s3")
 		c.change(&cfg)
 		if _, err := OpenS3(context.Background(), cfg); err == nil || !strings.Contains(err.Error(), c.want) {
 			t.Errorf("%s: %v, want an error containing %q", c.name, err, c.want)
