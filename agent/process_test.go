@@ -20,9 +20,7 @@ import (
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
-	"github.com/mairust/mairust/agent/accounts"
-	"github.com/mairust/mairust/internal/database"
-	"github.com/mairust/mairust/internal/pgtest"
+	"github.com/mairust/mairust/agent/accounts/accountstest"
 	"github.com/mairust/mairust/internal/proctest"
 )
 
@@ -44,24 +42,8 @@ type proc struct {
 // setup makes a database with one user and a config file for an agent.
 func setup(t *testing.T, extra string) (cfgPath, dataDir string, pool *pgxpool.Pool) {
 	t.Helper()
-	ctx := context.Background()
-	url := pgtest.NewDatabase(t, "agent")
-	pool, err := database.Open(ctx, url, 4)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := database.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
-	acc := accounts.New(pool)
-	tenant, _ := acc.EnsureTenant(ctx, "t")
-	if err := acc.CreateDomain(ctx, tenant, "example.test"); err != nil {
-		t.Fatal(err)
-	}
-	if err := acc.CreateUser(ctx, "alice@example.test", "secret", false); err != nil {
-		t.Fatal(err)
-	}
+	pool = accountstest.NewDatabase(t, "agent", "alice@example.test")
+	url := pool.Config().ConnString()
 	dataDir = t.TempDir()
 	cfgPath = filepath.Join(dataDir, "mairust.yaml")
 	cfg := fmt.Sprintf(`data_dir: %s

@@ -9,10 +9,9 @@ import (
 	"time"
 
 	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/agent/accounts/accountstest"
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailparse"
-	"github.com/mairust/mairust/internal/database"
-	"github.com/mairust/mairust/internal/pgtest"
 )
 
 type fixture struct {
@@ -24,23 +23,10 @@ type fixture struct {
 func setup(t *testing.T) fixture {
 	t.Helper()
 	ctx := context.Background()
-	pool, err := database.Open(ctx, pgtest.NewDatabase(t, "mailstore"), 8)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(pool.Close)
-	if _, err := database.Migrate(ctx, pool); err != nil {
-		t.Fatal(err)
-	}
+	pool := accountstest.NewDatabase(t, "mailstore", "alice@example.test", "bob@example.test")
 	acc := accounts.New(pool)
-	tenant, _ := acc.EnsureTenant(ctx, "t")
-	acc.CreateDomain(ctx, tenant, "example.test")
 	var f fixture
-	for _, u := range []string{"alice@example.test", "bob@example.test"} {
-		if err := acc.CreateUser(ctx, u, "pw", false); err != nil {
-			t.Fatal(err)
-		}
-	}
+	var err error
 	f.alice, _ = acc.Lookup(ctx, "alice@example.test")
 	f.bob, _ = acc.Lookup(ctx, "bob@example.test")
 	if f.blobs, err = blobstore.OpenLocal(t.TempDir()); err != nil {

@@ -14,10 +14,10 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/agent/accounts/accountstest"
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/internal/config"
-	"github.com/mairust/mairust/internal/database"
 	"github.com/mairust/mairust/internal/pgtest"
 	"github.com/mairust/mairust/internal/tlsconfig"
 )
@@ -53,32 +53,12 @@ func TestMain(m *testing.M) {
 	os.Exit(code)
 }
 
-func seed(url string) error {
+func seed(url string) (err error) {
 	ctx := context.Background()
-	p, err := database.Open(ctx, url, 20)
-	if err != nil {
+	if sharedPool, err = accountstest.Open(ctx, url); err != nil {
 		return err
 	}
-	sharedPool = p
-	if _, err := database.Migrate(ctx, p); err != nil {
-		return err
-	}
-	acc := accounts.New(p)
-	tenant, err := acc.EnsureTenant(ctx, "t1")
-	if err != nil {
-		return err
-	}
-	for _, d := range []string{"example.test", "例え.jp"} {
-		if err := acc.CreateDomain(ctx, tenant, d); err != nil {
-			return err
-		}
-	}
-	for _, u := range []string{"alice@example.test", "bob@example.test", "hanako@例え.jp"} {
-		if err := acc.CreateUser(ctx, u, "pw-"+u, false); err != nil {
-			return err
-		}
-	}
-	return nil
+	return accountstest.Seed(ctx, sharedPool, "alice@example.test", "bob@example.test", "hanako@例え.jp")
 }
 
 func testConfig() config.SMTP {

@@ -144,16 +144,15 @@ func yamlName(f reflect.StructField) string {
 	return strings.Split(f.Tag.Get("yaml"), ",")[0]
 }
 
+// typeName names the type of a key with an example, for error messages.
 func typeName(t reflect.Type) string {
-	switch {
-	case t == reflect.TypeOf(time.Duration(0)):
+	switch k := kindName(t); k {
+	case "duration":
 		return "duration (e.g. 30s, 5m, 1h)"
-	case t.Kind() == reflect.Bool:
+	case "boolean":
 		return "boolean (true or false)"
-	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
-		return "integer"
 	default:
-		return t.Kind().String()
+		return k
 	}
 }
 
