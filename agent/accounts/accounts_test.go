@@ -30,6 +30,16 @@ func setup(t *testing.T) (context.Context, *Accounts, *pgxpool.Pool) {
 	return ctx, New(pool), pool
 }
 
+// mustTenant returns the id of the tenant called name, creating it.
+func mustTenant(t *testing.T, ctx context.Context, acc *Accounts, name string) string {
+	t.Helper()
+	id, err := acc.EnsureTenant(ctx, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
 func TestNormalize(t *testing.T) {
 	good := map[string]string{
 		"alice@example.com":         "alice@example.com",
@@ -122,10 +132,7 @@ func domainRows(t *testing.T, ctx context.Context, pool *pgxpool.Pool) map[strin
 
 func TestCreateDomain(t *testing.T) {
 	ctx, acc, pool := setup(t)
-	tenant, err := acc.EnsureTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tenant := mustTenant(t, ctx, acc, "acme")
 	if err := acc.CreateDomain(ctx, tenant, "  Example.COM. "); err != nil {
 		t.Fatal(err)
 	}
@@ -156,18 +163,12 @@ func TestCreateDomain(t *testing.T) {
 // than reported as done while the domain stays with its owner.
 func TestCreateDomainOtherTenantRefused(t *testing.T) {
 	ctx, acc, pool := setup(t)
-	a, err := acc.EnsureTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := acc.EnsureTenant(ctx, "globex")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustTenant(t, ctx, acc, "acme")
+	b := mustTenant(t, ctx, acc, "globex")
 	if err := acc.CreateDomain(ctx, a, "shared.example"); err != nil {
 		t.Fatal(err)
 	}
-	err = acc.CreateDomain(ctx, b, "Shared.Example")
+	err := acc.CreateDomain(ctx, b, "Shared.Example")
 	if err == nil {
 		t.Fatal("tenant globex was told it added a domain that belongs to acme")
 	}
@@ -181,10 +182,7 @@ func TestCreateDomainOtherTenantRefused(t *testing.T) {
 
 func TestCreateUser(t *testing.T) {
 	ctx, acc, pool := setup(t)
-	tenant, err := acc.EnsureTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tenant := mustTenant(t, ctx, acc, "acme")
 	if err := acc.CreateDomain(ctx, tenant, "example.com"); err != nil {
 		t.Fatal(err)
 	}
@@ -281,10 +279,7 @@ func inboxID(t *testing.T, ctx context.Context, pool *pgxpool.Pool, addr string)
 
 func TestLookup(t *testing.T) {
 	ctx, acc, pool := setup(t)
-	tenant, err := acc.EnsureTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tenant := mustTenant(t, ctx, acc, "acme")
 	for _, d := range []string{"example.com", "off.example"} {
 		if err := acc.CreateDomain(ctx, tenant, d); err != nil {
 			t.Fatal(err)
@@ -338,10 +333,7 @@ func TestLookup(t *testing.T) {
 // A user without an INBOX (a broken account) is not deliverable.
 func TestLookupWithoutInbox(t *testing.T) {
 	ctx, acc, pool := setup(t)
-	tenant, err := acc.EnsureTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
+	tenant := mustTenant(t, ctx, acc, "acme")
 	if err := acc.CreateDomain(ctx, tenant, "example.com"); err != nil {
 		t.Fatal(err)
 	}
@@ -358,14 +350,8 @@ func TestLookupWithoutInbox(t *testing.T) {
 
 func TestLookupCrossTenant(t *testing.T) {
 	ctx, acc, pool := setup(t)
-	a, err := acc.EnsureTenant(ctx, "acme")
-	if err != nil {
-		t.Fatal(err)
-	}
-	b, err := acc.EnsureTenant(ctx, "globex")
-	if err != nil {
-		t.Fatal(err)
-	}
+	a := mustTenant(t, ctx, acc, "acme")
+	b := mustTenant(t, ctx, acc, "globex")
 	if a == b {
 		t.Fatal("two tenants share an id")
 	}
