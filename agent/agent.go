@@ -25,6 +25,7 @@ import (
 	"github.com/riverqueue/river"
 
 	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/agent/api"
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/retention"
@@ -54,6 +55,7 @@ type Options struct {
 type Info struct {
 	SMTPAddr string
 	HTTPAddr string
+	APIAddr  string
 	Pool     *pgxpool.Pool
 }
 
@@ -64,6 +66,7 @@ type Agent struct {
 	mu        sync.Mutex // serialises reloads
 	cfg       atomic.Pointer[config.Config]
 	smtp      *smtpd.Server
+	api       *api.Server
 	pool      *pgxpool.Pool
 	startedAt time.Time
 }
@@ -122,6 +125,18 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
 	}
 	httpSrv := &http.Server{Handler: a.routes(reg), ReadHeaderTimeout: 10 * time.Second}
+	if a.api, err = api.New(cfg, pool, store, blobs, a.log); err != nil {
+		smtpLn.Close()
+		httpLn.Close()
+		return err
+	}
+	apiLn, err := net.Listen("tcp", cfg.API.Listen)
+	if err != nil {
+		smtpLn.Close()
+		httpLn.Close()
+		return fmt.Errorf("api.listen %s: %w", cfg.API.Listen, err)
+	}
+	apiSrv := &http.Server{Handler: a.api.Handler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
@@ -129,19 +144,25 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		smtpLn.Close()
 		httpLn.Close()
+		apiLn.Close()
 		return err
 	}
 
-	errc := make(chan error, 2)
+	errc := make(chan error, 3)
 	go func() { errc <- a.smtp.Serve(smtpLn) }()
-	go func() {
-		if err := httpSrv.Serve(httpLn); !errors.Is(err, http.ErrServerClosed) {
-			errc <- err
-		}
-	}()
-	a.log.Info("agent started", "component", "agent", "smtp", smtpLn.Addr().String(), "http", httpLn.Addr().String(), "storage", cfg.Storage.Backend)
+	for _, hs := range []struct {
+		srv *http.Server
+		ln  net.Listener
+	}{{httpSrv, httpLn}, {apiSrv, apiLn}} {
+		go func() {
+			if err := hs.srv.Serve(hs.ln); !errors.Is(err, http.ErrServerClosed) {
+				errc <- err
+			}
+		}()
+	}
+	a.log.Info("agent started", "component", "agent", "smtp", smtpLn.Addr().String(), "http", httpLn.Addr().String(), "api", apiLn.Addr().String(), "storage", cfg.Storage.Backend)
 	if opts.Ready != nil {
-		opts.Ready(Info{SMTPAddr: smtpLn.Addr().String(), HTTPAddr: httpLn.Addr().String(), Pool: pool})
+		opts.Ready(Info{SMTPAddr: smtpLn.Addr().String(), HTTPAddr: httpLn.Addr().String(), APIAddr: apiLn.Addr().String(), Pool: pool})
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -161,13 +182,13 @@ loop:
 			a.Reload()
 		}
 	}
-	a.shutdown(httpSrv, jobClient)
+	a.shutdown(jobClient, httpSrv, apiSrv)
 	return runErr
 }
 
 // shutdown stops taking connections, lets SMTP transactions finish within
 // smtp.shutdown_timeout, then stops jobs and the HTTP listener.
-func (a *Agent) shutdown(httpSrv *http.Server, jobClient *jobs.Client) {
+func (a *Agent) shutdown(jobClient *jobs.Client, httpSrvs ...*http.Server) {
 	cfg := a.cfg.Load()
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.SMTP.ShutdownTimeout)
 	defer cancel()
@@ -179,7 +200,9 @@ func (a *Agent) shutdown(httpSrv *http.Server, jobClient *jobs.Client) {
 	if err := jobClient.Stop(jctx); err != nil {
 		a.log.Warn("jobs did not stop in time", "component", "agent", "error", err)
 	}
-	httpSrv.Shutdown(jctx)
+	for _, hs := range httpSrvs {
+		hs.Shutdown(jctx)
+	}
 	a.log.Info("agent stopped", "component", "agent")
 }
 
@@ -206,6 +229,9 @@ func (a *Agent) Reload() (config.Changes, error) {
 		a.opts.Level.Set(lv)
 	}
 	a.smtp.Apply(applied.SMTP)
+	if err := a.api.Apply(applied.API); err != nil {
+		a.log.Error("api settings not applied", "component", "agent", "error", err)
+	}
 	a.cfg.Store(&applied)
 	a.log.Info("configuration reloaded: "+ch.String(), "component", "agent", "applied", ch.Live, "restart_required", ch.Restart)
 	return ch, nil

@@ -21,6 +21,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mairust/mairust/agent/accounts/accountstest"
+	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/proctest"
 )
 
@@ -56,7 +57,9 @@ smtp:
   hostname: mx.example.test
 http:
   listen: %s
-%s`, dataDir, url, proctest.FreeAddr(t), proctest.FreeAddr(t), extra)
+api:
+  listen: %s
+%s`, dataDir, url, proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), extra)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -67,17 +70,11 @@ http:
 func startAgent(t *testing.T, cfgPath string) *proc {
 	t.Helper()
 	bin := proctest.Binary(t)
-	raw, _ := os.ReadFile(cfgPath)
-	p := &proc{log: &proctest.Output{}, done: make(chan error, 1)}
-	for _, line := range strings.Split(string(raw), "\n") {
-		if v, ok := strings.CutPrefix(line, "  listen: "); ok {
-			if p.smtp == "" {
-				p.smtp = v
-			} else {
-				p.http = v
-			}
-		}
+	cfg, err := config.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
 	}
+	p := &proc{log: &proctest.Output{}, done: make(chan error, 1), smtp: cfg.SMTP.Listen, http: cfg.HTTP.Listen}
 	p.cmd = exec.Command(bin, "agent", "--config", cfgPath)
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {

@@ -9,8 +9,8 @@ msgs=${1:-20000} conns=${2:-50} size=${3:-10k}
 bin=bin/mairust
 dir=$(mktemp -d /tmp/mairust-bench.XXXXXX)
 chmod 755 "$dir"
-smtp=127.0.0.1:2626 http=127.0.0.1:8626
-"$bin" aio --data-dir "$dir" --smtp-listen $smtp --http-listen $http --domain bench.test \
+smtp=127.0.0.1:2626 http=127.0.0.1:8626 api=127.0.0.1:8627
+"$bin" aio --data-dir "$dir" --smtp-listen $smtp --http-listen $http --api-listen $api --domain bench.test \
   --admin user@bench.test --admin-password bench-password --log-format text >"$dir/aio.out" 2>"$dir/aio.log" &
 pid=$!
 trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT

@@ -155,3 +155,62 @@ func (a *Accounts) CountUsers(ctx context.Context) (int, error) {
 	err := a.pool.QueryRow(ctx, `SELECT count(*) FROM mail_users`).Scan(&n)
 	return n, err
 }
+
+// User is an authenticated mail user.
+type User struct {
+	ID       int64
+	TenantID string
+	Address  string
+	Admin    bool
+}
+
+// ErrBadCredentials is returned by Authenticate for an unknown or disabled
+// user and for a wrong password alike.
+var ErrBadCredentials = errors.New("invalid address or password")
+
+// dummyHash is checked for unknown users so that they take as long as known ones.
+var dummyHash, _ = password.Hash("mairust-no-such-user")
+
+// Authenticate checks an address and password against an enabled user in
+// an enabled domain.
+func (a *Accounts) Authenticate(ctx context.Context, addr, pw string) (User, error) {
+	addr, err := Normalize(addr)
+	if err != nil {
+		password.Check(dummyHash, pw)
+		return User{}, ErrBadCredentials
+	}
+	var u User
+	var hash string
+	err = a.pool.QueryRow(ctx, `
+		SELECT u.id, u.tenant_id::text, u.address, u.is_admin, u.password_hash
+		FROM mail_users u JOIN domains d ON d.id = u.domain_id
+		WHERE u.address = $1 AND NOT u.disabled AND NOT d.disabled`, addr).Scan(&u.ID, &u.TenantID, &u.Address, &u.Admin, &hash)
+	if errors.Is(err, pgx.ErrNoRows) {
+		password.Check(dummyHash, pw)
+		return User{}, ErrBadCredentials
+	}
+	if err != nil {
+		return User{}, fmt.Errorf("accounts: authenticate: %w", err)
+	}
+	ok, err := password.Check(hash, pw)
+	if err != nil {
+		return User{}, fmt.Errorf("accounts: stored hash of %s: %w", addr, err)
+	}
+	if !ok {
+		return User{}, ErrBadCredentials
+	}
+	return u, nil
+}
+
+// UserByID returns an enabled user.
+func (a *Accounts) UserByID(ctx context.Context, id int64) (User, error) {
+	var u User
+	err := a.pool.QueryRow(ctx, `
+		SELECT u.id, u.tenant_id::text, u.address, u.is_admin
+		FROM mail_users u JOIN domains d ON d.id = u.domain_id
+		WHERE u.id = $1 AND NOT u.disabled AND NOT d.disabled`, id).Scan(&u.ID, &u.TenantID, &u.Address, &u.Admin)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return User{}, ErrBadCredentials
+	}
+	return u, err
+}

@@ -20,6 +20,7 @@ func init() {
 	var (
 		rf                               runFlags
 		dataDir, smtpListen, httpListen  string
+		apiListen                        string
 		domain, admin, adminPW, hostname string
 	)
 	c.run = func(args []string) error {
@@ -28,6 +29,7 @@ func init() {
 		fs.StringVar(&dataDir, "data-dir", "", "state directory (PostgreSQL in db/, mail in mail/); overrides data_dir (default /var/lib/mairust)")
 		fs.StringVar(&smtpListen, "smtp-listen", "", "SMTP address; overrides smtp.listen (without --config: 127.0.0.1:2525)")
 		fs.StringVar(&httpListen, "http-listen", "", "management HTTP address; overrides http.listen")
+		fs.StringVar(&apiListen, "api-listen", "", "REST API address; overrides api.listen")
 		fs.StringVar(&hostname, "hostname", "", "SMTP host name; overrides smtp.hostname")
 		fs.StringVar(&domain, "domain", "example.test", "first mail domain, created on first start")
 		fs.StringVar(&admin, "admin", "", "first (admin) mail user, created on first start (default admin@<domain>)")
@@ -46,7 +48,7 @@ func init() {
 			if rf.config == "" {
 				c.SMTP.Listen = "127.0.0.1:2525"
 			}
-			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}} {
+			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&apiListen, &c.API.Listen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}} {
 				if *o.flag != "" {
 					*o.field = *o.flag
 				}
@@ -127,6 +129,7 @@ func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw s
 	}
 	fmt.Printf("\nMaiRust all-in-one is running.\n")
 	fmt.Printf("  SMTP      %s (STARTTLS available)\n", info.SMTPAddr)
+	fmt.Printf("  API       http://%s/api/v1 (log in with POST /api/v1/auth/login)\n", info.APIAddr)
 	fmt.Printf("  Metrics   http://%s/metrics   Health: http://%s/health\n", info.HTTPAddr, info.HTTPAddr)
 	fmt.Printf("  Data      %s (mail in mail/, %s)\n", dataDir, db)
 	if created {

@@ -122,6 +122,9 @@ func startAIO(t *testing.T, dataDir string, extra ...string) *aioProc {
 	if !slices.Contains(extra, "--http-listen") {
 		args = append(args, "--smtp-listen", proctest.FreeAddr(t), "--http-listen", proctest.FreeAddr(t))
 	}
+	if !slices.Contains(extra, "--api-listen") {
+		args = append(args, "--api-listen", proctest.FreeAddr(t))
+	}
 	p.cmd = exec.Command(proctest.Binary(t), append(args, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.WaitDelay = 10 * time.Second

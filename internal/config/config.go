@@ -19,6 +19,8 @@ type Config struct {
 	Storage   Storage   `yaml:"storage"`
 	S3        S3        `yaml:"s3"`
 	Retention Retention `yaml:"retention"`
+	API       API       `yaml:"api"`
+	RateLimit RateLimit `yaml:"ratelimit"`
 }
 
 // Log sets logging.
@@ -83,6 +85,22 @@ type Retention struct {
 	OrphanBlobGrace     time.Duration `yaml:"orphan_blob_grace" reload:"live" doc:"A blob with no metadata row older than this (left by a crash between the write and the commit) is removed by the cleanup job. Must exceed the longest time between a blob write and its commit."`
 }
 
+// API configures the REST API (and, later, the webmail served beside it).
+type API struct {
+	Listen          string        `yaml:"listen" doc:"Address of the REST API listener (/api/v1). Put TLS in front of it (a reverse proxy) when it is reachable from outside."`
+	JWTKey          string        `yaml:"jwt_key" env:"MAIRUST_API_JWT_KEY" reload:"live" doc:"Signing key of access tokens as kid:base64 (at least 32 bytes), e.g. k2:$(openssl rand -base64 32). Empty: one is generated and kept in data_dir/api-jwt.key."`
+	JWTPreviousKeys string        `yaml:"jwt_previous_keys" env:"MAIRUST_API_JWT_PREVIOUS_KEYS" reload:"live" doc:"Comma-separated kid:base64 keys still accepted for verification after a rotation, until the tokens they signed expire."`
+	AccessTokenTTL  time.Duration `yaml:"access_token_ttl" reload:"live" doc:"Lifetime of an access token (1m-24h)."`
+	RefreshTokenTTL time.Duration `yaml:"refresh_token_ttl" reload:"live" doc:"Lifetime of a refresh token (1h-8760h)."`
+}
+
+// RateLimit sets the API's request limits.
+type RateLimit struct {
+	UserPerMinute    int    `yaml:"user_per_minute" reload:"live" doc:"Requests per minute for one signed-in user (or API token)."`
+	AdminIPPerMinute int    `yaml:"admin_ip_per_minute" reload:"live" doc:"Requests per minute from one IP address to the admin endpoints and to login."`
+	RedisURL         string `yaml:"redis_url" env:"MAIRUST_RATELIMIT_REDIS_URL" doc:"redis:// URL of a Redis shared by several agents for their counters. Empty: counters in memory."`
+}
+
 // Default returns the settings used for every key the file leaves out.
 func Default() Config {
 	return Config{
@@ -113,5 +131,7 @@ func Default() Config {
 			CleanupInterval:     time.Hour,
 			OrphanBlobGrace:     time.Hour,
 		},
+		API:       API{Listen: "127.0.0.1:8080", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 30 * 24 * time.Hour},
+		RateLimit: RateLimit{UserPerMinute: 60, AdminIPPerMinute: 30},
 	}
 }

@@ -215,6 +215,14 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"retention.deleted_messages_days", c.Retention.DeletedMessagesDays < 0 || c.Retention.DeletedMessagesDays > 36500, "must be between 0 and 36500"},
 		{"retention.cleanup_interval", c.Retention.CleanupInterval < time.Minute || c.Retention.CleanupInterval > 24*time.Hour, "must be between 1m and 24h"},
 		{"retention.orphan_blob_grace", c.Retention.OrphanBlobGrace < time.Second, "must be at least 1s"},
+		{"api.listen", !validAddr(c.API.Listen), "must be host:port"},
+		{"api.jwt_key", c.API.JWTKey != "" && !validJWTKeys(c.API.JWTKey), "must be kid:base64 of at least 32 bytes (e.g. k1:$(openssl rand -base64 32))"},
+		{"api.jwt_previous_keys", c.API.JWTPreviousKeys != "" && !validJWTKeys(c.API.JWTPreviousKeys), "must be comma-separated kid:base64 keys of at least 32 bytes"},
+		{"api.access_token_ttl", c.API.AccessTokenTTL < time.Minute || c.API.AccessTokenTTL > 24*time.Hour, "must be between 1m and 24h"},
+		{"api.refresh_token_ttl", c.API.RefreshTokenTTL < time.Hour || c.API.RefreshTokenTTL > 8760*time.Hour, "must be between 1h and 8760h"},
+		{"ratelimit.user_per_minute", c.RateLimit.UserPerMinute < 1 || c.RateLimit.UserPerMinute > 100000, "must be between 1 and 100000"},
+		{"ratelimit.admin_ip_per_minute", c.RateLimit.AdminIPPerMinute < 1 || c.RateLimit.AdminIPPerMinute > 100000, "must be between 1 and 100000"},
+		{"ratelimit.redis_url", c.RateLimit.RedisURL != "" && !strings.HasPrefix(c.RateLimit.RedisURL, "redis://") && !strings.HasPrefix(c.RateLimit.RedisURL, "rediss://"), "must be a redis:// or rediss:// URL"},
 	}
 	if c.Storage.Backend == "s3" {
 		key, keyErr := base64.StdEncoding.DecodeString(c.S3.ClientKey)
@@ -233,6 +241,31 @@ func Validate(c Config, name string, lines map[string]int) error {
 		}
 	}
 	return nil
+}
+
+// JWTKey is one access-token signing key.
+type JWTKey struct {
+	ID     string
+	Secret []byte
+}
+
+// ParseJWTKeys reads comma-separated kid:base64 keys.
+func ParseJWTKeys(s string) ([]JWTKey, error) {
+	var keys []JWTKey
+	for _, part := range strings.Split(s, ",") {
+		id, b64, ok := strings.Cut(strings.TrimSpace(part), ":")
+		secret, err := base64.StdEncoding.DecodeString(b64)
+		if !ok || id == "" || err != nil || len(secret) < 32 {
+			return nil, fmt.Errorf("%q is not kid:base64 of at least 32 bytes", id)
+		}
+		keys = append(keys, JWTKey{ID: id, Secret: secret})
+	}
+	return keys, nil
+}
+
+func validJWTKeys(s string) bool {
+	_, err := ParseJWTKeys(s)
+	return err == nil
 }
 
 func oneOf(s string, options ...string) bool {

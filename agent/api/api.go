@@ -1,0 +1,112 @@
+// Package api serves the agent's REST API under /api/v1: sign-in (access
+// JWTs, refresh tokens, API tokens), the owner's messages and folders, and
+// the admin's users, domains and logs. Errors are RFC 9457 problem JSON.
+// It reads and changes mail through the account and mail stores; it does
+// not speak SMTP.
+package api
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io/fs"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/agent/blobstore"
+	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/internal/config"
+)
+
+// Server is the REST API of one agent.
+type Server struct {
+	pool     *pgxpool.Pool
+	accounts *accounts.Accounts
+	store    *mailstore.Store
+	blobs    blobstore.Store
+	log      *slog.Logger
+	dataDir  string
+	keys     atomic.Pointer[keyring]
+	settings atomic.Pointer[config.API]
+	now      func() time.Time
+}
+
+// New returns the API over the agent's stores, configured by cfg.
+func New(cfg config.Config, pool *pgxpool.Pool, store *mailstore.Store, blobs blobstore.Store, log *slog.Logger) (*Server, error) {
+	s := &Server{pool: pool, accounts: accounts.New(pool), store: store, blobs: blobs, log: log.With("component", "api"), dataDir: cfg.DataDir, now: time.Now}
+	if err := s.Apply(cfg.API); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// Apply takes the live settings: signing keys and token lifetimes.
+func (s *Server) Apply(c config.API) error {
+	key := c.JWTKey
+	if key == "" {
+		var err error
+		if key, err = s.storedKey(); err != nil {
+			return err
+		}
+	}
+	k, err := newKeyring(key, c.JWTPreviousKeys)
+	if err != nil {
+		return err
+	}
+	s.keys.Store(k)
+	s.settings.Store(&c)
+	return nil
+}
+
+// storedKey reads data_dir/api-jwt.key, generating it on first use.
+func (s *Server) storedKey() (string, error) {
+	path := filepath.Join(s.dataDir, "api-jwt.key")
+	b, err := os.ReadFile(path)
+	if errors.Is(err, fs.ErrNotExist) {
+		key := generateJWTKey()
+		if err := os.WriteFile(path, []byte(key+"\n"), 0o600); err != nil {
+			return "", fmt.Errorf("api: keep the generated signing key: %w (or set api.jwt_key)", err)
+		}
+		return key, nil
+	}
+	if err != nil {
+		return "", fmt.Errorf("api: %w", err)
+	}
+	return strings.TrimSpace(string(b)), nil
+}
+
+// Handler routes /api/v1.
+func (s *Server) Handler() http.Handler {
+	mux := http.NewServeMux()
+	mux.HandleFunc("POST /api/v1/auth/login", s.handle(s.login))
+	mux.HandleFunc("POST /api/v1/auth/refresh", s.handle(s.refresh))
+	mux.HandleFunc("POST /api/v1/auth/logout", s.handle(s.logout))
+	mux.HandleFunc("GET /api/v1/me", s.authed(s.me))
+	mux.HandleFunc("POST /api/v1/tokens", s.authed(s.createToken))
+	mux.HandleFunc("GET /api/v1/tokens", s.authed(s.listTokens))
+	mux.HandleFunc("DELETE /api/v1/tokens/{id}", s.authed(s.revokeToken))
+	mux.HandleFunc("/api/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
+		return problem(http.StatusNotFound, "", "no such endpoint: %s %s", r.Method, r.URL.Path)
+	}))
+	return mux
+}
+
+// handle adapts a handler that returns an error (answered as a problem).
+func (s *Server) handle(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ctx, cancel := context.WithTimeout(r.Context(), 30*time.Second)
+		defer cancel()
+		r = r.WithContext(ctx)
+		if err := h(w, r); err != nil {
+			s.writeProblem(w, r, err)
+		}
+	}
+}

@@ -1,0 +1,94 @@
+package api
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"strings"
+)
+
+// maxBodyBytes bounds every JSON request body.
+const maxBodyBytes = 64 << 10
+
+// Problem is an RFC 9457 problem document. Field names the request field at
+// fault, when there is one.
+type Problem struct {
+	Type   string `json:"type"`
+	Title  string `json:"title"`
+	Status int    `json:"status"`
+	Detail string `json:"detail,omitempty"`
+	Field  string `json:"field,omitempty"`
+}
+
+func (p *Problem) Error() string { return p.Detail }
+
+// problem builds a Problem; its type names the status.
+func problem(status int, field, format string, args ...any) *Problem {
+	return &Problem{
+		Type:   "about:blank",
+		Title:  http.StatusText(status),
+		Status: status,
+		Detail: fmt.Sprintf(format, args...),
+		Field:  field,
+	}
+}
+
+// writeProblem answers with err as problem JSON; an error that is not a
+// *Problem is logged and answered 500 without its text.
+func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, err error) {
+	var p *Problem
+	if !errors.As(err, &p) {
+		s.log.Error("api request failed", "method", r.Method, "path", r.URL.Path, "error", err)
+		p = problem(http.StatusInternalServerError, "", "internal error; the agent's log has the details")
+		if isTransient(err) {
+			p = problem(http.StatusServiceUnavailable, "", "the database is busy; retry shortly")
+			w.Header().Set("Retry-After", "1")
+		}
+	}
+	w.Header().Set("Content-Type", "application/problem+json")
+	w.WriteHeader(p.Status)
+	json.NewEncoder(w).Encode(p)
+}
+
+// isTransient reports database errors a retry may cure.
+func isTransient(err error) bool {
+	msg := err.Error()
+	return strings.Contains(msg, "SQLSTATE 40") || strings.Contains(msg, "SQLSTATE 53") || strings.Contains(msg, "SQLSTATE 57") ||
+		strings.Contains(msg, "context deadline exceeded")
+}
+
+func writeJSON(w http.ResponseWriter, status int, v any) {
+	w.Header().Set("Content-Type", "application/json")
+	w.WriteHeader(status)
+	json.NewEncoder(w).Encode(v)
+}
+
+// decode reads a JSON body of at most maxBodyBytes into v, refusing unknown
+// fields, and names the field at fault when a value has the wrong type.
+func decode(w http.ResponseWriter, r *http.Request, v any) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	dec.DisallowUnknownFields()
+	err := dec.Decode(v)
+	var typeErr *json.UnmarshalTypeError
+	var maxErr *http.MaxBytesError
+	switch {
+	case err == nil:
+		if dec.More() {
+			return problem(http.StatusBadRequest, "", "the body must hold one JSON object")
+		}
+		return nil
+	case errors.As(err, &maxErr):
+		return problem(http.StatusRequestEntityTooLarge, "", "the body is larger than %d bytes", maxBodyBytes)
+	case errors.As(err, &typeErr):
+		return problem(http.StatusBadRequest, typeErr.Field, "%s must be a JSON %s", typeErr.Field, typeErr.Type.Kind())
+	case errors.Is(err, io.EOF):
+		return problem(http.StatusBadRequest, "", "the body is empty; send a JSON object")
+	case strings.HasPrefix(err.Error(), "json: unknown field "):
+		field := strings.Trim(strings.TrimPrefix(err.Error(), "json: unknown field "), `"`)
+		return problem(http.StatusBadRequest, field, "unknown field %q", field)
+	default:
+		return problem(http.StatusBadRequest, "", "the body is not valid JSON: %v", err)
+	}
+}
