@@ -93,6 +93,8 @@ func (s *Server) Handler() http.Handler {
 	mux.HandleFunc("POST /api/v1/tokens", s.authed(s.createToken))
 	mux.HandleFunc("GET /api/v1/tokens", s.authed(s.listTokens))
 	mux.HandleFunc("DELETE /api/v1/tokens/{id}", s.authed(s.revokeToken))
+	// routes: messages
+	// routes: admin
 	mux.HandleFunc("/api/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return problem(http.StatusNotFound, "", "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))
