@@ -30,12 +30,15 @@ import (
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/retention"
 	"github.com/mairust/mairust/agent/smtpd"
+	"github.com/mairust/mairust/agent/spam"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/database"
 	"github.com/mairust/mairust/internal/groupcommit"
 	"github.com/mairust/mairust/internal/jobs"
 	"github.com/mairust/mairust/internal/logging"
+	"github.com/mairust/mairust/internal/ratelimit"
 	"github.com/mairust/mairust/internal/tlsconfig"
+	"github.com/mairust/mairust/web"
 )
 
 // Options starts an agent.
@@ -66,6 +69,7 @@ type Agent struct {
 	mu        sync.Mutex // serialises reloads
 	cfg       atomic.Pointer[config.Config]
 	smtp      *smtpd.Server
+	spam      *spam.Scanner
 	api       *api.Server
 	pool      *pgxpool.Pool
 	startedAt time.Time
@@ -110,11 +114,15 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
-	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 
+	if a.spam, err = spam.New(cfg.Spam, a.log); err != nil {
+		return err
+	}
 	a.smtp = smtpd.New(cfg.SMTP, tlsCfg, accounts.New(pool), store, a.log)
+	a.smtp.SetScanner(a.spam)
 	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
 	if err != nil {
 		return fmt.Errorf("smtp.listen %s: %w (is another mail server running there? a port below 1024 needs root)", cfg.SMTP.Listen, err)
@@ -136,7 +144,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 		httpLn.Close()
 		return fmt.Errorf("api.listen %s: %w", cfg.API.Listen, err)
 	}
-	apiSrv := &http.Server{Handler: a.api.Handler(), ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	front := http.NewServeMux()
+	front.Handle("/api/", a.api.Handler())
+	front.Handle("/", web.Handler())
+	apiSrv := &http.Server{Handler: front, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
@@ -229,9 +240,13 @@ func (a *Agent) Reload() (config.Changes, error) {
 		a.opts.Level.Set(lv)
 	}
 	a.smtp.Apply(applied.SMTP)
+	if err := a.spam.Apply(applied.Spam); err != nil {
+		a.log.Error("spam settings not applied; the previous ones stay", "component", "agent", "error", err)
+	}
 	if err := a.api.Apply(applied.API); err != nil {
 		a.log.Error("api settings not applied", "component", "agent", "error", err)
 	}
+	a.api.ApplyLimits(applied.RateLimit)
 	a.cfg.Store(&applied)
 	a.log.Info("configuration reloaded: "+ch.String(), "component", "agent", "applied", ch.Live, "restart_required", ch.Restart)
 	return ch, nil

@@ -36,6 +36,7 @@ type proc struct {
 	cmd  *exec.Cmd
 	smtp string
 	http string
+	api  string
 	log  *proctest.Output
 	done chan error
 }
@@ -74,7 +75,7 @@ func startAgent(t *testing.T, cfgPath string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{log: &proctest.Output{}, done: make(chan error, 1), smtp: cfg.SMTP.Listen, http: cfg.HTTP.Listen}
+	p := &proc{log: &proctest.Output{}, done: make(chan error, 1), smtp: cfg.SMTP.Listen, http: cfg.HTTP.Listen, api: cfg.API.Listen}
 	p.cmd = exec.Command(bin, "agent", "--config", cfgPath)
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {
@@ -126,8 +127,9 @@ func testMessage(id string) string {
 	return fmt.Sprintf("From: load@remote.test\r\nTo: alice@example.test\r\nSubject: load %s\r\nMessage-ID: <%s@remote.test>\r\n\r\n%s\r\n", id, id, strings.Repeat("crash test body line\r\n", 200))
 }
 
-// sendOne delivers testMessage(id) to alice over plain SMTP.
-func sendOne(addr, id string) error {
+// sendOne delivers testMessage(id) to alice over plain SMTP, with subject
+// in place of the default one when given.
+func sendOne(addr, id string, subject ...string) error {
 	c, err := smtp.Dial(addr)
 	if err != nil {
 		return err
@@ -143,7 +145,11 @@ func sendOne(addr, id string) error {
 	if err != nil {
 		return err
 	}
-	io.WriteString(w, testMessage(id))
+	msg := testMessage(id)
+	if len(subject) > 0 {
+		msg = strings.Replace(msg, "Subject: load "+id, "Subject: "+subject[0], 1)
+	}
+	io.WriteString(w, msg)
 	if err := w.Close(); err != nil {
 		return err
 	}

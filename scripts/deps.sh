@@ -1,14 +1,22 @@
 #!/usr/bin/env bash
 # Installs what MaiRust needs on a Debian machine, pinned, only when missing.
 #   scripts/deps.sh run   — what `make run` needs (PostgreSQL binaries, swaks)
-#   scripts/deps.sh test  — that plus the test tools (versitygw, staticcheck)
+#   scripts/deps.sh test  — that plus the test tools (versitygw, staticcheck,
+#                           Redis, rspamd, Chromium) and the services started
 set -euo pipefail
 what=${1:-test}
 gobin=$(go env GOPATH)/bin
 
+# need COMMAND PACKAGE adds PACKAGE to the apt-get list when COMMAND is missing.
 apt_pkgs=()
+need() { command -v "$1" >/dev/null 2>&1 || apt_pkgs+=("$2"); }
 ls /usr/lib/postgresql/*/bin/postgres >/dev/null 2>&1 || apt_pkgs+=(postgresql)
-command -v swaks >/dev/null 2>&1 || apt_pkgs+=(swaks)
+need swaks swaks
+if [ "$what" = test ]; then
+  need redis-server redis-server
+  need rspamd rspamd
+  need chromium chromium
+fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "deps: installing ${apt_pkgs[*]} with apt-get"
   sudo_cmd=""; [ "$(id -u)" -ne 0 ] && sudo_cmd=sudo
@@ -33,5 +41,12 @@ if [ "$what" = test ]; then
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     echo "deps: starting PostgreSQL"
     pg_ctlcluster --skip-systemctl-redirect "$(ls /etc/postgresql | sort -V | tail -1)" main start
+  fi
+  # The rate-limit tests use Redis on 127.0.0.1:6379; start it if it is down.
+  redis_up() { redis-cli -h 127.0.0.1 -p 6379 ping >/dev/null 2>&1; }
+  if ! redis_up; then
+    echo "deps: starting Redis"
+    redis-server --daemonize yes --bind 127.0.0.1 --port 6379 --save "" --appendonly no >/dev/null
+    for _ in $(seq 50); do redis_up && break; sleep 0.1; done
   fi
 fi

@@ -36,6 +36,7 @@ type Recipient struct {
 	TenantID string
 	UserID   int64
 	InboxID  int64
+	JunkID   int64 // where mail classified as spam goes; the inbox if the user has no Junk folder
 }
 
 // Normalize lowercases an address and checks it has the form local@domain.
@@ -57,16 +58,17 @@ func (a *Accounts) Lookup(ctx context.Context, addr string) (Recipient, error) {
 	}
 	_, domain, _ := strings.Cut(addr, "@")
 	var (
-		known      bool
-		uid, inbox *int64
-		tenant     *string
+		known            bool
+		uid, inbox, junk *int64
+		tenant           *string
 	)
 	err = a.pool.QueryRow(ctx, `
-		SELECT d.id IS NOT NULL, u.id, u.tenant_id::text, f.id
+		SELECT d.id IS NOT NULL, u.id, u.tenant_id::text, f.id, j.id
 		FROM (SELECT 1) one
 		LEFT JOIN domains d ON d.name = $2 AND NOT d.disabled
 		LEFT JOIN mail_users u ON u.address = $1 AND u.domain_id = d.id AND NOT u.disabled
-		LEFT JOIN folders f ON f.user_id = u.id AND f.special = 'inbox'`, addr, domain).Scan(&known, &uid, &tenant, &inbox)
+		LEFT JOIN folders f ON f.user_id = u.id AND f.special = 'inbox'
+		LEFT JOIN folders j ON j.user_id = u.id AND j.special = 'junk'`, addr, domain).Scan(&known, &uid, &tenant, &inbox, &junk)
 	switch {
 	case err != nil:
 		return Recipient{}, fmt.Errorf("accounts: lookup %s: %w", addr, err)
@@ -75,7 +77,11 @@ func (a *Accounts) Lookup(ctx context.Context, addr string) (Recipient, error) {
 	case uid == nil || inbox == nil:
 		return Recipient{}, ErrUnknownUser
 	}
-	return Recipient{Address: addr, TenantID: *tenant, UserID: *uid, InboxID: *inbox}, nil
+	r := Recipient{Address: addr, TenantID: *tenant, UserID: *uid, InboxID: *inbox, JunkID: *inbox}
+	if junk != nil {
+		r.JunkID = *junk
+	}
+	return r, nil
 }
 
 // EnsureTenant returns the id of the tenant called name, creating it.

@@ -267,14 +267,18 @@ func TestCreateUser(t *testing.T) {
 	}
 }
 
-func inboxID(t *testing.T, ctx context.Context, pool *pgxpool.Pool, addr string) (int64, int64) {
+// folderIDs returns the user id and the ids of its INBOX and Junk folders.
+func folderIDs(t *testing.T, ctx context.Context, pool *pgxpool.Pool, addr string) (uid, inbox, junk int64) {
 	t.Helper()
-	var uid, inbox int64
-	err := pool.QueryRow(ctx, `SELECT u.id, f.id FROM mail_users u JOIN folders f ON f.user_id = u.id AND f.name = 'INBOX' WHERE u.address = $1`, addr).Scan(&uid, &inbox)
+	err := pool.QueryRow(ctx, `
+		SELECT u.id, i.id, j.id FROM mail_users u
+		JOIN folders i ON i.user_id = u.id AND i.name = 'INBOX'
+		JOIN folders j ON j.user_id = u.id AND j.name = 'Junk'
+		WHERE u.address = $1`, addr).Scan(&uid, &inbox, &junk)
 	if err != nil {
 		t.Fatal(err)
 	}
-	return uid, inbox
+	return uid, inbox, junk
 }
 
 func TestLookup(t *testing.T) {
@@ -296,7 +300,7 @@ func TestLookup(t *testing.T) {
 	if _, err := pool.Exec(ctx, `UPDATE domains SET disabled = true WHERE name = 'off.example'`); err != nil {
 		t.Fatal(err)
 	}
-	uid, inbox := inboxID(t, ctx, pool, "alice@example.com")
+	uid, inbox, junk := folderIDs(t, ctx, pool, "alice@example.com")
 
 	for _, in := range []string{"alice@example.com", "ALICE@Example.Com", " alice@EXAMPLE.com "} {
 		r, err := acc.Lookup(ctx, in)
@@ -304,7 +308,7 @@ func TestLookup(t *testing.T) {
 			t.Errorf("Lookup(%q): %v", in, err)
 			continue
 		}
-		want := Recipient{Address: "alice@example.com", TenantID: tenant, UserID: uid, InboxID: inbox}
+		want := Recipient{Address: "alice@example.com", TenantID: tenant, UserID: uid, InboxID: inbox, JunkID: junk}
 		if r != want {
 			t.Errorf("Lookup(%q) = %+v, want %+v", in, r, want)
 		}
@@ -376,9 +380,9 @@ func TestLookupCrossTenant(t *testing.T) {
 		if err != nil {
 			t.Fatalf("Lookup(%q): %v", addr, err)
 		}
-		uid, inbox := inboxID(t, ctx, pool, strings.ToLower(addr))
-		if r.TenantID != tenant || r.UserID != uid || r.InboxID != inbox {
-			t.Errorf("Lookup(%q) = %+v; want tenant %s user %d inbox %d", addr, r, tenant, uid, inbox)
+		uid, inbox, junk := folderIDs(t, ctx, pool, strings.ToLower(addr))
+		if r.TenantID != tenant || r.UserID != uid || r.InboxID != inbox || r.JunkID != junk {
+			t.Errorf("Lookup(%q) = %+v; want tenant %s user %d inbox %d junk %d", addr, r, tenant, uid, inbox, junk)
 		}
 		// The inbox really is the user's own, in the user's tenant.
 		var ft string

@@ -36,12 +36,17 @@ type Server struct {
 	dataDir  string
 	keys     atomic.Pointer[keyring]
 	settings atomic.Pointer[config.API]
+	rate     *rateLimits
 	now      func() time.Time
 }
 
 // New returns the API over the agent's stores, configured by cfg.
 func New(cfg config.Config, pool *pgxpool.Pool, store *mailstore.Store, blobs blobstore.Store, log *slog.Logger) (*Server, error) {
 	s := &Server{pool: pool, accounts: accounts.New(pool), store: store, blobs: blobs, log: log.With("component", "api"), dataDir: cfg.DataDir, now: time.Now}
+	var err error
+	if s.rate, err = newRateLimits(cfg.RateLimit, s.log); err != nil {
+		return nil, err
+	}
 	if err := s.Apply(cfg.API); err != nil {
 		return nil, err
 	}
@@ -66,6 +71,9 @@ func (s *Server) Apply(c config.API) error {
 	return nil
 }
 
+// ApplyLimits takes new request limits; a changed Redis URL needs a restart.
+func (s *Server) ApplyLimits(c config.RateLimit) { s.rate.apply(c) }
+
 // storedKey reads data_dir/api-jwt.key, generating it on first use.
 func (s *Server) storedKey() (string, error) {
 	path := filepath.Join(s.dataDir, "api-jwt.key")
@@ -86,15 +94,15 @@ func (s *Server) storedKey() (string, error) {
 // Handler routes /api/v1.
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/v1/auth/login", s.handle(s.login))
-	mux.HandleFunc("POST /api/v1/auth/refresh", s.handle(s.refresh))
+	mux.HandleFunc("POST /api/v1/auth/login", s.handle(s.rate.clientIP(s.login)))
+	mux.HandleFunc("POST /api/v1/auth/refresh", s.handle(s.rate.clientIP(s.refresh)))
 	mux.HandleFunc("POST /api/v1/auth/logout", s.handle(s.logout))
 	mux.HandleFunc("GET /api/v1/me", s.authed(s.me))
 	mux.HandleFunc("POST /api/v1/tokens", s.authed(s.createToken))
 	mux.HandleFunc("GET /api/v1/tokens", s.authed(s.listTokens))
 	mux.HandleFunc("DELETE /api/v1/tokens/{id}", s.authed(s.revokeToken))
-	// routes: messages
-	// routes: admin
+	s.routeMessages(mux)
+	s.routeAdmin(mux)
 	mux.HandleFunc("/api/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return problem(http.StatusNotFound, "", "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))

@@ -36,7 +36,7 @@ func (s *Server) authed(h func(http.ResponseWriter, *http.Request) error) http.H
 			w.Header().Set("WWW-Authenticate", `Bearer realm="mairust"`)
 			return err
 		}
-		return h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
+		return s.rate.user(h)(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	})
 }
 

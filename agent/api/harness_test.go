@@ -43,6 +43,8 @@ func newEnv(t *testing.T) *env {
 	t.Cleanup(func() { store.Close(); blobs.Close() })
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
+	cfg.RateLimit.UserPerMinute = 100000 // the tests send many requests from one place
+	cfg.RateLimit.AdminIPPerMinute = 100000
 	srv, err := New(cfg, pool, store, blobs, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		t.Fatal(err)

@@ -12,14 +12,15 @@ import (
 
 // Delete marks a message deleted (logical delete): it disappears from every
 // listing at once and is removed physically by Purge after the retention
-// period. userID scopes the delete to the owner.
+// period. userID scopes the delete to the owner: ErrNotFound when the
+// message is not the user's or is already deleted.
 func (s *Store) Delete(ctx context.Context, userID, messageID int64) error {
 	tag, err := s.pool.Exec(ctx, `UPDATE messages SET deleted_at = now() WHERE id = $1 AND user_id = $2 AND deleted_at IS NULL`, messageID, userID)
 	if err != nil {
 		return fmt.Errorf("mailstore: delete: %w", err)
 	}
 	if tag.RowsAffected() == 0 {
-		return fmt.Errorf("mailstore: message %d not found", messageID)
+		return fmt.Errorf("mailstore: delete message %d: %w", messageID, ErrNotFound)
 	}
 	return nil
 }

@@ -7,6 +7,7 @@ package mailstore
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"time"
@@ -18,6 +19,7 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailparse"
+	"github.com/mairust/mairust/agent/spam"
 	"github.com/mairust/mairust/internal/groupcommit"
 )
 
@@ -50,12 +52,15 @@ func New(pool *pgxpool.Pool, blobs blobstore.Store) *Store {
 func (s *Store) Close() { s.commit.Close() }
 
 // Delivery is one accepted transaction: the raw message (with our Received
-// header already in front), its envelope and its parsed header.
+// header already in front), its envelope, its parsed header and the spam
+// verdict it is stored with.
 type Delivery struct {
 	MailFrom   string
 	Recipients []accounts.Recipient
+	Folders    []int64 // target folder of each recipient; nil: their inboxes
 	Data       []byte
 	Header     mailparse.Header
+	Spam       spam.Verdict // the zero Verdict: not scanned
 }
 
 // pending is a delivery whose blob is durable, waiting for its metadata
@@ -84,6 +89,9 @@ func (s *Store) Deliver(ctx context.Context, d Delivery) ([]int64, error) {
 	if len(d.Recipients) == 0 {
 		return nil, errors.New("mailstore: delivery without recipients")
 	}
+	if d.Folders != nil && len(d.Folders) != len(d.Recipients) {
+		return nil, fmt.Errorf("mailstore: %d folders for %d recipients", len(d.Folders), len(d.Recipients))
+	}
 	key := blobstore.Key(d.Data)
 	if err := s.blobs.Put(ctx, key, int64(len(d.Data)), bytes.NewReader(d.Data)); err != nil {
 		return nil, fmt.Errorf("mailstore: store blob: %w", err)
@@ -107,8 +115,9 @@ const insertDelivery = `
 		ON CONFLICT (key) DO UPDATE SET size = EXCLUDED.size
 		RETURNING deleting)
 	INSERT INTO messages(tenant_id, user_id, folder_id, blob_key, size, mail_from, rcpt_to,
-		from_addr, to_addrs, cc_addrs, subject, date, message_id)
-	SELECT r.t, r.u, r.f, $1, $2, $3, r.rcpt, $7, $8, $9, $10, $11, $12
+		from_addr, to_addrs, cc_addrs, subject, date, message_id,
+		spam_score, spam_action, spam_symbols, scanned)
+	SELECT r.t, r.u, r.f, $1, $2, $3, r.rcpt, $7, $8, $9, $10, $11, $12, $14, $15, $16::jsonb, $17
 	FROM unnest($4::uuid[], $5::bigint[], $6::bigint[], $13::text[]) AS r(t, u, f, rcpt), b
 	WHERE NOT b.deleting
 	RETURNING id`
@@ -126,13 +135,18 @@ func (s *Store) commitBatch(batch []*pending) []error {
 		tenants, users, folders, rcpts := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n)
 		for i, r := range d.Recipients {
 			tenants[i], users[i], folders[i], rcpts[i] = r.TenantID, r.UserID, r.InboxID, r.Address
+			if d.Folders != nil {
+				folders[i] = d.Folders[i]
+			}
 		}
 		var date *time.Time
 		if !d.Header.Date.IsZero() {
 			date = &d.Header.Date
 		}
+		score, symbols := spamColumns(d.Spam)
 		b.Queue(insertDelivery, p.key, int64(len(d.Data)), d.MailFrom, tenants, users, folders,
-			d.Header.From, d.Header.To, d.Header.Cc, d.Header.Subject, date, d.Header.MessageID, rcpts)
+			d.Header.From, d.Header.To, d.Header.Cc, d.Header.Subject, date, d.Header.MessageID, rcpts,
+			score, string(d.Spam.Action), symbols, d.Spam.Scanned)
 	}
 	err := s.runBatch(ctx, &b, batch)
 	errs := make([]error, len(batch))
@@ -145,6 +159,19 @@ func (s *Store) commitBatch(batch []*pending) []error {
 	}
 	commitSeconds.Observe(time.Since(start).Seconds())
 	return errs
+}
+
+// spamColumns returns the score (NULL without a verdict) and the symbols
+// (a JSON object) of v as stored.
+func spamColumns(v spam.Verdict) (*float64, string) {
+	if v.Action == "" {
+		return nil, "{}"
+	}
+	symbols, err := json.Marshal(v.Symbols)
+	if err != nil || len(v.Symbols) == 0 {
+		symbols = []byte("{}")
+	}
+	return &v.Score, string(symbols)
 }
 
 // runBatch sends b and reads each delivery's ids into batch.

@@ -15,6 +15,7 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/mailparse"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/spam"
 )
 
 // session is one SMTP connection after EHLO/HELO.
@@ -107,10 +108,16 @@ func (ss *session) Data(r io.Reader) error {
 		rejected("bad_header")
 		return smtpErr(554, smtp.EnhancedCode{5, 6, 0}, "Message header not acceptable: %v", err)
 	}
+	d := mailstore.Delivery{MailFrom: ss.from, Recipients: ss.rcpts, Data: data, Header: hdr}
+	if sc := ss.s.scanner.Load(); sc != nil {
+		if err := ss.scan(*sc, &d); err != nil {
+			return err
+		}
+	}
 	storeStart := time.Now()
 	ctx, cancel := context.WithTimeout(context.Background(), storeTimeout)
 	defer cancel()
-	ids, err := ss.s.store.Deliver(ctx, mailstore.Delivery{MailFrom: ss.from, Recipients: ss.rcpts, Data: data, Header: hdr})
+	ids, err := ss.s.store.Deliver(ctx, d)
 	if err != nil {
 		rejected("storage_error")
 		ss.log.Error("delivery failed; answered 451", "error", err, "mail_from", ss.from, "rcpts", len(ss.rcpts), "size", len(data))
@@ -120,7 +127,61 @@ func (ss *session) Data(r io.Reader) error {
 	messagesTotal.WithLabelValues("accepted", "").Inc()
 	bytesReceived.Add(float64(len(data)))
 	ss.messages++
-	ss.log.Debug("message stored", "message_ids", ids, "mail_from", ss.from, "rcpts", len(ss.rcpts), "size", len(data), "subject_len", len(hdr.Subject), "duration_ms", time.Since(start).Milliseconds())
+	ss.log.Debug("message stored", "message_ids", ids, "mail_from", ss.from, "rcpts", len(ss.rcpts), "size", len(d.Data), "subject_len", len(hdr.Subject),
+		"spam_action", d.Spam.Action, "spam_score", d.Spam.Score, "scanned", d.Spam.Scanned, "duration_ms", time.Since(start).Milliseconds())
+	return nil
+}
+
+// scan asks sc for the verdict on d and answers it: a refused message gets
+// its SMTP error; spam bound for Junk gets the X-Spam fields and the Junk
+// folders; d carries the verdict to the store.
+func (ss *session) scan(sc Scanner, d *mailstore.Delivery) error {
+	env := spam.Envelope{IP: ss.ip, Helo: ss.c.Hostname(), MailFrom: ss.from, QueueID: ss.id, Rcpts: make([]string, len(ss.rcpts))}
+	for i, r := range ss.rcpts {
+		env.Rcpts[i] = r.Address
+	}
+	v, err := sc.Scan(context.Background(), env, d.Data)
+	if err != nil {
+		rejected("spam_scan_error")
+		return smtpErr(451, smtp.EnhancedCode{4, 3, 0}, "Temporary failure scanning the message; please try again later")
+	}
+	// The scanner's text, in printable ASCII (RFC 5321 4.2).
+	reply := func(def string) string {
+		if v.Message == "" {
+			return def
+		}
+		return strings.Map(func(r rune) rune {
+			if r < 0x20 || r > 0x7e {
+				return '?'
+			}
+			return r
+		}, v.Message[:min(len(v.Message), 200)])
+	}
+	switch v.Action {
+	case spam.Reject:
+		rejected("spam")
+		ss.log.Debug("message refused as spam", "score", v.Score, "mail_from", ss.from)
+		return smtpErr(550, smtp.EnhancedCode{5, 7, 1}, "%s", reply("Message refused as spam"))
+	case spam.SoftReject:
+		rejected("spam_soft_reject")
+		return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, "%s", reply("Message deferred; please try again later"))
+	case spam.Greylist:
+		rejected("greylisted")
+		return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, "Greylisted; please try again later")
+	}
+	d.Spam = v
+	if v.Action.Junk() {
+		d.Data = v.Mark(d.Data)
+		d.Folders = make([]int64, len(d.Recipients))
+		for i, r := range d.Recipients {
+			d.Folders[i] = r.JunkID
+		}
+	}
+	if v.Action == spam.RewriteSubject {
+		if hdr, err := mailparse.ParseHeader(bytes.NewReader(d.Data)); err == nil {
+			d.Header.Subject = hdr.Subject
+		}
+	}
 	return nil
 }
 

@@ -1,7 +1,8 @@
 // Package smtpd is the receiving SMTP server (RFC 5321) built on go-smtp:
-// connection and rate limits, recipient checks, the Received header, and the
-// rule that 250 is sent only after the mail store has made the message
-// durable. It does not store anything itself.
+// connection and rate limits, recipient checks, the Received header, the
+// answer to the spam verdict (refuse, or deliver to Junk), and the rule that
+// 250 is sent only after the mail store has made the message durable. It
+// does not store or scan anything itself.
 package smtpd
 
 import (
@@ -20,6 +21,7 @@ import (
 
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/spam"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/ratelimit"
 )
@@ -34,6 +36,11 @@ type Deliverer interface {
 	Deliver(ctx context.Context, d mailstore.Delivery) ([]int64, error)
 }
 
+// Scanner judges a message before it is stored.
+type Scanner interface {
+	Scan(ctx context.Context, env spam.Envelope, msg []byte) (spam.Verdict, error)
+}
+
 // storeTimeout bounds a delivery; past it the client gets 451 and retries.
 const storeTimeout = 60 * time.Second
 
@@ -43,6 +50,7 @@ type Server struct {
 	log      *slog.Logger
 	rcpts    Recipients
 	store    Deliverer
+	scanner  atomic.Pointer[Scanner]
 	maxPerIP atomic.Int64
 	rate     *ratelimit.Limiter
 	srv      *smtp.Server
@@ -65,6 +73,10 @@ func New(cfg config.SMTP, tlsConfig *tls.Config, rcpts Recipients, store Deliver
 	s.srv = srv
 	return s
 }
+
+// SetScanner makes every later message go through sc; without one messages
+// are stored unscanned.
+func (s *Server) SetScanner(sc Scanner) { s.scanner.Store(&sc) }
 
 // Apply takes the live-reloadable settings of cfg.
 func (s *Server) Apply(cfg config.SMTP) {

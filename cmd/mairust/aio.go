@@ -129,7 +129,7 @@ func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw s
 	}
 	fmt.Printf("\nMaiRust all-in-one is running.\n")
 	fmt.Printf("  SMTP      %s (STARTTLS available)\n", info.SMTPAddr)
-	fmt.Printf("  API       http://%s/api/v1 (log in with POST /api/v1/auth/login)\n", info.APIAddr)
+	fmt.Printf("  Webmail   http://%s/   (REST API under /api/v1)\n", info.APIAddr)
 	fmt.Printf("  Metrics   http://%s/metrics   Health: http://%s/health\n", info.HTTPAddr, info.HTTPAddr)
 	fmt.Printf("  Data      %s (mail in mail/, %s)\n", dataDir, db)
 	if created {

@@ -21,6 +21,7 @@ type Config struct {
 	Retention Retention `yaml:"retention"`
 	API       API       `yaml:"api"`
 	RateLimit RateLimit `yaml:"ratelimit"`
+	Spam      Spam      `yaml:"spam"`
 }
 
 // Log sets logging.
@@ -101,6 +102,16 @@ type RateLimit struct {
 	RedisURL         string `yaml:"redis_url" env:"MAIRUST_RATELIMIT_REDIS_URL" doc:"redis:// URL of a Redis shared by several agents for their counters. Empty: counters in memory."`
 }
 
+// Spam configures the scan of incoming mail: the built-in rules, then
+// rspamd when rspamd_url is set.
+type Spam struct {
+	RspamdURL string        `yaml:"rspamd_url" reload:"live" doc:"Base URL of rspamd, e.g. http://127.0.0.1:11333 (the normal worker). Empty: only the built-in rules scan mail."`
+	Password  string        `yaml:"password" env:"MAIRUST_SPAM_PASSWORD" reload:"live" doc:"Password sent to rspamd (the controller's password; needed when rspamd_url is the controller, which also takes learning)."`
+	Timeout   time.Duration `yaml:"timeout" reload:"live" doc:"Longest wait for rspamd's answer during DATA (100ms-2m); past it on_error applies."`
+	OnError   string        `yaml:"on_error" reload:"live" doc:"When rspamd is down, slow or answers garbage: accept (deliver the message marked unscanned) or tempfail (answer 451 so that the sender retries)."`
+	RulesFile string        `yaml:"rules_file" reload:"live" doc:"YAML file of the built-in rules (see the Spam filtering section of the README). Empty: the default rule set (GTUBE, missing Date, missing Message-ID). Re-read by mairust reload."`
+}
+
 // Default returns the settings used for every key the file leaves out.
 func Default() Config {
 	return Config{
@@ -133,5 +144,6 @@ func Default() Config {
 		},
 		API:       API{Listen: "127.0.0.1:8080", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 30 * 24 * time.Hour},
 		RateLimit: RateLimit{UserPerMinute: 60, AdminIPPerMinute: 30},
+		Spam:      Spam{Timeout: 10 * time.Second, OnError: "accept"},
 	}
 }

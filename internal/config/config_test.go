@@ -69,6 +69,12 @@ func TestKeyErrors(t *testing.T) {
 		{"cleanup_interval short", "retention:\n  cleanup_interval: 59s\n", "retention.cleanup_interval", 2},
 		{"cleanup_interval long", "retention:\n  cleanup_interval: 25h\n", "retention.cleanup_interval", 2},
 		{"orphan_blob_grace", "retention:\n  orphan_blob_grace: 0s\n", "retention.orphan_blob_grace", 2},
+		{"rspamd_url without scheme", "spam:\n  rspamd_url: 127.0.0.1:11333\n", "spam.rspamd_url", 2},
+		{"rspamd_url other scheme", "spam:\n  timeout: 5s\n  rspamd_url: unix:///run/rspamd.sock\n", "spam.rspamd_url", 3},
+		{"rspamd_url without host", "spam:\n  rspamd_url: http://\n", "spam.rspamd_url", 2},
+		{"spam timeout short", "spam:\n  timeout: 99ms\n", "spam.timeout", 2},
+		{"spam timeout long", "spam:\n  timeout: 121s\n", "spam.timeout", 2},
+		{"spam on_error", "spam:\n  on_error: drop\n", "spam.on_error", 2},
 
 		{"s3 bucket missing", s3(""), "s3.bucket", 0},
 		{"s3 multipart 4", s3(validS3 + "  multipart_threshold_mb: 4\n"), "s3.multipart_threshold_mb", 5},
@@ -130,6 +136,11 @@ func TestAcceptedValues(t *testing.T) {
 		{"durations", "smtp:\n  read_timeout: 1h30m\n  write_timeout: 90s\n", func(c Config) bool {
 			return c.SMTP.ReadTimeout == 90*time.Minute && c.SMTP.WriteTimeout == 90*time.Second
 		}},
+		{"spam", "spam:\n  rspamd_url: https://rspamd.internal:11333/\n  timeout: 100ms\n  on_error: tempfail\n  rules_file: /etc/mairust/spam.yaml\n",
+			func(c Config) bool {
+				return c.Spam.RspamdURL == "https://rspamd.internal:11333/" && c.Spam.Timeout == 100*time.Millisecond && c.Spam.OnError == "tempfail" && c.Spam.RulesFile == "/etc/mairust/spam.yaml"
+			}},
+		{"spam timeout 2m", "spam:\n  timeout: 2m\n  on_error: accept\n", func(c Config) bool { return c.Spam.Timeout == 2*time.Minute }},
 		{"trailing empty document", "log:\n  level: debug\n---\n", func(c Config) bool { return c.Log.Level == "debug" }},
 	}
 	for _, tt := range tests {
@@ -193,9 +204,13 @@ func TestEnvOverrides(t *testing.T) {
 	file := "database:\n  url: postgres://file/db\ns3:\n  access_key_id: FILEKEY\n"
 	t.Setenv("MAIRUST_DATABASE_URL", "postgres://env/db")
 	t.Setenv("MAIRUST_S3_SECRET_ACCESS_KEY", "envsecret")
-	c, err := Parse([]byte(file), testFile)
+	t.Setenv("MAIRUST_SPAM_PASSWORD", "rspamd-secret")
+	c, err := Parse([]byte(file+"spam:\n  password: in-the-file\n"), testFile)
 	if err != nil {
 		t.Fatal(err)
+	}
+	if c.Spam.Password != "rspamd-secret" {
+		t.Errorf("spam.password = %q, want the environment's", c.Spam.Password)
 	}
 	if c.Database.URL != "postgres://env/db" || c.S3.SecretAccessKey != "envsecret" {
 		t.Errorf("environment not applied: %+v %+v", c.Database, c.S3)

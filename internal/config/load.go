@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/url"
 	"os"
 	"reflect"
 	"strings"
@@ -223,6 +224,9 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"ratelimit.user_per_minute", c.RateLimit.UserPerMinute < 1 || c.RateLimit.UserPerMinute > 100000, "must be between 1 and 100000"},
 		{"ratelimit.admin_ip_per_minute", c.RateLimit.AdminIPPerMinute < 1 || c.RateLimit.AdminIPPerMinute > 100000, "must be between 1 and 100000"},
 		{"ratelimit.redis_url", c.RateLimit.RedisURL != "" && !strings.HasPrefix(c.RateLimit.RedisURL, "redis://") && !strings.HasPrefix(c.RateLimit.RedisURL, "rediss://"), "must be a redis:// or rediss:// URL"},
+		{"spam.rspamd_url", c.Spam.RspamdURL != "" && !validHTTPURL(c.Spam.RspamdURL), "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:11333"},
+		{"spam.timeout", c.Spam.Timeout < 100*time.Millisecond || c.Spam.Timeout > 2*time.Minute, "must be between 100ms and 2m"},
+		{"spam.on_error", !oneOf(c.Spam.OnError, "accept", "tempfail"), "must be accept or tempfail"},
 	}
 	if c.Storage.Backend == "s3" {
 		key, keyErr := base64.StdEncoding.DecodeString(c.S3.ClientKey)
@@ -275,6 +279,11 @@ func oneOf(s string, options ...string) bool {
 		}
 	}
 	return false
+}
+
+func validHTTPURL(s string) bool {
+	u, err := url.Parse(s)
+	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
 func validAddr(a string) bool {
