@@ -31,6 +31,7 @@ import (
 	"github.com/mairust/mairust/agent/retention"
 	"github.com/mairust/mairust/agent/smtpd"
 	"github.com/mairust/mairust/agent/spam"
+	"github.com/mairust/mairust/agent/spamlearn"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/database"
 	"github.com/mairust/mairust/internal/groupcommit"
@@ -151,6 +152,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
+	river.AddWorker(workers, &spamlearn.Worker{Pool: pool, Store: store, Blobs: blobs, Scanner: a.spam})
 	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)}, a.log)
 	if err != nil {
 		smtpLn.Close()
@@ -158,6 +160,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		apiLn.Close()
 		return err
 	}
+	// Set before the API serves its first move.
+	store.OnJunkMove(spamlearn.Enqueue(jobClient, a.spam))
 
 	errc := make(chan error, 3)
 	go func() { errc <- a.smtp.Serve(smtpLn) }()

@@ -17,6 +17,9 @@ import (
 	"time"
 	"unicode/utf8"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/riverqueue/river"
+	"github.com/riverqueue/river/riverdriver/riverpgxv5"
 	"golang.org/x/text/encoding/japanese"
 
 	"github.com/mairust/mairust/agent/accounts"
@@ -24,7 +27,10 @@ import (
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailparse"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/spam"
+	"github.com/mairust/mairust/agent/spamlearn"
 	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/jobs"
 )
 
 // deliver stores raw for the local address to as the SMTP server does and
@@ -658,4 +664,53 @@ func FuzzWalkMessage(f *testing.F) {
 			t.Fatalf("%d leaves walked", leaves)
 		}
 	})
+}
+
+// TestMoveEnqueuesLearning moves a message into Junk and out of it through
+// the API and finds the learn jobs committed with the moves.
+func TestMoveEnqueuesLearning(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	if err := jobs.Migrate(ctx, e.pool); err != nil {
+		t.Fatal(err)
+	}
+	insertOnly, err := river.NewClient(riverpgxv5.New(e.pool), &river.Config{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	settings := config.Default().Spam
+	settings.LearnURL = "http://127.0.0.1:11334" // not called: no worker runs here
+	scanner, err := spam.New(settings, e.srv.log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.store.OnJunkMove(spamlearn.Enqueue(insertOnly, scanner))
+	rcpt, err := accounts.New(e.pool).Lookup(ctx, "alice@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	alice := e.login("alice@example.test").AccessToken
+	id := e.deliver("alice@example.test", richMessage)
+	move := fmt.Sprintf("/api/v1/messages/%d/move", id)
+	var want []spamlearn.Args
+	for _, step := range []struct {
+		folder string
+		learn  bool // a job is expected
+		spam   bool
+	}{{"Junk", true, true}, {"Junk", false, false}, {"Trash", true, false}, {"INBOX", false, false}} {
+		if resp := e.call("POST", move, alice, moveRequest{Folder: step.folder}, nil); resp.StatusCode != 200 {
+			t.Fatalf("move to %s: %d", step.folder, resp.StatusCode)
+		}
+		if step.learn {
+			want = append(want, spamlearn.Args{MessageID: id, UserID: rcpt.UserID, Spam: step.spam})
+		}
+		rows, err := e.pool.Query(ctx, `SELECT args FROM river_job WHERE kind = 'spam_learn' ORDER BY id`)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got, err := pgx.CollectRows(rows, pgx.RowTo[spamlearn.Args])
+		if err != nil || !slices.Equal(got, want) {
+			t.Fatalf("after the move to %s: jobs %+v, %v; want %+v", step.folder, got, err, want)
+		}
+	}
 }

@@ -38,6 +38,8 @@ type Store struct {
 	pool   *pgxpool.Pool
 	blobs  blobstore.Store
 	commit *groupcommit.Committer[*pending]
+	// junkMove is called by Move; nil: nothing to do.
+	junkMove JunkMoveHook
 }
 
 // New returns a Store writing metadata to pool and content to blobs. Close

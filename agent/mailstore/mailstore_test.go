@@ -5,8 +5,11 @@ import (
 	"errors"
 	"io"
 	"log/slog"
+	"slices"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/accounts/accountstest"
@@ -118,4 +121,70 @@ func TestDeliveryBacksOffWhileBlobIsCollected(t *testing.T) {
 		t.Fatalf("purge: %+v %v", res, err)
 	}
 	f.deliver(t, string(data), f.alice)
+}
+
+func TestMoveCallsJunkHookInItsTransaction(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	if _, err := f.store.pool.Exec(ctx, `INSERT INTO folders(tenant_id, user_id, name) VALUES($1, $2, 'Work')`, f.alice.TenantID, f.alice.UserID); err != nil {
+		t.Fatal(err)
+	}
+	id := f.deliver(t, "to be moved\r\n", f.alice)[0]
+	type call struct {
+		user, id int64
+		folder   string
+		spam     bool
+	}
+	var calls []call
+	var fail error
+	f.store.OnJunkMove(func(ctx context.Context, tx pgx.Tx, user int64, m Message, spam bool) error {
+		// The hook sees the move, uncommitted, through tx.
+		var folder string
+		if err := tx.QueryRow(ctx, `SELECT f.name FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.id = $1`, m.ID).Scan(&folder); err != nil {
+			return err
+		}
+		calls = append(calls, call{user, m.ID, folder, spam})
+		return fail
+	})
+	for _, step := range []struct {
+		folder string
+		want   []call
+	}{
+		{"Work", nil},
+		{"Junk", []call{{f.alice.UserID, id, "Junk", true}}},
+		{"Junk", nil},
+		{"inbox", []call{{f.alice.UserID, id, "INBOX", false}}},
+		{"Trash", nil},
+		{"Junk", []call{{f.alice.UserID, id, "Junk", true}}},
+		{"Work", []call{{f.alice.UserID, id, "Work", false}}},
+	} {
+		calls = nil
+		m, err := f.store.Move(ctx, f.alice.UserID, id, step.folder)
+		if err != nil || m.Folder != FolderName(step.folder) {
+			t.Fatalf("move to %s: %+v %v", step.folder, m, err)
+		}
+		if !slices.Equal(calls, step.want) {
+			t.Fatalf("move to %s: hook calls %+v, want %+v", step.folder, calls, step.want)
+		}
+	}
+
+	// A failing hook rolls the move back.
+	fail = errors.New("queue down")
+	if _, err := f.store.Move(ctx, f.alice.UserID, id, "Junk"); !errors.Is(err, fail) {
+		t.Fatalf("move with a failing hook: %v", err)
+	}
+	if m, err := f.store.Get(ctx, f.alice.UserID, id); err != nil || m.Folder != "Work" {
+		t.Fatalf("after the failed move: %+v %v", m, err)
+	}
+	// Errors stay as they were, without calling the hook.
+	calls = nil
+	if _, err := f.store.Move(ctx, f.alice.UserID, id, "Nowhere"); !errors.Is(err, ErrNoFolder) {
+		t.Errorf("move to a missing folder: %v", err)
+	}
+	if _, err := f.store.Move(ctx, f.bob.UserID, id, "Junk"); !errors.Is(err, ErrNotFound) {
+		t.Errorf("bob moving alice's message: %v", err)
+	}
+	if len(calls) != 0 {
+		t.Errorf("hook called on failed moves: %+v", calls)
+	}
 }

@@ -75,14 +75,18 @@ func (s *Store) Folders(ctx context.Context, userID int64) ([]Folder, error) {
 const messageColumns = `m.id, f.name, m.blob_key, m.size, m.from_addr, m.to_addrs, m.cc_addrs,
 	m.subject, m.message_id, m.date, m.received_at`
 
-func scanMessage(row pgx.CollectableRow) (Message, error) {
-	var m Message
-	var date *time.Time
-	err := row.Scan(&m.ID, &m.Folder, &m.BlobKey, &m.Size, &m.From, &m.To, &m.Cc, &m.Subject, &m.MessageID, &date, &m.ReceivedAt)
-	if date != nil {
-		m.Date = *date
+// scanMessage reads a row of messageColumns followed by the columns extra
+// points to.
+func scanMessage(extra ...any) pgx.RowToFunc[Message] {
+	return func(row pgx.CollectableRow) (Message, error) {
+		var m Message
+		var date *time.Time
+		err := row.Scan(append([]any{&m.ID, &m.Folder, &m.BlobKey, &m.Size, &m.From, &m.To, &m.Cc, &m.Subject, &m.MessageID, &date, &m.ReceivedAt}, extra...)...)
+		if date != nil {
+			m.Date = *date
+		}
+		return m, err
 	}
-	return m, err
 }
 
 // List returns up to limit of the user's messages in the named folder,
@@ -114,7 +118,7 @@ func (s *Store) List(ctx context.Context, userID int64, folder string, limit int
 	if err != nil {
 		return nil, false, fmt.Errorf("mailstore: list: %w", err)
 	}
-	msgs, err = pgx.CollectRows(rows, scanMessage)
+	msgs, err = pgx.CollectRows(rows, scanMessage())
 	if err != nil {
 		return nil, false, fmt.Errorf("mailstore: list: %w", err)
 	}
@@ -149,7 +153,7 @@ func (s *Store) Get(ctx context.Context, userID, id int64) (Message, error) {
 	if err != nil {
 		return Message{}, fmt.Errorf("mailstore: get: %w", err)
 	}
-	m, err := pgx.CollectExactlyOneRow(rows, scanMessage)
+	m, err := pgx.CollectExactlyOneRow(rows, scanMessage())
 	if errors.Is(err, pgx.ErrNoRows) {
 		return Message{}, ErrNotFound
 	}
@@ -159,28 +163,54 @@ func (s *Store) Get(ctx context.Context, userID, id int64) (Message, error) {
 	return m, nil
 }
 
+// JunkMoveHook is called by Move, inside its transaction, when a message of
+// user goes into the Junk folder from another (spam true) or out of Junk
+// into another (spam false). Its error rolls the move back.
+type JunkMoveHook func(ctx context.Context, tx pgx.Tx, user int64, m Message, spam bool) error
+
+// OnJunkMove sets the hook Move calls; set it before the store is used.
+func (s *Store) OnJunkMove(hook JunkMoveHook) { s.junkMove = hook }
+
 // Move puts the user's message id into the user's named folder and returns
 // it: ErrNoFolder when the user has no such folder, ErrNotFound when the
-// message is not the user's or is deleted.
+// message is not the user's or is deleted. It runs in one transaction with
+// the hook set by OnJunkMove.
 func (s *Store) Move(ctx context.Context, userID, id int64, folder string) (Message, error) {
-	rows, err := s.pool.Query(ctx, `
-		WITH f AS (SELECT id, name FROM folders WHERE user_id = $1 AND name = $3),
-		m AS (
-			UPDATE messages m SET folder_id = f.id FROM f
-			WHERE m.id = $2 AND m.user_id = $1 AND m.deleted_at IS NULL
-			RETURNING m.*)
-		SELECT `+messageColumns+` FROM m, f`, userID, id, FolderName(folder))
-	if err != nil {
-		return Message{}, fmt.Errorf("mailstore: move: %w", err)
-	}
-	m, err := pgx.CollectExactlyOneRow(rows, scanMessage)
-	if errors.Is(err, pgx.ErrNoRows) {
-		if err := s.folderExists(ctx, userID, folder); err != nil {
-			return Message{}, err
+	var m Message
+	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		// old locks the row, so that wasJunk is the folder this move leaves.
+		var wasJunk, isJunk bool
+		rows, err := tx.Query(ctx, `
+			WITH f AS (SELECT id, name, special FROM folders WHERE user_id = $1 AND name = $3),
+			old AS (
+				SELECT m.id, cur.special FROM messages m JOIN folders cur ON cur.id = m.folder_id
+				WHERE m.id = $2 AND m.user_id = $1 AND m.deleted_at IS NULL
+				FOR UPDATE OF m),
+			m AS (
+				UPDATE messages m SET folder_id = f.id FROM f, old
+				WHERE m.id = old.id
+				RETURNING m.*)
+			SELECT `+messageColumns+`, old.special IS NOT DISTINCT FROM 'junk', f.special IS NOT DISTINCT FROM 'junk'
+			FROM m, f, old`, userID, id, FolderName(folder))
+		if err != nil {
+			return err
 		}
-		return Message{}, ErrNotFound
-	}
-	if err != nil {
+		m, err = pgx.CollectExactlyOneRow(rows, scanMessage(&wasJunk, &isJunk))
+		if errors.Is(err, pgx.ErrNoRows) {
+			if err := s.folderExists(ctx, userID, folder); err != nil {
+				return err
+			}
+			return ErrNotFound
+		}
+		if err != nil || wasJunk == isJunk || s.junkMove == nil {
+			return err
+		}
+		return s.junkMove(ctx, tx, userID, m, isJunk)
+	})
+	switch {
+	case errors.Is(err, ErrNoFolder), errors.Is(err, ErrNotFound):
+		return Message{}, err
+	case err != nil:
 		return Message{}, fmt.Errorf("mailstore: move: %w", err)
 	}
 	return m, nil

@@ -41,8 +41,13 @@ func NewClient(url, password string, timeout time.Duration) *Client {
 // timeout, connect, status or reply.
 type Error struct {
 	Reason string
+	Status int // the HTTP status with Reason status
 	Err    error
 }
+
+// ErrAlreadyLearned is returned (wrapped) by Learn when rspamd has learned
+// the message before; nothing changed.
+var ErrAlreadyLearned = errors.New("spam: already learned")
 
 func (e *Error) Error() string { return "rspamd: " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
@@ -82,11 +87,11 @@ func (c *Client) Check(ctx context.Context, env Envelope, msg []byte) (Verdict, 
 	}
 	var r checkReply
 	if err := json.Unmarshal(body, &r); err != nil {
-		return Verdict{}, &Error{"reply", fmt.Errorf("/checkv2: %w", err)}
+		return Verdict{}, &Error{Reason: "reply", Err: fmt.Errorf("/checkv2: %w", err)}
 	}
 	a, ok := parseAction(r.Action)
 	if !ok {
-		return Verdict{}, &Error{"reply", fmt.Errorf("/checkv2: unknown action %q", r.Action)}
+		return Verdict{}, &Error{Reason: "reply", Err: fmt.Errorf("/checkv2: unknown action %q", r.Action)}
 	}
 	v := Verdict{Action: a, Score: r.Score, Symbols: make(map[string]float64, len(r.Symbols)), Message: headerText(r.Messages.SMTP), Subject: r.Subject, Scanned: true}
 	for name, s := range r.Symbols {
@@ -97,13 +102,17 @@ func (c *Client) Check(ctx context.Context, env Envelope, msg []byte) (Verdict, 
 
 // Learn teaches rspamd's Bayes classifier that msg is spam (or ham). It
 // needs the controller's URL and, unless the agent's address is trusted
-// there, its password.
+// there, its password. A message learned before gives ErrAlreadyLearned.
 func (c *Client) Learn(ctx context.Context, spam bool, msg []byte) error {
 	path := "/learnham"
 	if spam {
 		path = "/learnspam"
 	}
 	_, err := c.post(ctx, path, http.Header{}, msg)
+	var re *Error
+	if errors.As(err, &re) && (re.Status == http.StatusAlreadyReported || strings.Contains(re.Err.Error(), "already learned")) {
+		return fmt.Errorf("%w: %w", ErrAlreadyLearned, err)
+	}
 	return err
 }
 
@@ -113,7 +122,7 @@ func (c *Client) post(ctx context.Context, path string, h http.Header, msg []byt
 	defer cancel()
 	req, err := http.NewRequestWithContext(ctx, http.MethodPost, c.url+path, bytes.NewReader(msg))
 	if err != nil {
-		return nil, &Error{"connect", err}
+		return nil, &Error{Reason: "connect", Err: err}
 	}
 	req.Header = h
 	if c.password != "" {
@@ -122,17 +131,17 @@ func (c *Client) post(ctx context.Context, path string, h http.Header, msg []byt
 	resp, err := c.http.Do(req)
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, &Error{"timeout", fmt.Errorf("%s: no answer within %v", path, c.timeout)}
+			return nil, &Error{Reason: "timeout", Err: fmt.Errorf("%s: no answer within %v", path, c.timeout)}
 		}
-		return nil, &Error{"connect", err}
+		return nil, &Error{Reason: "connect", Err: err}
 	}
 	defer resp.Body.Close()
 	body, err := io.ReadAll(io.LimitReader(resp.Body, maxReplyBytes))
 	if err != nil {
 		if errors.Is(err, context.DeadlineExceeded) {
-			return nil, &Error{"timeout", fmt.Errorf("%s: no complete answer within %v", path, c.timeout)}
+			return nil, &Error{Reason: "timeout", Err: fmt.Errorf("%s: no complete answer within %v", path, c.timeout)}
 		}
-		return nil, &Error{"reply", fmt.Errorf("%s: %w", path, err)}
+		return nil, &Error{Reason: "reply", Err: fmt.Errorf("%s: %w", path, err)}
 	}
 	if resp.StatusCode != http.StatusOK {
 		var e struct {
@@ -142,7 +151,7 @@ func (c *Client) post(ctx context.Context, path string, h http.Header, msg []byt
 		if e.Error == "" {
 			e.Error = strings.TrimSpace(string(body[:min(len(body), 200)]))
 		}
-		return nil, &Error{"status", fmt.Errorf("%s: %s: %s", path, resp.Status, e.Error)}
+		return nil, &Error{"status", resp.StatusCode, fmt.Errorf("%s: %s: %s", path, resp.Status, e.Error)}
 	}
 	return body, nil
 }

@@ -2,6 +2,7 @@ package spam
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"testing"
 	"time"
@@ -89,7 +90,7 @@ func TestRspamdLearn(t *testing.T) {
 	if err := c.Learn(ctx, false, ham); err != nil {
 		t.Fatalf("learn ham: %v", err)
 	}
-	if err := c.Learn(ctx, true, spam); err == nil || !strings.Contains(err.Error(), "already learned") {
+	if err := c.Learn(ctx, true, spam); !errors.Is(err, ErrAlreadyLearned) {
 		t.Errorf("learning the same message twice: %v", err)
 	}
 	if err := NewClient(rs.URL, "", 10*time.Second).Learn(ctx, true, spam); err == nil {

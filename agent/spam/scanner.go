@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -32,6 +33,7 @@ type setup struct {
 	cfg    config.Spam
 	rules  *Rules
 	rspamd *Client // nil without spam.rspamd_url
+	learn  *Client // nil without spam.learn_url
 }
 
 // New returns a scanner with the settings cfg; an unreadable or invalid
@@ -52,17 +54,31 @@ func (s *Scanner) Apply(cfg config.Spam) error {
 		return fmt.Errorf("spam.rules_file: %w", err)
 	}
 	next := &setup{cfg: cfg, rules: rules}
-	if cfg.RspamdURL != "" {
-		prev := s.cur.Load()
-		if prev != nil && prev.rspamd != nil && prev.cfg.RspamdURL == cfg.RspamdURL && prev.cfg.Password == cfg.Password && prev.cfg.Timeout == cfg.Timeout {
-			next.rspamd = prev.rspamd
-		} else {
-			next.rspamd = NewClient(cfg.RspamdURL, cfg.Password, cfg.Timeout)
-		}
+	var prev setup
+	if p := s.cur.Load(); p != nil {
+		prev = *p
 	}
+	next.rspamd = reuse(prev.rspamd, cfg.RspamdURL, cfg)
+	next.learn = reuse(prev.learn, cfg.LearnURL, cfg)
 	s.cur.Store(next)
 	return nil
 }
+
+// reuse returns a client for url under cfg: prev when it has the same
+// settings (keeping its connections), nil when url is empty.
+func reuse(prev *Client, url string, cfg config.Spam) *Client {
+	switch {
+	case url == "":
+		return nil
+	case prev != nil && prev.url == strings.TrimRight(url, "/") && prev.password == cfg.Password && prev.timeout == cfg.Timeout:
+		return prev
+	}
+	return NewClient(url, cfg.Password, cfg.Timeout)
+}
+
+// Learner returns the client for rspamd's controller under the current
+// settings, nil without spam.learn_url.
+func (s *Scanner) Learner() *Client { return s.cur.Load().learn }
 
 // Scan returns the verdict on msg. Rules that refuse the message decide
 // alone; otherwise rspamd, when configured, is asked too. When rspamd fails

@@ -1,7 +1,6 @@
 package spam
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"log/slog"
@@ -11,37 +10,19 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus/testutil"
 
 	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/proctest"
 	"github.com/mairust/mairust/internal/rspamdtest"
 )
 
-// logBuffer collects a scanner's log lines.
-type logBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (l *logBuffer) Write(p []byte) (int, error) {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return l.b.Write(p)
-}
-
-func (l *logBuffer) count(s string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	return strings.Count(l.b.String(), s)
-}
-
-func newScanner(t *testing.T, cfg config.Spam) (*Scanner, *logBuffer) {
+func newScanner(t *testing.T, cfg config.Spam) (*Scanner, *proctest.Output) {
 	t.Helper()
-	logs := &logBuffer{}
+	logs := &proctest.Output{}
 	s, err := New(cfg, slog.New(slog.NewTextHandler(logs, nil)))
 	if err != nil {
 		t.Fatal(err)
@@ -121,13 +102,13 @@ func TestScannerFailOpenAndTempfail(t *testing.T) {
 	}
 	// Logged once for the three; again once the interval has passed, with
 	// the count of those not logged.
-	if n := logs.count("rspamd failed; delivering unscanned"); n != 1 {
+	if n := strings.Count(logs.String(), "rspamd failed; delivering unscanned"); n != 1 {
 		t.Errorf("%d log lines for three failures within the interval, want 1", n)
 	}
 	clock = clock.Add(failureLogInterval)
 	s.Scan(ctx, inbound, mail("hello", "x"))
-	if n := logs.count("failures_not_logged=2"); n != 1 {
-		t.Errorf("after the interval: %d lines with failures_not_logged=2\n%s", n, logs.b.String())
+	if n := strings.Count(logs.String(), "failures_not_logged=2"); n != 1 {
+		t.Errorf("after the interval: %d lines with failures_not_logged=2\n%s", n, logs.String())
 	}
 
 	// tempfail: an error for the caller to answer 451; the rules still

@@ -106,6 +106,7 @@ type RateLimit struct {
 // rspamd when rspamd_url is set.
 type Spam struct {
 	RspamdURL string        `yaml:"rspamd_url" reload:"live" doc:"Base URL of rspamd, e.g. http://127.0.0.1:11333 (the normal worker). Empty: only the built-in rules scan mail."`
+	LearnURL  string        `yaml:"learn_url" reload:"live" doc:"Base URL of rspamd's controller, e.g. http://127.0.0.1:11334: a message moved into Junk through the API is learned as spam there, one moved out of Junk as ham. Empty: no learning."`
 	Password  string        `yaml:"password" env:"MAIRUST_SPAM_PASSWORD" reload:"live" doc:"Password sent to rspamd (the controller's password; needed when rspamd_url is the controller, which also takes learning)."`
 	Timeout   time.Duration `yaml:"timeout" reload:"live" doc:"Longest wait for rspamd's answer during DATA (100ms-2m); past it on_error applies."`
 	OnError   string        `yaml:"on_error" reload:"live" doc:"When rspamd is down, slow or answers garbage: accept (deliver the message marked unscanned) or tempfail (answer 451 so that the sender retries)."`

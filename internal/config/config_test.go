@@ -72,6 +72,7 @@ func TestKeyErrors(t *testing.T) {
 		{"rspamd_url without scheme", "spam:\n  rspamd_url: 127.0.0.1:11333\n", "spam.rspamd_url", 2},
 		{"rspamd_url other scheme", "spam:\n  timeout: 5s\n  rspamd_url: unix:///run/rspamd.sock\n", "spam.rspamd_url", 3},
 		{"rspamd_url without host", "spam:\n  rspamd_url: http://\n", "spam.rspamd_url", 2},
+		{"learn_url without scheme", "spam:\n  learn_url: 127.0.0.1:11334\n", "spam.learn_url", 2},
 		{"spam timeout short", "spam:\n  timeout: 99ms\n", "spam.timeout", 2},
 		{"spam timeout long", "spam:\n  timeout: 121s\n", "spam.timeout", 2},
 		{"spam on_error", "spam:\n  on_error: drop\n", "spam.on_error", 2},
@@ -136,9 +137,9 @@ func TestAcceptedValues(t *testing.T) {
 		{"durations", "smtp:\n  read_timeout: 1h30m\n  write_timeout: 90s\n", func(c Config) bool {
 			return c.SMTP.ReadTimeout == 90*time.Minute && c.SMTP.WriteTimeout == 90*time.Second
 		}},
-		{"spam", "spam:\n  rspamd_url: https://rspamd.internal:11333/\n  timeout: 100ms\n  on_error: tempfail\n  rules_file: /etc/mairust/spam.yaml\n",
+		{"spam", "spam:\n  rspamd_url: https://rspamd.internal:11333/\n  learn_url: http://rspamd.internal:11334\n  timeout: 100ms\n  on_error: tempfail\n  rules_file: /etc/mairust/spam.yaml\n",
 			func(c Config) bool {
-				return c.Spam.RspamdURL == "https://rspamd.internal:11333/" && c.Spam.Timeout == 100*time.Millisecond && c.Spam.OnError == "tempfail" && c.Spam.RulesFile == "/etc/mairust/spam.yaml"
+				return c.Spam.RspamdURL == "https://rspamd.internal:11333/" && c.Spam.LearnURL == "http://rspamd.internal:11334" && c.Spam.Timeout == 100*time.Millisecond && c.Spam.OnError == "tempfail" && c.Spam.RulesFile == "/etc/mairust/spam.yaml"
 			}},
 		{"spam timeout 2m", "spam:\n  timeout: 2m\n  on_error: accept\n", func(c Config) bool { return c.Spam.Timeout == 2*time.Minute }},
 		{"trailing empty document", "log:\n  level: debug\n---\n", func(c Config) bool { return c.Log.Level == "debug" }},

@@ -225,6 +225,7 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"ratelimit.admin_ip_per_minute", c.RateLimit.AdminIPPerMinute < 1 || c.RateLimit.AdminIPPerMinute > 100000, "must be between 1 and 100000"},
 		{"ratelimit.redis_url", c.RateLimit.RedisURL != "" && !strings.HasPrefix(c.RateLimit.RedisURL, "redis://") && !strings.HasPrefix(c.RateLimit.RedisURL, "rediss://"), "must be a redis:// or rediss:// URL"},
 		{"spam.rspamd_url", c.Spam.RspamdURL != "" && !validHTTPURL(c.Spam.RspamdURL), "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:11333"},
+		{"spam.learn_url", c.Spam.LearnURL != "" && !validHTTPURL(c.Spam.LearnURL), "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:11334"},
 		{"spam.timeout", c.Spam.Timeout < 100*time.Millisecond || c.Spam.Timeout > 2*time.Minute, "must be between 100ms and 2m"},
 		{"spam.on_error", !oneOf(c.Spam.OnError, "accept", "tempfail"), "must be accept or tempfail"},
 	}

@@ -7,7 +7,6 @@ package rspamdtest
 
 import (
 	"embed"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -91,7 +90,7 @@ func Start(t testing.TB) *Server {
 // run starts rspamd and waits for it; nil when it exited before answering.
 func run(t testing.TB, bin, dir string) *Server {
 	t.Helper()
-	normal, controller := freeAddr(t), freeAddr(t)
+	normal, controller := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	s := &Server{URL: "http://" + normal, ControllerURL: "http://" + controller, exited: make(chan struct{})}
 	cacheDir := hsCache(dir)
 	s.cmd = exec.Command(bin, "-f", "-i", "-c", StockConfig,
@@ -149,16 +148,6 @@ func ping(hc *http.Client, url string) bool {
 	}
 	resp.Body.Close()
 	return resp.StatusCode == http.StatusOK
-}
-
-func freeAddr(t testing.TB) string {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().String()
 }
 
 // Stop kills rspamd and its workers at once, as a crash would, and waits
