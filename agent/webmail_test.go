@@ -86,6 +86,9 @@ func TestWebmailInChromium(t *testing.T) {
 	if got, body := text(`#r-subject`), text(`#r-text`); got != "日本語の件名" || !strings.Contains(body, "crash test body line") {
 		t.Fatalf("reader shows subject %q body %q", got, body)
 	}
+	if got := text(`#r-spam`); !strings.HasPrefix(got, "Spam score: ") {
+		t.Fatalf("reader shows spam line %q, want the built-in rules' score", got)
+	}
 	screenshot(t, ctx, "webmail-reader.png")
 	if err := chromedp.Do(ctx, chromedp.Click(css(`#delete`)), chromedp.WaitVisible(css(`#empty`))); err != nil {
 		t.Fatalf("browser, deleting: %v", err)

@@ -71,10 +71,20 @@ type messageJSON struct {
 	Date       *time.Time `json:"date"` // null when the message has no valid Date
 	ReceivedAt time.Time  `json:"received_at"`
 	Size       int64      `json:"size"`
+	Spam       spamJSON   `json:"spam"`
+}
+
+// spamJSON is the spam verdict given at delivery.
+type spamJSON struct {
+	Scanned bool               `json:"scanned"`
+	Score   *float64           `json:"score"` // null when not scanned
+	Action  string             `json:"action,omitempty"`
+	Symbols map[string]float64 `json:"symbols,omitempty"`
 }
 
 func summary(m mailstore.Message) messageJSON {
-	j := messageJSON{ID: m.ID, Folder: m.Folder, From: m.From, To: m.To, Cc: m.Cc, Subject: m.Subject, ReceivedAt: m.ReceivedAt, Size: m.Size}
+	j := messageJSON{ID: m.ID, Folder: m.Folder, From: m.From, To: m.To, Cc: m.Cc, Subject: m.Subject, ReceivedAt: m.ReceivedAt, Size: m.Size,
+		Spam: spamJSON{Scanned: m.Spam.Scanned, Score: m.Spam.Score, Action: m.Spam.Action, Symbols: m.Spam.Symbols}}
 	if !m.Date.IsZero() {
 		j.Date = &m.Date
 	}

@@ -714,3 +714,36 @@ func TestMoveEnqueuesLearning(t *testing.T) {
 		}
 	}
 }
+
+// TestSpamVerdictShown: the verdict given at delivery is in the list and the
+// message view; a message delivered unscanned says so.
+func TestSpamVerdictShown(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	rcpt, err := accounts.New(e.pool).Lookup(ctx, "alice@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := "From: s@remote.test\r\nSubject: cheap pills\r\n\r\nbuy\r\n"
+	verdict := spam.Verdict{Action: spam.AddHeader, Score: 7.5, Symbols: map[string]float64{"TEST_SPAM": 7.5}, Scanned: true}
+	ids, err := e.store.Deliver(ctx, mailstore.Delivery{MailFrom: "s@remote.test", Recipients: []accounts.Recipient{rcpt}, Folders: []int64{rcpt.JunkID}, Data: []byte(raw), Spam: verdict})
+	if err != nil {
+		t.Fatal(err)
+	}
+	plain := e.deliver("alice@example.test", "From: s@remote.test\r\nSubject: hello\r\n\r\nhi\r\n")
+	alice := e.login("alice@example.test").AccessToken
+	var v messageView
+	e.call("GET", fmt.Sprintf("/api/v1/messages/%d", ids[0]), alice, nil, &v)
+	if v.Folder != "Junk" || !v.Spam.Scanned || v.Spam.Score == nil || *v.Spam.Score != 7.5 || v.Spam.Action != "add header" || v.Spam.Symbols["TEST_SPAM"] != 7.5 {
+		t.Fatalf("spam message shows %+v in %s", v.Spam, v.Folder)
+	}
+	var list messagePage
+	e.call("GET", "/api/v1/messages?folder=Junk", alice, nil, &list)
+	if len(list.Messages) != 1 || list.Messages[0].Spam.Action != "add header" {
+		t.Fatalf("Junk listing: %+v", list.Messages)
+	}
+	e.call("GET", fmt.Sprintf("/api/v1/messages/%d", plain), alice, nil, &v)
+	if v.Spam.Scanned || v.Spam.Score != nil {
+		t.Fatalf("unscanned message shows %+v", v.Spam)
+	}
+}

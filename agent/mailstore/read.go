@@ -37,6 +37,15 @@ type Message struct {
 	MessageID  string
 	Date       time.Time // zero when the message has no valid Date
 	ReceivedAt time.Time
+	Spam       SpamVerdict
+}
+
+// SpamVerdict is what the spam scan said when the message was delivered.
+type SpamVerdict struct {
+	Scanned bool               // false: delivered unscanned (scanner down)
+	Score   *float64           // nil when not scanned
+	Action  string             // rspamd's name: "no action", "add header", ...
+	Symbols map[string]float64 // rule name to its score
 }
 
 // FolderName returns the stored name for name: INBOX is matched without
@@ -73,7 +82,7 @@ func (s *Store) Folders(ctx context.Context, userID int64) ([]Folder, error) {
 // messageColumns are the columns scanMessage reads, for messages m joined
 // with their folder f.
 const messageColumns = `m.id, f.name, m.blob_key, m.size, m.from_addr, m.to_addrs, m.cc_addrs,
-	m.subject, m.message_id, m.date, m.received_at`
+	m.subject, m.message_id, m.date, m.received_at, m.scanned, m.spam_score, m.spam_action, m.spam_symbols`
 
 // scanMessage reads a row of messageColumns followed by the columns extra
 // points to.
@@ -81,7 +90,8 @@ func scanMessage(extra ...any) pgx.RowToFunc[Message] {
 	return func(row pgx.CollectableRow) (Message, error) {
 		var m Message
 		var date *time.Time
-		err := row.Scan(append([]any{&m.ID, &m.Folder, &m.BlobKey, &m.Size, &m.From, &m.To, &m.Cc, &m.Subject, &m.MessageID, &date, &m.ReceivedAt}, extra...)...)
+		err := row.Scan(append([]any{&m.ID, &m.Folder, &m.BlobKey, &m.Size, &m.From, &m.To, &m.Cc, &m.Subject, &m.MessageID, &date, &m.ReceivedAt,
+			&m.Spam.Scanned, &m.Spam.Score, &m.Spam.Action, &m.Spam.Symbols}, extra...)...)
 		if date != nil {
 			m.Date = *date
 		}

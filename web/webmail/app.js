@@ -15,6 +15,7 @@ const T = {
     domains: 'Domains', users: 'Mail users', tokens: 'API tokens', logs: 'Logs', add: 'Add', create: 'Create',
     revoke: 'Revoke', disable: 'Disable', enable: 'Enable', more: 'More', moreText: 'Plugins, breakers, outbound suspensions and recall alerts appear here when they are set up.',
     tokenShown: 'Copy this token now; it is not shown again: ', mail: 'Mail', noSubject: '(no subject)',
+    spamScore: 'Spam score', notScanned: 'Not scanned for spam (the scanner was unavailable).',
   },
   ja: {
     signIn: 'ログイン', address: 'メールアドレス', password: 'パスワード', logout: 'ログアウト', admin: '管理',
@@ -25,6 +26,7 @@ const T = {
     domains: 'ドメイン', users: 'メールユーザー', tokens: 'API トークン', logs: 'ログ', add: '追加', create: '作成',
     revoke: '取り消す', disable: '無効にする', enable: '有効にする', more: 'その他', moreText: 'プラグイン、サーキットブレーカー、送信停止、リコール通知は設定後にここに表示されます。',
     tokenShown: 'このトークンは今だけ表示されます。コピーしてください: ', mail: 'メール', noSubject: '(件名なし)',
+    spamScore: '迷惑メールスコア', notScanned: '迷惑メール判定は行われていません（スキャナが利用できませんでした）。',
   },
 };
 
@@ -173,6 +175,13 @@ function listItem(m) {
   return li;
 }
 
+// spamLine describes the spam verdict given at delivery.
+function spamLine(v) {
+  if (!v || !v.scanned) return t('notScanned');
+  const symbols = Object.keys(v.symbols || {}).join(', ');
+  return t('spamScore') + ': ' + v.score.toFixed(1) + ' (' + v.action + ')' + (symbols ? ' — ' + symbols : '');
+}
+
 function closeReader() {
   $('reader').hidden = true;
   $('mail-view').classList.remove('reading');
@@ -194,6 +203,7 @@ async function openMessage(id) {
   $('r-from').textContent = m.from;
   $('r-to').textContent = [m.to, m.cc].filter(Boolean).join(', ');
   $('r-date').textContent = fmtDate(m.date || m.received_at);
+  $('r-spam').textContent = spamLine(m.spam);
   const html = m.html || '';
   $('r-html').hidden = !html;
   $('r-text').hidden = !!html;
