@@ -124,40 +124,51 @@ func Run(ctx context.Context, opts Options) (err error) {
 	}
 	a.smtp = smtpd.New(cfg.SMTP, tlsCfg, accounts.New(pool), store, a.log)
 	a.smtp.SetScanner(a.spam)
-	smtpLn, err := net.Listen("tcp", cfg.SMTP.Listen)
-	if err != nil {
-		return fmt.Errorf("smtp.listen %s: %w (is another mail server running there? a port below 1024 needs root)", cfg.SMTP.Listen, err)
-	}
-	httpLn, err := net.Listen("tcp", cfg.HTTP.Listen)
-	if err != nil {
-		smtpLn.Close()
-		return fmt.Errorf("http.listen %s: %w", cfg.HTTP.Listen, err)
-	}
-	httpSrv := &http.Server{Handler: a.routes(reg), ReadHeaderTimeout: 10 * time.Second}
 	if a.api, err = api.New(cfg, pool, store, blobs, a.log); err != nil {
-		smtpLn.Close()
-		httpLn.Close()
 		return err
-	}
-	apiLn, err := net.Listen("tcp", cfg.API.Listen)
-	if err != nil {
-		smtpLn.Close()
-		httpLn.Close()
-		return fmt.Errorf("api.listen %s: %w", cfg.API.Listen, err)
 	}
 	front := http.NewServeMux()
 	front.Handle("/api/", a.api.Handler())
 	front.Handle("/", web.Handler())
 	apiSrv := &http.Server{Handler: front, ReadHeaderTimeout: 10 * time.Second, MaxHeaderBytes: 64 << 10}
+	httpSrv := &http.Server{Handler: a.routes(reg), ReadHeaderTimeout: 10 * time.Second}
+
+	// Listeners opened so far are closed if a later step fails; once
+	// serving, the servers close them.
+	var opened []net.Listener
+	defer func() {
+		if err != nil {
+			for _, l := range opened {
+				l.Close()
+			}
+		}
+	}()
+	listen := func(key, addr, hint string) (net.Listener, error) {
+		l, err := net.Listen("tcp", addr)
+		if err != nil {
+			return nil, fmt.Errorf("%s %s: %w%s", key, addr, err, hint)
+		}
+		opened = append(opened, l)
+		return l, nil
+	}
+	smtpLn, err := listen("smtp.listen", cfg.SMTP.Listen, " (is another mail server running there? a port below 1024 needs root)")
+	if err != nil {
+		return err
+	}
+	httpLn, err := listen("http.listen", cfg.HTTP.Listen, "")
+	if err != nil {
+		return err
+	}
+	apiLn, err := listen("api.listen", cfg.API.Listen, "")
+	if err != nil {
+		return err
+	}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
 	river.AddWorker(workers, &spamlearn.Worker{Pool: pool, Store: store, Blobs: blobs, Scanner: a.spam})
 	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)}, a.log)
 	if err != nil {
-		smtpLn.Close()
-		httpLn.Close()
-		apiLn.Close()
 		return err
 	}
 	// Set before the API serves its first move.
