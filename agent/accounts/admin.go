@@ -230,11 +230,12 @@ func (a *Accounts) ListUsers(ctx context.Context, tenantID, domain string, after
 }
 
 // NewUser is a mail user to add; its domain must be one of the tenant's.
+// Admin and QuotaBytes (0: no limit) are optional.
 type NewUser struct {
 	Address    string `json:"address"`
 	Password   string `json:"password"`
-	Admin      bool   `json:"admin"`
-	QuotaBytes int64  `json:"quota_bytes"`
+	Admin      bool   `json:"admin,omitempty"`
+	QuotaBytes int64  `json:"quota_bytes,omitempty"`
 }
 
 // AddUser creates a mail user, with its standard folders, in one of

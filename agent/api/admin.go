@@ -20,21 +20,6 @@ const (
 	maxLogOffset     = 1_000_000
 )
 
-// routeAdmin registers /api/v1/admin: the domains, users and event log of
-// the administrator's own tenant. Another tenant's objects answer 404, as
-// if they did not exist.
-func (s *Server) routeAdmin(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/admin/domains", s.adminOnly(s.listDomains))
-	mux.HandleFunc("POST /api/v1/admin/domains", s.adminOnly(s.createDomain))
-	mux.HandleFunc("PATCH /api/v1/admin/domains/{id}", s.adminOnly(s.updateDomain))
-	mux.HandleFunc("DELETE /api/v1/admin/domains/{id}", s.adminOnly(s.deleteDomain))
-	mux.HandleFunc("GET /api/v1/admin/users", s.adminOnly(s.listUsers))
-	mux.HandleFunc("POST /api/v1/admin/users", s.adminOnly(s.createUser))
-	mux.HandleFunc("PATCH /api/v1/admin/users/{id}", s.adminOnly(s.updateUser))
-	mux.HandleFunc("DELETE /api/v1/admin/users/{id}", s.adminOnly(s.deleteUser))
-	mux.HandleFunc("GET /api/v1/admin/logs", s.adminOnly(s.logs))
-}
-
 // adminOnly wraps h so that it runs only for an administrator. The admin
 // flag is read from the database, not from the access token, so that a
 // demoted or disabled administrator loses access at once.
@@ -103,15 +88,30 @@ func keyset(r *http.Request) (after int64, limit int, err error) {
 	return after, limit, err
 }
 
-// writePage answers a listing fetched with limit+1 rows: at most limit of
-// them under key, and whether there are more.
-func writePage[T any](w http.ResponseWriter, key string, list []T, limit int) {
-	more := len(list) > limit
-	if more {
-		list = list[:limit]
+// trimPage cuts a listing fetched with limit+1 rows to at most limit and
+// reports whether there are more.
+func trimPage[T any](list []T, limit int) ([]T, bool) {
+	if len(list) > limit {
+		return list[:limit], true
 	}
-	writeJSON(w, http.StatusOK, map[string]any{key: list, "has_more": more})
+	return list, false
 }
+
+// domainPage, userPage and logPage are pages of the admin listings.
+type (
+	domainPage struct {
+		Domains []accounts.Domain `json:"domains"`
+		HasMore bool              `json:"has_more"`
+	}
+	userPage struct {
+		HasMore bool                `json:"has_more"`
+		Users   []accounts.MailUser `json:"users"`
+	}
+	logPage struct {
+		Events  []logEvent `json:"events"`
+		HasMore bool       `json:"has_more"`
+	}
+)
 
 // pathID reads the id in the request's path.
 func pathID(r *http.Request) (int64, error) {
@@ -137,14 +137,18 @@ func (s *Server) listDomains(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writePage(w, "domains", list, limit)
+	page := domainPage{}
+	page.Domains, page.HasMore = trimPage(list, limit)
+	writeJSON(w, http.StatusOK, page)
 	return nil
 }
 
+type createDomainRequest struct {
+	Name string `json:"name"`
+}
+
 func (s *Server) createDomain(w http.ResponseWriter, r *http.Request) error {
-	var req struct {
-		Name string `json:"name"`
-	}
+	var req createDomainRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -157,6 +161,10 @@ func (s *Server) createDomain(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+type updateDomainRequest struct {
+	Disabled *bool `json:"disabled"`
+}
+
 // updateDomain enables or disables a domain; administrators cannot
 // disable the domain of their own address, which would lock them out.
 func (s *Server) updateDomain(w http.ResponseWriter, r *http.Request) error {
@@ -164,9 +172,7 @@ func (s *Server) updateDomain(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	var req struct {
-		Disabled *bool `json:"disabled"`
-	}
+	var req updateDomainRequest
 	if err := decode(w, r, &req); err != nil {
 		return err
 	}
@@ -216,7 +222,9 @@ func (s *Server) listUsers(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return adminError(err, "domain")
 	}
-	writePage(w, "users", list, limit)
+	page := userPage{}
+	page.Users, page.HasMore = trimPage(list, limit)
+	writeJSON(w, http.StatusOK, page)
 	return nil
 }
 
@@ -332,6 +340,8 @@ func (s *Server) logs(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writePage(w, "events", list, limit)
+	page := logPage{}
+	page.Events, page.HasMore = trimPage(list, limit)
+	writeJSON(w, http.StatusOK, page)
 	return nil
 }

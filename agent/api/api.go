@@ -91,18 +91,12 @@ func (s *Server) storedKey() (string, error) {
 	return strings.TrimSpace(string(b)), nil
 }
 
-// Handler routes /api/v1.
+// Handler routes /api/v1 by the route table (routes).
 func (s *Server) Handler() http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("POST /api/v1/auth/login", s.handle(s.rate.clientIP(s.login)))
-	mux.HandleFunc("POST /api/v1/auth/refresh", s.handle(s.rate.clientIP(s.refresh)))
-	mux.HandleFunc("POST /api/v1/auth/logout", s.handle(s.logout))
-	mux.HandleFunc("GET /api/v1/me", s.authed(s.me))
-	mux.HandleFunc("POST /api/v1/tokens", s.authed(s.createToken))
-	mux.HandleFunc("GET /api/v1/tokens", s.authed(s.listTokens))
-	mux.HandleFunc("DELETE /api/v1/tokens/{id}", s.authed(s.revokeToken))
-	s.routeMessages(mux)
-	s.routeAdmin(mux)
+	for _, rt := range s.routes() {
+		mux.HandleFunc(rt.method+" "+rt.path, s.wrap(rt))
+	}
 	mux.HandleFunc("/api/", s.handle(func(w http.ResponseWriter, r *http.Request) error {
 		return problem(http.StatusNotFound, "", "no such endpoint: %s %s", r.Method, r.URL.Path)
 	}))

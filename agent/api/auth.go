@@ -171,9 +171,16 @@ func (s *Server) logout(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// meResponse is the signed-in user.
+type meResponse struct {
+	Address string `json:"address"`
+	Admin   bool   `json:"admin"`
+	ID      int64  `json:"id"`
+}
+
 func (s *Server) me(w http.ResponseWriter, r *http.Request) error {
 	p := caller(r)
-	writeJSON(w, http.StatusOK, map[string]any{"id": p.ID, "address": p.Address, "admin": p.Admin})
+	writeJSON(w, http.StatusOK, meResponse{ID: p.ID, Address: p.Address, Admin: p.Admin})
 	return nil
 }
 
@@ -182,7 +189,7 @@ const maxTokenName = 100
 
 type createTokenRequest struct {
 	Name          string `json:"name"`
-	ExpiresInDays int    `json:"expires_in_days"`
+	ExpiresInDays int    `json:"expires_in_days,omitempty"` // 0: never
 }
 
 type apiToken struct {
@@ -221,6 +228,11 @@ func (s *Server) createToken(w http.ResponseWriter, r *http.Request) error {
 	return nil
 }
 
+// tokenList is the caller's API tokens, without their secrets.
+type tokenList struct {
+	Tokens []apiToken `json:"tokens"`
+}
+
 // maxTokensListed bounds the tokens one listing returns.
 const maxTokensListed = 1000
 
@@ -239,7 +251,7 @@ func (s *Server) listTokens(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"tokens": list})
+	writeJSON(w, http.StatusOK, tokenList{list})
 	return nil
 }
 

@@ -25,26 +25,17 @@ import (
 	"github.com/microcosm-cc/bluemonday"
 
 	"github.com/mairust/mairust/agent/mailstore"
-	"github.com/mairust/mairust/internal/ratelimit"
 )
-
-// routeMessages adds the owner's folder and message endpoints. Every one is
-// scoped to the caller: another user's message answers 404, like one that
-// does not exist, so ids cannot be probed.
-func (s *Server) routeMessages(mux *http.ServeMux) {
-	mux.HandleFunc("GET /api/v1/folders", s.authed(s.listFolders))
-	mux.HandleFunc("GET /api/v1/messages", s.authed(s.listMessages))
-	mux.HandleFunc("GET /api/v1/messages/{id}", s.authed(s.getMessage))
-	mux.HandleFunc("GET /api/v1/messages/{id}/raw", s.authed(s.rate.endpoint("raw", ratelimit.Limit{PerMinute: 30, Burst: 10}, s.rawMessage)))
-	mux.HandleFunc("GET /api/v1/messages/{id}/attachments/{n}", s.authed(s.getAttachment))
-	mux.HandleFunc("DELETE /api/v1/messages/{id}", s.authed(s.deleteMessage))
-	mux.HandleFunc("POST /api/v1/messages/{id}/move", s.authed(s.moveMessage))
-}
 
 type folderJSON struct {
 	Name    string `json:"name"`
 	Special string `json:"special,omitempty"`
 	Total   int64  `json:"total"`
+}
+
+// folderList is the caller's folders.
+type folderList struct {
+	Folders []folderJSON `json:"folders"`
 }
 
 func (s *Server) listFolders(w http.ResponseWriter, r *http.Request) error {
@@ -56,7 +47,7 @@ func (s *Server) listFolders(w http.ResponseWriter, r *http.Request) error {
 	for i, f := range folders {
 		list[i] = folderJSON(f)
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"folders": list})
+	writeJSON(w, http.StatusOK, folderList{list})
 	return nil
 }
 
