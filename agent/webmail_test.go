@@ -114,3 +114,47 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 	}
 	os.WriteFile(filepath.Join(dir, name), png, 0o644)
 }
+
+// TestAdminPagesInChromium: an admin sees the tenant's domains, users and
+// the log of sign-ins, and adds a domain from the page.
+func TestAdminPagesInChromium(t *testing.T) {
+	cfgPath, _, pool := setup(t, "")
+	if _, err := pool.Exec(context.Background(), `UPDATE mail_users SET is_admin = true WHERE address = 'alice@example.test'`); err != nil {
+		t.Fatal(err)
+	}
+	p := startAgent(t, cfgPath)
+	ctx := browser(t)
+	css := func(sel string) chromedp.CSS { return chromedp.CSS(sel) }
+	err := chromedp.Do(ctx,
+		chromedp.Navigate("http://"+p.api+"/"),
+		chromedp.SendKeys(css(`#login-form input[name=address]`), "alice@example.test"),
+		chromedp.SendKeys(css(`#login-form input[name=password]`), "pw-alice@example.test"),
+		chromedp.Click(css(`#login-form button[type=submit]`)),
+		chromedp.WaitVisible(css(`#admin-link`)),
+		chromedp.Click(css(`#admin-link`)),
+		chromedp.WaitVisible(css(`#domains li`)),
+		chromedp.WaitVisible(css(`#logs li`)),
+		chromedp.SendKeys(css(`#domain-form input[name=name]`), "added.test"),
+		chromedp.Click(css(`#domain-form button[type=submit]`)),
+		chromedp.WaitVisible(css(`#domains li:nth-child(2)`)),
+	)
+	if err != nil {
+		shot, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Text(css(`body`)))
+		t.Fatalf("browser: %v\npage: %s\n%s", err, shot, p.logs())
+	}
+	page, err := chromedp.Run(ctx, chromedp.Text(css(`#admin-view`)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	screenshot(t, ctx, "admin.png")
+	for _, want := range []string{"example.test", "added.test", "alice@example.test", "auth.login"} {
+		if !strings.Contains(page, want) {
+			t.Errorf("admin page lacks %q:\n%s", want, page)
+		}
+	}
+	var n int
+	pool.QueryRow(context.Background(), `SELECT count(*) FROM domains WHERE name = 'added.test'`).Scan(&n)
+	if n != 1 {
+		t.Fatal("the domain added in the browser is not in the database")
+	}
+}

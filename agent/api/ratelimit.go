@@ -72,12 +72,13 @@ func (rl *rateLimits) endpoint(name string, l ratelimit.Limit, h func(http.Respo
 }
 
 // clientIP limits h per client address to ratelimit.admin_ip_per_minute
-// with a strict burst, ten seconds' worth (5 at the default 30): for
-// sign-in and the admin endpoints.
+// with a strict burst, twenty seconds' worth (10 at the default 30, enough
+// for the admin pages' few parallel calls): for sign-in and the admin
+// endpoints.
 func (rl *rateLimits) clientIP(h func(http.ResponseWriter, *http.Request) error) func(http.ResponseWriter, *http.Request) error {
 	return func(w http.ResponseWriter, r *http.Request) error {
 		perMinute := rl.cfg.Load().AdminIPPerMinute
-		l := ratelimit.Limit{PerMinute: perMinute, Burst: max(1, perMinute/6)}
+		l := ratelimit.Limit{PerMinute: perMinute, Burst: max(1, perMinute/3)}
 		if err := rl.take(w, r, "ip/"+clientNet(r), l, "from this address"); err != nil {
 			return err
 		}

@@ -107,18 +107,18 @@ func testUserLimit(t *testing.T, store ratelimit.Store) {
 func testAdminIPLimit(t *testing.T, store ratelimit.Store) {
 	lc := newLimitCase(t, store, config.RateLimit{UserPerMinute: 60, AdminIPPerMinute: 30})
 	h := lc.rl.clientIP(ok)
-	for i := range 5 {
-		lc.want("burst", lc.serve(h, "192.0.2.1:"+strconv.Itoa(1000+i), alice), http.StatusNoContent, "5", strconv.Itoa(4-i))
+	for i := range 10 {
+		lc.want("burst", lc.serve(h, "192.0.2.1:"+strconv.Itoa(1000+i), alice), http.StatusNoContent, "10", strconv.Itoa(9-i))
 	}
-	lc.wantRefused("past the burst", lc.serve(h, "192.0.2.1:2000", bob), "5", "from this address", 2)
-	lc.wantRefused("the same IPv4 mapped", lc.serve(h, "[::ffff:192.0.2.1]:1", bob), "5", "from this address", 2)
-	lc.want("another IP", lc.serve(h, "192.0.2.2:1000", alice), http.StatusNoContent, "5", "4")
+	lc.wantRefused("past the burst", lc.serve(h, "192.0.2.1:2000", bob), "10", "from this address", 2)
+	lc.wantRefused("the same IPv4 mapped", lc.serve(h, "[::ffff:192.0.2.1]:1", bob), "10", "from this address", 2)
+	lc.want("another IP", lc.serve(h, "192.0.2.2:1000", alice), http.StatusNoContent, "10", "9")
 
-	for range 5 {
+	for range 10 {
 		lc.serve(h, "[2001:db8::1]:1", alice)
 	}
-	lc.wantRefused("the same /64", lc.serve(h, "[2001:db8::2]:1", alice), "5", "from this address", 2)
-	lc.want("another /64", lc.serve(h, "[2001:db8:0:1::1]:1", alice), http.StatusNoContent, "5", "4")
+	lc.wantRefused("the same /64", lc.serve(h, "[2001:db8::2]:1", alice), "10", "from this address", 2)
+	lc.want("another /64", lc.serve(h, "[2001:db8:0:1::1]:1", alice), http.StatusNoContent, "10", "9")
 }
 
 func testEndpointLimit(t *testing.T, store ratelimit.Store) {
@@ -135,12 +135,12 @@ func testLimitChange(t *testing.T, store ratelimit.Store) {
 	lc := newLimitCase(t, store, config.RateLimit{UserPerMinute: 100, AdminIPPerMinute: 30})
 	user, ip := lc.rl.user(ok), lc.rl.clientIP(ok)
 	lc.want("before", lc.serve(user, "192.0.2.1:1", alice), http.StatusNoContent, "100", "99")
-	lc.want("before", lc.serve(ip, "192.0.2.1:1", alice), http.StatusNoContent, "5", "4")
+	lc.want("before", lc.serve(ip, "192.0.2.1:1", alice), http.StatusNoContent, "10", "9")
 
 	lc.rl.apply(config.RateLimit{UserPerMinute: 2, AdminIPPerMinute: 18})
 	lc.want("lowered", lc.serve(user, "192.0.2.1:1", alice), http.StatusNoContent, "2", "0")
 	lc.wantRefused("lowered, 2nd", lc.serve(user, "192.0.2.1:1", alice), "2", "for this user", 30)
-	lc.want("admin lowered", lc.serve(ip, "192.0.2.1:1", alice), http.StatusNoContent, "3", "1")
+	lc.want("admin lowered", lc.serve(ip, "192.0.2.1:1", alice), http.StatusNoContent, "6", "4")
 
 	lc.rl.apply(config.RateLimit{UserPerMinute: 1000, AdminIPPerMinute: 30})
 	if rec := lc.serve(user, "192.0.2.1:1", alice); rec.Code != http.StatusNoContent || rec.Header().Get("RateLimit-Limit") != "1000" {
