@@ -14,6 +14,7 @@ import (
 	"github.com/mairust/mairust/agent/accounts/accountstest"
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/mailstore/storetest"
 	"github.com/mairust/mairust/internal/config"
 )
 
@@ -35,12 +36,7 @@ func newEnv(t *testing.T) *env {
 	if _, err := pool.Exec(t.Context(), `UPDATE mail_users SET is_admin = true WHERE address = 'carol@admin.test'`); err != nil {
 		t.Fatal(err)
 	}
-	blobs, err := blobstore.OpenLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := mailstore.New(pool, blobs)
-	t.Cleanup(func() { store.Close(); blobs.Close() })
+	store, blobs := storetest.New(t, pool)
 	cfg := config.Default()
 	cfg.DataDir = t.TempDir()
 	cfg.RateLimit.UserPerMinute = 100000 // the tests send many requests from one place

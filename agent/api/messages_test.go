@@ -24,9 +24,9 @@ import (
 
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/accounts/accountstest"
-	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailparse"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/mailstore/storetest"
 	"github.com/mairust/mairust/agent/spam"
 	"github.com/mairust/mairust/agent/spamlearn"
 	"github.com/mairust/mairust/internal/config"
@@ -589,12 +589,7 @@ func BenchmarkListMessages(b *testing.B) {
 		ANALYZE messages`); err != nil {
 		b.Fatal(err)
 	}
-	blobs, err := blobstore.OpenLocal(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
-	store := mailstore.New(pool, blobs)
-	b.Cleanup(func() { store.Close(); blobs.Close() })
+	store, blobs := storetest.New(b, pool)
 	cfg := config.Default()
 	cfg.DataDir = b.TempDir()
 	srv, err := New(cfg, pool, store, blobs, slog.New(slog.NewTextHandler(io.Discard, nil)))

@@ -12,9 +12,9 @@ import (
 
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/accounts/accountstest"
-	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailparse"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/mailstore/storetest"
 	"github.com/mairust/mairust/agent/spam"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/jobs"
@@ -35,12 +35,7 @@ func TestMoveLearns(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs, err := blobstore.OpenLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := mailstore.New(pool, blobs)
-	t.Cleanup(func() { store.Close(); blobs.Close() })
+	store, blobs := storetest.New(t, pool)
 	settings := config.Default().Spam
 	settings.LearnURL, settings.Password = rs.ControllerURL, rspamdtest.Password
 	scanner, err := spam.New(settings, log)
@@ -127,12 +122,7 @@ func TestWorkerRetriesOnRspamdError(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	blobs, err := blobstore.OpenLocal(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	store := mailstore.New(pool, blobs)
-	t.Cleanup(func() { store.Close(); blobs.Close() })
+	store, blobs := storetest.New(t, pool)
 	settings := config.Default().Spam
 	settings.LearnURL, settings.Password = rs.ControllerURL, "wrong"
 	scanner, err := spam.New(settings, slog.New(slog.NewTextHandler(io.Discard, nil)))
