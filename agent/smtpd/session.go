@@ -170,8 +170,8 @@ func (ss *session) scan(sc Scanner, d *mailstore.Delivery) error {
 		return smtpErr(451, smtp.EnhancedCode{4, 7, 1}, "Greylisted; please try again later")
 	}
 	d.Spam = v
+	d.Data = v.Mark(d.Data)
 	if v.Action.Junk() {
-		d.Data = v.Mark(d.Data)
 		d.Folders = make([]int64, len(d.Recipients))
 		for i, r := range d.Recipients {
 			d.Folders[i] = r.JunkID

@@ -83,32 +83,48 @@ func (v Verdict) merge(r Verdict) Verdict {
 	return out
 }
 
-// Mark returns msg as it is delivered under v: for the Junk actions with
-// X-Spam-Score and X-Spam-Status fields in front (and with RewriteSubject
-// the new Subject); otherwise msg itself.
+// Mark returns msg as it is delivered under v. X-Spam-* fields that came
+// with the message are removed, so that a sender cannot vouch for its own
+// mail; for the Junk actions our X-Spam-Score and X-Spam-Status go in front,
+// and with RewriteSubject the new Subject replaces the old one (or is added).
 func (v Verdict) Mark(msg []byte) []byte {
-	if !v.Action.Junk() {
+	fields, _ := headerFields(msg)
+	rewrite := v.Action == RewriteSubject && v.Subject != ""
+	var drop []field // fields left out, in order
+	hasSubject := false
+	for _, f := range fields {
+		isSubject := strings.EqualFold(f.name, "Subject")
+		if len(f.name) >= 7 && strings.EqualFold(f.name[:7], "X-Spam-") || (rewrite && isSubject && !hasSubject) {
+			drop = append(drop, f)
+		}
+		hasSubject = hasSubject || isSubject
+	}
+	if !v.Action.Junk() && len(drop) == 0 {
 		return msg
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "X-Spam-Score: %.2f\r\n", v.Score)
-	b.WriteString(fold(fmt.Sprintf("X-Spam-Status: Yes, score=%.2f action=%s tests=%s", v.Score, v.Action.label(), strings.Join(sortedKeys(v.Symbols), ", "))))
-	out := make([]byte, 0, b.Len()+len(msg)+len(v.Subject)+16)
-	out = append(out, b.String()...)
-	if v.Action != RewriteSubject || v.Subject == "" {
-		return append(out, msg...)
+	if v.Action.Junk() {
+		fmt.Fprintf(&b, "X-Spam-Score: %.2f\r\n", v.Score)
+		b.WriteString(fold(fmt.Sprintf("X-Spam-Status: Yes, score=%.2f action=%s tests=%s", v.Score, v.Action.label(), strings.Join(sortedKeys(v.Symbols), ", "))))
 	}
-	subject := "Subject: " + mime.QEncoding.Encode("utf-8", headerText(v.Subject)) + "\r\n"
-	fields, _ := headerFields(msg)
-	for _, f := range fields {
-		if strings.EqualFold(f.name, "Subject") {
-			out = append(out, msg[:f.start]...)
-			out = append(out, subject...)
-			return append(out, msg[f.end:]...)
+	subject := ""
+	if rewrite {
+		subject = "Subject: " + mime.QEncoding.Encode("utf-8", headerText(v.Subject)) + "\r\n"
+		if !hasSubject {
+			b.WriteString(subject)
 		}
 	}
-	out = append(out, subject...)
-	return append(out, msg...)
+	out := make([]byte, 0, b.Len()+len(msg)+len(subject))
+	out = append(out, b.String()...)
+	last := 0
+	for _, f := range drop {
+		out = append(out, msg[last:f.start]...)
+		if rewrite && strings.EqualFold(f.name, "Subject") {
+			out = append(out, subject...)
+		}
+		last = f.end
+	}
+	return append(out, msg[last:]...)
 }
 
 // fold returns the header field line, folded at spaces so that lines stay

@@ -121,3 +121,20 @@ func FuzzMark(f *testing.F) {
 		}
 	})
 }
+
+// TestMarkRemovesSendersSpamFields: a sender cannot vouch for its own mail.
+func TestMarkRemovesSendersSpamFields(t *testing.T) {
+	msg := []byte("Received: from x\r\nX-Spam-Status: No, score=-100\r\nSubject: hi\r\nx-spam-flag: NO\r\n\tcontinued\r\nX-Spammy: kept\r\n\r\nX-Spam-Status: in the body stays\r\n")
+	clean := "Received: from x\r\nSubject: hi\r\nX-Spammy: kept\r\n\r\nX-Spam-Status: in the body stays\r\n"
+	if got := string((Verdict{Action: NoAction}).Mark(msg)); got != clean {
+		t.Errorf("no action:\n%q\nwant\n%q", got, clean)
+	}
+	junk := string((Verdict{Action: AddHeader, Score: 7}).Mark(msg))
+	if !strings.HasSuffix(junk, clean) || strings.Count(junk, "X-Spam-Status:") != 2 || !strings.HasPrefix(junk, "X-Spam-Score: 7.00\r\nX-Spam-Status: Yes") {
+		t.Errorf("add header:\n%q", junk)
+	}
+	plain := []byte("Subject: hi\r\n\r\nbody\r\n")
+	if got := (Verdict{Action: NoAction}).Mark(plain); &got[0] != &plain[0] {
+		t.Error("a message without X-Spam fields was copied")
+	}
+}
