@@ -15,15 +15,9 @@ chmod 755 "$dir"
 # The API's rate limits would measure themselves; lift them for the bench.
 printf 'ratelimit:\n  user_per_minute: 10000000\n' >"$dir/mairust.yaml"
 smtp=127.0.0.1:2646 http=127.0.0.1:8646 api=127.0.0.1:8647
-"$bin" aio --config "$dir/mairust.yaml" --data-dir "$dir" --smtp-listen $smtp --http-listen $http --api-listen $api --domain bench.test \
-  --admin user@bench.test --admin-password bench-password --log-format text >"$dir/aio.out" 2>"$dir/aio.log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 1 300); do
-  curl -fsS "http://$http/health" >/dev/null 2>&1 && grep -q "Stop with" "$dir/aio.out" && break
-  kill -0 $pid 2>/dev/null || { cat "$dir/aio.log"; exit 1; }
-  sleep 0.2
-done
+. scripts/aio.sh
+trap 'kill -TERM $aio_pid 2>/dev/null; wait $aio_pid 2>/dev/null; rm -rf "$dir"' EXIT
+start_aio "$dir" --config "$dir/mairust.yaml"
 swaks --to user@bench.test --server $smtp --silent 2 >/dev/null
 echo "bench-api: filling the mailbox with $n messages" >&2
 psql -q "host=$dir/db/run dbname=mairust user=mairust" <<SQL

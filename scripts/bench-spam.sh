@@ -23,15 +23,7 @@ cleanup() {
 }
 trap cleanup EXIT
 
-# wait_for URL PID LOG: until URL answers, or fail with LOG if PID ended.
-wait_for() {
-  for _ in $(seq 1 600); do
-    curl -fsS "$1" >/dev/null 2>&1 && return
-    kill -0 "$2" 2>/dev/null || { cat "$3" >&2; exit 1; }
-    sleep 0.2
-  done
-  echo "bench-spam: $1 did not answer" >&2; exit 1
-}
+. scripts/aio.sh
 
 # quantiles prints p50 and p99 of the scan histogram on stdin, in ms
 # (within the first bucket only its bound is known: "<bound").
@@ -54,10 +46,8 @@ quantiles() {
 run() {
   local data=$dir/$1
   mkdir -m 755 "$data"
-  "$bin" aio --config "$dir/$1.yaml" --data-dir "$data" --smtp-listen $smtp --http-listen $http --api-listen $api \
-    --domain bench.test --admin user@bench.test --admin-password bench-password --log-format text >"$data/aio.out" 2>"$data/aio.log" &
-  local pid=$!
-  wait_for "http://$http/health" $pid "$data/aio.log"
+  start_aio "$data" --config "$dir/$1.yaml"
+  local pid=$aio_pid
   "$bin" bench smtp --addr $smtp --conns "$conns" --messages 2000 --size "$size" --to user@bench.test >/dev/null 2>&1
   local before
   before=$(curl -fsS "http://$http/metrics" | grep '^mairust_spam_scan_seconds')

@@ -10,15 +10,9 @@ bin=bin/mairust
 dir=$(mktemp -d /tmp/mairust-bench.XXXXXX)
 chmod 755 "$dir"
 smtp=127.0.0.1:2626 http=127.0.0.1:8626 api=127.0.0.1:8627
-"$bin" aio --data-dir "$dir" --smtp-listen $smtp --http-listen $http --api-listen $api --domain bench.test \
-  --admin user@bench.test --admin-password bench-password --log-format text >"$dir/aio.out" 2>"$dir/aio.log" &
-pid=$!
-trap 'kill -TERM $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 1 300); do
-  curl -fsS "http://$http/health" >/dev/null 2>&1 && break
-  kill -0 $pid 2>/dev/null || { cat "$dir/aio.log"; exit 1; }
-  sleep 0.2
-done
+. scripts/aio.sh
+trap 'kill -TERM $aio_pid 2>/dev/null; wait $aio_pid 2>/dev/null; rm -rf "$dir"' EXIT
+start_aio "$dir"
 echo "bench: aio up in $dir; warming up" >&2
 "$bin" bench smtp --addr $smtp --conns "$conns" --messages 2000 --size "$size" --to user@bench.test >/dev/null
 curl -fsS -o bench-cpu.prof "http://$http/debug/pprof/profile?seconds=20" &
