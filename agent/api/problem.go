@@ -1,12 +1,15 @@
 package api
 
 import (
+	"context"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
 	"strings"
+
+	"github.com/jackc/pgx/v5/pgconn"
 )
 
 // maxBodyBytes bounds every JSON request body.
@@ -52,11 +55,16 @@ func (s *Server) writeProblem(w http.ResponseWriter, r *http.Request, err error)
 	json.NewEncoder(w).Encode(p)
 }
 
-// isTransient reports database errors a retry may cure.
+// isTransient reports errors a retry may cure: a deadline, or a database
+// error of class 40 (serialization, deadlock), 53 (insufficient resources)
+// or 57 (operator intervention, e.g. a server shutting down).
 func isTransient(err error) bool {
-	msg := err.Error()
-	return strings.Contains(msg, "SQLSTATE 40") || strings.Contains(msg, "SQLSTATE 53") || strings.Contains(msg, "SQLSTATE 57") ||
-		strings.Contains(msg, "context deadline exceeded")
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) {
+		class := pgErr.Code[:2]
+		return class == "40" || class == "53" || class == "57"
+	}
+	return errors.Is(err, context.DeadlineExceeded)
 }
 
 func writeJSON(w http.ResponseWriter, status int, v any) {
