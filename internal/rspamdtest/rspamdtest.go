@@ -93,6 +93,11 @@ func run(t testing.TB, bin, dir string) *Server {
 	normal, controller := proctest.FreeAddr(t), proctest.FreeAddr(t)
 	s := &Server{URL: "http://" + normal, ControllerURL: "http://" + controller, exited: make(chan struct{})}
 	cacheDir := hsCache(dir)
+	// rspamds starting at once (test packages run in parallel) would write
+	// the shared compiled-pattern cache together and load half-written
+	// files; one starts at a time, until it answers.
+	unlock := lockDir(t, cacheDir)
+	defer unlock()
 	s.cmd = exec.Command(bin, "-f", "-i", "-c", StockConfig,
 		"--var", "LOCAL_CONFDIR="+filepath.Join(dir, "conf"),
 		"--var", "DBDIR="+filepath.Join(dir, "db"),
@@ -119,14 +124,26 @@ func run(t testing.TB, bin, dir string) *Server {
 		}
 		select {
 		case <-s.exited:
-			t.Logf("rspamd exited during start:\n%s", s.Output())
-			return nil
+			t.Fatalf("rspamd exited during start:\n%s", s.Output())
 		case <-deadline:
 			s.Stop()
 			t.Fatalf("rspamd did not answer on %s and %s within 90s:\n%s", normal, controller, s.Output())
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// lockDir takes an exclusive lock on dir/.lock, across processes.
+func lockDir(t testing.TB, dir string) func() {
+	f, err := os.OpenFile(filepath.Join(dir, ".lock"), os.O_CREATE|os.O_RDWR, 0o600)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX); err != nil {
+		f.Close()
+		t.Fatal(err)
+	}
+	return func() { f.Close() }
 }
 
 // hsCache is the directory for rspamd's compiled Hyperscan databases, kept
