@@ -49,6 +49,10 @@ type Error struct {
 // the message before; nothing changed.
 var ErrAlreadyLearned = errors.New("spam: already learned")
 
+// ErrTooShort is returned (wrapped) by Learn when rspamd answers 204: the
+// message has too few tokens for its Bayes classifier.
+var ErrTooShort = errors.New("spam: too few words to learn")
+
 func (e *Error) Error() string { return "rspamd: " + e.Err.Error() }
 func (e *Error) Unwrap() error { return e.Err }
 
@@ -102,7 +106,8 @@ func (c *Client) Check(ctx context.Context, env Envelope, msg []byte) (Verdict, 
 
 // Learn teaches rspamd's Bayes classifier that msg is spam (or ham). It
 // needs the controller's URL and, unless the agent's address is trusted
-// there, its password. A message learned before gives ErrAlreadyLearned.
+// there, its password. A message learned before gives ErrAlreadyLearned,
+// one too short to learn ErrTooShort.
 func (c *Client) Learn(ctx context.Context, spam bool, msg []byte) error {
 	path := "/learnham"
 	if spam {
@@ -110,8 +115,11 @@ func (c *Client) Learn(ctx context.Context, spam bool, msg []byte) error {
 	}
 	_, err := c.post(ctx, path, http.Header{}, msg)
 	var re *Error
-	if errors.As(err, &re) && (re.Status == http.StatusAlreadyReported || strings.Contains(re.Err.Error(), "already learned")) {
+	switch {
+	case errors.As(err, &re) && (re.Status == http.StatusAlreadyReported || strings.Contains(re.Err.Error(), "already learned")):
 		return fmt.Errorf("%w: %w", ErrAlreadyLearned, err)
+	case errors.As(err, &re) && re.Status == http.StatusNoContent:
+		return fmt.Errorf("%w: %w", ErrTooShort, err)
 	}
 	return err
 }

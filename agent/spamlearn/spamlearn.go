@@ -73,6 +73,8 @@ func (w *Worker) Work(ctx context.Context, job *river.Job[Args]) error {
 		switch err := c.Learn(ctx, a.Spam, data); {
 		case errors.Is(err, spam.ErrAlreadyLearned):
 			result = "already learned"
+		case errors.Is(err, spam.ErrTooShort):
+			result = "too short to learn"
 		case err != nil:
 			return err
 		}

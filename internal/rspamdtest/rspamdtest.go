@@ -1,16 +1,20 @@
 // Package rspamdtest gives tests a real rspamd: the system's rspamd with its
 // stock configuration (/etc/rspamd) and the overrides in conf/ (loopback
-// ports, a fresh database directory, Bayes in SQLite so that learning needs
-// no Redis, no outside fuzzy servers, and test rules that force each
-// action). It fails, never skips, when rspamd is not installed.
+// ports, a fresh database directory, Bayes and its learn cache in a private
+// redis-server that the starter runs for each rspamd and empties by ending
+// it, no outside fuzzy servers, and test rules that force each action). It
+// fails, never skips, when rspamd or redis-server is not installed.
 package rspamdtest
 
 import (
+	"bufio"
 	"embed"
+	"net"
 	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"testing"
@@ -27,6 +31,9 @@ const StockConfig = "/etc/rspamd/rspamd.conf"
 
 // install is how to get rspamd on Debian.
 const install = "apt-get install -y rspamd (scripts/deps.sh test)"
+
+// redisInstall is how to get redis-server on Debian.
+const redisInstall = "apt-get install -y redis-server (scripts/deps.sh test)"
 
 // Password is the controller's password; learning needs it.
 const Password = "mairust-test-password"
@@ -47,6 +54,7 @@ const GTUBE = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.
 type Server struct {
 	URL           string // the normal worker (/checkv2)
 	ControllerURL string // the controller (/checkv2, /learnspam, /learnham)
+	RedisAddr     string // the redis-server holding Bayes (host:port)
 
 	cmd    *exec.Cmd
 	exited chan struct{}
@@ -54,9 +62,9 @@ type Server struct {
 	once   sync.Once
 }
 
-// Start runs rspamd on two free loopback ports with a fresh database
-// directory and waits until both workers answer. It is stopped when the test
-// ends.
+// Start runs a redis-server and rspamd on free loopback ports with a fresh
+// database directory and waits until both rspamd workers answer. Both are
+// stopped when the test ends.
 func Start(t testing.TB) *Server {
 	t.Helper()
 	bin, err := exec.LookPath("rspamd")
@@ -75,10 +83,12 @@ func Start(t testing.TB) *Server {
 			t.Fatal(err)
 		}
 	}
+	// Registered first, so that it is killed after rspamd.
+	redis := startRedis(t)
 	// The free ports may be taken between probing and rspamd binding them;
 	// try a few times.
 	for attempt := 0; attempt < 3; attempt++ {
-		if s := run(t, bin, dir); s != nil {
+		if s := run(t, bin, dir, redis); s != nil {
 			t.Cleanup(s.Stop)
 			return s
 		}
@@ -88,10 +98,10 @@ func Start(t testing.TB) *Server {
 }
 
 // run starts rspamd and waits for it; nil when it exited before answering.
-func run(t testing.TB, bin, dir string) *Server {
+func run(t testing.TB, bin, dir, redis string) *Server {
 	t.Helper()
 	normal, controller := proctest.FreeAddr(t), proctest.FreeAddr(t)
-	s := &Server{URL: "http://" + normal, ControllerURL: "http://" + controller, exited: make(chan struct{})}
+	s := &Server{URL: "http://" + normal, ControllerURL: "http://" + controller, RedisAddr: redis, exited: make(chan struct{})}
 	cacheDir := hsCache(dir)
 	// rspamds starting at once (test packages run in parallel) would write
 	// the shared compiled-pattern cache together and load half-written
@@ -106,6 +116,7 @@ func run(t testing.TB, bin, dir string) *Server {
 		"--var", "MAIRUST_NORMAL_SOCKET="+normal,
 		"--var", "MAIRUST_CONTROLLER_SOCKET="+controller,
 		"--var", "MAIRUST_PASSWORD="+Password,
+		"--var", "MAIRUST_REDIS="+redis,
 		"--var", "MAIRUST_HS_CACHE="+cacheDir)
 	s.cmd.Stdout, s.cmd.Stderr = &s.out, &s.out
 	// Its own process group, so that Stop ends the workers with the main process.
@@ -131,6 +142,84 @@ func run(t testing.TB, bin, dir string) *Server {
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
+}
+
+// startRedis runs a redis-server for rspamd's Bayes on a free loopback port,
+// keeping nothing on disk, and waits until it answers; it is killed when the
+// test ends. It returns the server's address.
+func startRedis(t testing.TB) string {
+	t.Helper()
+	bin, err := exec.LookPath("redis-server")
+	if err != nil {
+		t.Fatalf("redis-server is not installed: %s", redisInstall)
+	}
+	dir := t.TempDir()
+	// The free port may be taken between probing and redis-server binding
+	// it; try a few times.
+	var out string
+	for attempt := 0; attempt < 3; attempt++ {
+		var addr string
+		if addr, out = runRedis(t, bin, dir); addr != "" {
+			return addr
+		}
+	}
+	t.Fatalf("redis-server did not start in three attempts:\n%s", out)
+	return ""
+}
+
+// runRedis starts redis-server and waits for it; "" and its output when it
+// exited before answering because its port was taken.
+func runRedis(t testing.TB, bin, dir string) (string, string) {
+	t.Helper()
+	addr := proctest.FreeAddr(t)
+	host, port, err := net.SplitHostPort(addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out proctest.Output
+	cmd := exec.Command(bin, "--bind", host, "--port", port, "--dir", dir,
+		"--save", "", "--appendonly", "no", "--loglevel", "warning")
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("start redis-server: %v", err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	kill := func() { cmd.Process.Kill(); <-exited }
+
+	deadline := time.After(30 * time.Second)
+	for {
+		if redisPing(addr) {
+			t.Cleanup(kill)
+			return addr, ""
+		}
+		select {
+		case <-exited:
+			if strings.Contains(out.String(), "already in use") {
+				return "", out.String()
+			}
+			t.Fatalf("redis-server exited during start:\n%s", out.String())
+		case <-deadline:
+			kill()
+			t.Fatalf("redis-server did not answer on %s within 30s:\n%s", addr, out.String())
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+// redisPing tells whether a Redis server at addr answers PING.
+func redisPing(addr string) bool {
+	c, err := net.DialTimeout("tcp", addr, time.Second)
+	if err != nil {
+		return false
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(time.Second))
+	if _, err := c.Write([]byte("PING\r\n")); err != nil {
+		return false
+	}
+	line, err := bufio.NewReader(c).ReadString('\n')
+	return err == nil && line == "+PONG\r\n"
 }
 
 // lockDir takes an exclusive lock on dir/.lock, across processes.
