@@ -27,6 +27,7 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/api"
 	"github.com/mairust/mairust/agent/blobstore"
+	"github.com/mairust/mairust/agent/imapd"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/retention"
 	"github.com/mairust/mairust/agent/smtpd"
@@ -57,10 +58,12 @@ type Options struct {
 
 // Info tells where the running agent listens.
 type Info struct {
-	SMTPAddr string
-	HTTPAddr string
-	APIAddr  string
-	Pool     *pgxpool.Pool
+	SMTPAddr  string
+	HTTPAddr  string
+	APIAddr   string
+	IMAPAddr  string // "" when imap.listen is empty
+	IMAPSAddr string // "" when imap.tls_listen is empty
+	Pool      *pgxpool.Pool
 }
 
 // Agent is a running data plane.
@@ -72,6 +75,7 @@ type Agent struct {
 	smtp      *smtpd.Server
 	spam      *spam.Scanner
 	api       *api.Server
+	imap      *imapd.Server
 	pool      *pgxpool.Pool
 	startedAt time.Time
 }
@@ -115,7 +119,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
-	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 
@@ -127,6 +131,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if a.api, err = api.New(cfg, pool, store, blobs, a.log); err != nil {
 		return err
 	}
+	a.imap = imapd.New(cfg.IMAP, tlsCfg, accounts.New(pool), store, blobs, a.log)
+	defer a.imap.Close()
 	front := http.NewServeMux()
 	front.Handle("/api/", a.api.Handler())
 	front.Handle("/", web.Handler())
@@ -163,6 +169,19 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
+	// IMAP listeners are optional: an empty address opens none.
+	var imapLn, imapsLn net.Listener
+	for _, l := range []struct {
+		key, addr string
+		ln        *net.Listener
+	}{{"imap.listen", cfg.IMAP.Listen, &imapLn}, {"imap.tls_listen", cfg.IMAP.TLSListen, &imapsLn}} {
+		if l.addr == "" {
+			continue
+		}
+		if *l.ln, err = listen(l.key, l.addr, " (is another IMAP server running there? a port below 1024 needs root)"); err != nil {
+			return err
+		}
+	}
 
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
@@ -174,8 +193,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 	// Set before the API serves its first move.
 	store.OnJunkMove(spamlearn.Enqueue(jobClient, a.spam))
 
-	errc := make(chan error, 3)
+	errc := make(chan error, 5)
 	go func() { errc <- a.smtp.Serve(smtpLn) }()
+	info := Info{SMTPAddr: smtpLn.Addr().String(), HTTPAddr: httpLn.Addr().String(), APIAddr: apiLn.Addr().String(), Pool: pool}
+	if imapLn != nil {
+		info.IMAPAddr = imapLn.Addr().String()
+		go func() { errc <- a.imap.Serve(imapLn) }()
+	}
+	if imapsLn != nil {
+		info.IMAPSAddr = imapsLn.Addr().String()
+		go func() { errc <- a.imap.ServeTLS(imapsLn) }()
+	}
 	for _, hs := range []struct {
 		srv *http.Server
 		ln  net.Listener
@@ -186,9 +214,10 @@ func Run(ctx context.Context, opts Options) (err error) {
 			}
 		}()
 	}
-	a.log.Info("agent started", "component", "agent", "smtp", smtpLn.Addr().String(), "http", httpLn.Addr().String(), "api", apiLn.Addr().String(), "storage", cfg.Storage.Backend)
+	a.log.Info("agent started", "component", "agent", "smtp", info.SMTPAddr, "http", info.HTTPAddr, "api", info.APIAddr,
+		"imap", info.IMAPAddr, "imaps", info.IMAPSAddr, "storage", cfg.Storage.Backend)
 	if opts.Ready != nil {
-		opts.Ready(Info{SMTPAddr: smtpLn.Addr().String(), HTTPAddr: httpLn.Addr().String(), APIAddr: apiLn.Addr().String(), Pool: pool})
+		opts.Ready(info)
 	}
 
 	hup := make(chan os.Signal, 1)
@@ -262,6 +291,7 @@ func (a *Agent) Reload() (config.Changes, error) {
 		a.log.Error("api settings not applied", "component", "agent", "error", err)
 	}
 	a.api.ApplyLimits(applied.RateLimit)
+	a.imap.Apply(applied.IMAP)
 	a.cfg.Store(&applied)
 	a.log.Info("configuration reloaded: "+ch.String(), "component", "agent", "applied", ch.Live, "restart_required", ch.Restart)
 	return ch, nil

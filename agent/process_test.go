@@ -37,6 +37,7 @@ type proc struct {
 	smtp string
 	http string
 	api  string
+	imap string // STARTTLS
 	log  *proctest.Output
 	done chan error
 }
@@ -60,7 +61,10 @@ http:
   listen: %s
 api:
   listen: %s
-%s`, dataDir, url, proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), extra)
+imap:
+  listen: %s
+  tls_listen: %s
+%s`, dataDir, url, proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), extra)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -75,7 +79,7 @@ func startAgent(t *testing.T, cfgPath string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{log: &proctest.Output{}, done: make(chan error, 1), smtp: cfg.SMTP.Listen, http: cfg.HTTP.Listen, api: cfg.API.Listen}
+	p := &proc{log: &proctest.Output{}, done: make(chan error, 1), smtp: cfg.SMTP.Listen, http: cfg.HTTP.Listen, api: cfg.API.Listen, imap: cfg.IMAP.Listen}
 	p.cmd = exec.Command(bin, "agent", "--config", cfgPath)
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {
@@ -130,6 +134,15 @@ func testMessage(id string) string {
 // sendOne delivers testMessage(id) to alice over plain SMTP, with subject
 // in place of the default one when given.
 func sendOne(addr, id string, subject ...string) error {
+	msg := testMessage(id)
+	if len(subject) > 0 {
+		msg = strings.Replace(msg, "Subject: load "+id, "Subject: "+subject[0], 1)
+	}
+	return sendRaw(addr, msg)
+}
+
+// sendRaw delivers msg to alice over plain SMTP.
+func sendRaw(addr, msg string) error {
 	c, err := smtp.Dial(addr)
 	if err != nil {
 		return err
@@ -145,11 +158,9 @@ func sendOne(addr, id string, subject ...string) error {
 	if err != nil {
 		return err
 	}
-	msg := testMessage(id)
-	if len(subject) > 0 {
-		msg = strings.Replace(msg, "Subject: load "+id, "Subject: "+subject[0], 1)
+	if _, err := io.WriteString(w, msg); err != nil {
+		return err
 	}
-	io.WriteString(w, msg)
 	if err := w.Close(); err != nil {
 		return err
 	}

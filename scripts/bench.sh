@@ -6,7 +6,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 msgs=${1:-20000} conns=${2:-50} size=${3:-10k}
-bin=bin/mairust
+bin=${BIN:-bin/mairust}
 dir=$(mktemp -d /tmp/mairust-bench.XXXXXX)
 chmod 755 "$dir"
 smtp=127.0.0.1:2626 http=127.0.0.1:8626 api=127.0.0.1:8627

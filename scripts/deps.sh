@@ -2,7 +2,7 @@
 # Installs what MaiRust needs on a Debian machine, pinned, only when missing.
 #   scripts/deps.sh run   — what `make run` needs (PostgreSQL binaries, swaks)
 #   scripts/deps.sh test  — that plus the test tools (versitygw, staticcheck,
-#                           Redis, rspamd, Chromium) and the services started
+#                           Redis, rspamd, Chromium, mbsync) and the services started
 set -euo pipefail
 what=${1:-test}
 gobin=$(go env GOPATH)/bin
@@ -16,6 +16,7 @@ if [ "$what" = test ]; then
   need redis-server redis-server
   need rspamd rspamd
   need chromium chromium
+  need mbsync isync
 fi
 if [ ${#apt_pkgs[@]} -gt 0 ]; then
   echo "deps: installing ${apt_pkgs[*]} with apt-get"

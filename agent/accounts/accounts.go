@@ -220,3 +220,19 @@ func (a *Accounts) UserByID(ctx context.Context, id int64) (User, error) {
 	}
 	return u, err
 }
+
+// RecordLogin adds a sign-in attempt to the admin log (events): by whom,
+// whether it succeeded, from which address and over what (api, imap).
+// tenant is "" when the address is no user's.
+func (a *Accounts) RecordLogin(ctx context.Context, tenant, actor string, ok bool, ip, via string) error {
+	var t *string
+	if tenant != "" {
+		t = &tenant
+	}
+	_, err := a.pool.Exec(ctx, `INSERT INTO events(tenant_id, kind, actor, detail) VALUES($1, 'auth.login', $2, $3)`,
+		t, actor, map[string]any{"ok": ok, "ip": ip, "via": via})
+	if err != nil {
+		return fmt.Errorf("accounts: record login: %w", err)
+	}
+	return nil
+}

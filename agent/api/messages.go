@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"maps"
+	"math"
 	"mime"
 	"net/http"
 	"net/url"
@@ -45,7 +46,7 @@ func (s *Server) listFolders(w http.ResponseWriter, r *http.Request) error {
 	}
 	list := make([]folderJSON, len(folders))
 	for i, f := range folders {
-		list[i] = folderJSON(f)
+		list[i] = folderJSON{Name: f.Name, Special: f.Special, Total: f.Total}
 	}
 	writeJSON(w, http.StatusOK, folderList{list})
 	return nil
@@ -94,7 +95,7 @@ type messagePage struct {
 }
 
 // listMessages pages through a folder newest first. There is no offset:
-// the cursor resumes below the last id seen, so a page never repeats or
+// the cursor resumes below the last UID seen, so a page never repeats or
 // skips a message when mail arrives or is deleted between requests.
 func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
 	q := r.URL.Query()
@@ -116,7 +117,7 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
 		return err
 	}
 	user := caller(r).ID
-	var after int64
+	var after uint32
 	if c := q.Get("cursor"); c != "" {
 		var ok bool
 		if after, ok = s.keys.Load().readCursor(c, user, folder); !ok {
@@ -135,64 +136,65 @@ func (s *Server) listMessages(w http.ResponseWriter, r *http.Request) error {
 		page.Messages[i] = summary(m)
 	}
 	if more {
-		page.NextCursor = s.keys.Load().cursor(msgs[len(msgs)-1].ID, user, folder)
+		page.NextCursor = s.keys.Load().cursor(msgs[len(msgs)-1].UID, user, folder)
 	}
 	writeJSON(w, http.StatusOK, page)
 	return nil
 }
 
-// A cursor is base64url of a version byte, the last id of the page (8
+// A cursor is base64url of a version byte, the last UID of the page (8
 // bytes, big-endian) and the first cursorMACSize bytes of an HMAC-SHA256
-// over version, id, user id and folder name, so a client can neither
+// over version, UID, user id and folder name, so a client can neither
 // forge one nor use it for another user or folder. The MAC key is derived
 // from the access-token signing secret (api.jwt_key, or the key kept in
 // data_dir/api-jwt.key), not from a per-process random key: cursors stay
 // valid across restarts, and after a key rotation for as long as the old
 // key is listed in api.jwt_previous_keys.
 const (
-	cursorVersion = 1
+	cursorVersion = 2 // 1 held a message id: refused since pages go by UID
 	cursorMACSize = 16
 	cursorSize    = 1 + 8 + cursorMACSize
 )
 
-// cursorMAC authenticates a cursor's version and id for user and folder
+// cursorMAC authenticates a cursor's version and UID for user and folder
 // with the key derived from secret.
-func cursorMAC(secret []byte, id, user int64, folder string) []byte {
+func cursorMAC(secret []byte, uid uint32, user int64, folder string) []byte {
 	derive := hmac.New(sha256.New, secret)
 	derive.Write([]byte("mairust api list cursor"))
 	mac := hmac.New(sha256.New, derive.Sum(nil))
 	var b [17]byte
 	b[0] = cursorVersion
-	binary.BigEndian.PutUint64(b[1:], uint64(id))
+	binary.BigEndian.PutUint64(b[1:], uint64(uid))
 	binary.BigEndian.PutUint64(b[9:], uint64(user))
 	mac.Write(b[:])
 	mac.Write([]byte(folder))
 	return mac.Sum(nil)[:cursorMACSize]
 }
 
-// cursor returns the cursor resuming below id, signed with the current key.
-func (k *keyring) cursor(id, user int64, folder string) string {
+// cursor returns the cursor resuming below uid, signed with the current key.
+func (k *keyring) cursor(uid uint32, user int64, folder string) string {
 	b := make([]byte, 0, cursorSize)
 	b = append(b, cursorVersion)
-	b = binary.BigEndian.AppendUint64(b, uint64(id))
-	b = append(b, cursorMAC(k.current.Secret, id, user, folder)...)
+	b = binary.BigEndian.AppendUint64(b, uint64(uid))
+	b = append(b, cursorMAC(k.current.Secret, uid, user, folder)...)
 	return base64.RawURLEncoding.EncodeToString(b)
 }
 
-// readCursor returns the id in c when a key of the ring made c for user
+// readCursor returns the UID in c when a key of the ring made c for user
 // and folder.
-func (k *keyring) readCursor(c string, user int64, folder string) (int64, bool) {
+func (k *keyring) readCursor(c string, user int64, folder string) (uint32, bool) {
 	b, err := base64.RawURLEncoding.DecodeString(c)
 	if err != nil || len(b) != cursorSize || b[0] != cursorVersion {
 		return 0, false
 	}
-	id := int64(binary.BigEndian.Uint64(b[1:9]))
-	if id <= 0 {
+	n := binary.BigEndian.Uint64(b[1:9])
+	if n == 0 || n > math.MaxUint32 {
 		return 0, false
 	}
+	uid := uint32(n)
 	for _, secret := range k.byID {
-		if hmac.Equal(b[9:], cursorMAC(secret, id, user, folder)) {
-			return id, true
+		if hmac.Equal(b[9:], cursorMAC(secret, uid, user, folder)) {
+			return uid, true
 		}
 	}
 	return 0, false

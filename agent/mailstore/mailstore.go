@@ -130,17 +130,29 @@ func (s *Store) commitBatch(batch []*pending) []error {
 	ctx, cancel := context.WithTimeout(context.Background(), commitTimeout)
 	defer cancel()
 	start := time.Now()
+	// The batch locks every folder it delivers to first, in id order: a move
+	// locks its two folders in that order too, so the two cannot deadlock.
 	var b pgx.Batch
+	var folderIDs []int64
+	for _, p := range batch {
+		for i, r := range p.d.Recipients {
+			if p.d.Folders != nil {
+				folderIDs = append(folderIDs, p.d.Folders[i])
+			} else {
+				folderIDs = append(folderIDs, r.InboxID)
+			}
+		}
+	}
+	b.Queue(`SELECT FROM folders WHERE id = ANY($1) ORDER BY id FOR UPDATE`, folderIDs)
 	for _, p := range batch {
 		d := p.d
 		n := len(d.Recipients)
-		tenants, users, folders, rcpts := make([]string, n), make([]int64, n), make([]int64, n), make([]string, n)
+		tenants, users, rcpts := make([]string, n), make([]int64, n), make([]string, n)
 		for i, r := range d.Recipients {
-			tenants[i], users[i], folders[i], rcpts[i] = r.TenantID, r.UserID, r.InboxID, r.Address
-			if d.Folders != nil {
-				folders[i] = d.Folders[i]
-			}
+			tenants[i], users[i], rcpts[i] = r.TenantID, r.UserID, r.Address
 		}
+		folders := folderIDs[:n]
+		folderIDs = folderIDs[n:]
 		var date *time.Time
 		if !d.Header.Date.IsZero() {
 			date = &d.Header.Date
@@ -176,9 +188,14 @@ func spamColumns(v spam.Verdict) (*float64, string) {
 	return &v.Score, string(symbols)
 }
 
-// runBatch sends b and reads each delivery's ids into batch.
+// runBatch sends b (the folder locks, then one statement per delivery) and
+// reads each delivery's ids into batch.
 func (s *Store) runBatch(ctx context.Context, b *pgx.Batch, batch []*pending) error {
 	br := s.pool.SendBatch(ctx, b)
+	if _, err := br.Exec(); err != nil {
+		br.Close()
+		return err
+	}
 	for _, p := range batch {
 		rows, err := br.Query()
 		if err != nil {

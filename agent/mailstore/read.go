@@ -17,16 +17,30 @@ var (
 	ErrNoFolder = errors.New("no such folder")
 )
 
-// Folder is one of a user's folders with the number of messages in it.
+// Folder is one of a user's folders with the number of messages in it and
+// its IMAP numbers.
 type Folder struct {
-	Name    string
-	Special string // inbox, junk, sent, trash, or "" for a folder of the user's own
-	Total   int64
+	ID          int64
+	Name        string
+	Special     string // inbox, junk, sent, trash, or "" for a folder of the user's own
+	Total       int64  // messages not deleted
+	UIDValidity uint32
+	UIDNext     uint32 // the UID the next message in the folder gets
+}
+
+// folderColumns are the columns scanFolder reads, for folders f.
+const folderColumns = `f.id, f.name, coalesce(f.special, ''), f.total, f.uid_validity, f.uid_next`
+
+func scanFolder(row pgx.CollectableRow) (Folder, error) {
+	var f Folder
+	err := row.Scan(&f.ID, &f.Name, &f.Special, &f.Total, &f.UIDValidity, &f.UIDNext)
+	return f, err
 }
 
 // Message is a stored message's metadata row.
 type Message struct {
 	ID         int64
+	UID        uint32 // IMAP UID in Folder
 	Folder     string
 	BlobKey    string
 	Size       int64
@@ -58,21 +72,15 @@ func FolderName(name string) string {
 }
 
 // Folders returns the user's folders, special ones first, with their
-// message counts (deleted messages not counted), in one query.
+// message counts (deleted messages not counted; kept by triggers).
 func (s *Store) Folders(ctx context.Context, userID int64) ([]Folder, error) {
 	rows, err := s.pool.Query(ctx, `
-		SELECT f.name, coalesce(f.special, ''),
-			(SELECT count(*) FROM messages m WHERE m.folder_id = f.id AND m.deleted_at IS NULL)
-		FROM folders f WHERE f.user_id = $1
+		SELECT `+folderColumns+` FROM folders f WHERE f.user_id = $1
 		ORDER BY array_position(ARRAY['inbox', 'sent', 'junk', 'trash'], f.special) NULLS LAST, f.name`, userID)
 	if err != nil {
 		return nil, fmt.Errorf("mailstore: folders: %w", err)
 	}
-	list, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) (Folder, error) {
-		var f Folder
-		err := row.Scan(&f.Name, &f.Special, &f.Total)
-		return f, err
-	})
+	list, err := pgx.CollectRows(rows, scanFolder)
 	if err != nil {
 		return nil, fmt.Errorf("mailstore: folders: %w", err)
 	}
@@ -81,7 +89,7 @@ func (s *Store) Folders(ctx context.Context, userID int64) ([]Folder, error) {
 
 // messageColumns are the columns scanMessage reads, for messages m joined
 // with their folder f.
-const messageColumns = `m.id, f.name, m.blob_key, m.size, m.from_addr, m.to_addrs, m.cc_addrs,
+const messageColumns = `m.id, m.uid, f.name, m.blob_key, m.size, m.from_addr, m.to_addrs, m.cc_addrs,
 	m.subject, m.message_id, m.date, m.received_at, m.scanned, m.spam_score, m.spam_action, m.spam_symbols`
 
 // scanMessage reads a row of messageColumns followed by the columns extra
@@ -90,7 +98,7 @@ func scanMessage(extra ...any) pgx.RowToFunc[Message] {
 	return func(row pgx.CollectableRow) (Message, error) {
 		var m Message
 		var date *time.Time
-		err := row.Scan(append([]any{&m.ID, &m.Folder, &m.BlobKey, &m.Size, &m.From, &m.To, &m.Cc, &m.Subject, &m.MessageID, &date, &m.ReceivedAt,
+		err := row.Scan(append([]any{&m.ID, &m.UID, &m.Folder, &m.BlobKey, &m.Size, &m.From, &m.To, &m.Cc, &m.Subject, &m.MessageID, &date, &m.ReceivedAt,
 			&m.Spam.Scanned, &m.Spam.Score, &m.Spam.Action, &m.Spam.Symbols}, extra...)...)
 		if date != nil {
 			m.Date = *date
@@ -100,31 +108,31 @@ func scanMessage(extra ...any) pgx.RowToFunc[Message] {
 }
 
 // List returns up to limit of the user's messages in the named folder,
-// newest (highest id) first, with ids below afterID (0: from the newest).
-// more reports whether another page follows. Paging by id stays stable
-// while messages arrive or go: each page resumes below the last id seen.
+// newest (highest UID: the last to arrive in the folder) first, with UIDs
+// below beforeUID (0: from the newest). more reports whether another page
+// follows. Paging by UID stays stable while messages arrive or go: each
+// page resumes below the last UID seen.
 //
-// It walks the messages_folder index backwards and reads limit+1 rows. The
-// folder is bounded by two row comparisons rather than "folder_id = f.id
-// AND id < $3" on purpose: with an equality the planner may take a
-// backward scan of the primary key filtered by folder, which reads every
-// newer message of every user (an empty folder reads the whole table);
-// ordered by (folder_id, id) without an equality, only messages_folder
-// gives the order without a sort.
-func (s *Store) List(ctx context.Context, userID int64, folder string, limit int, afterID int64) (msgs []Message, more bool, err error) {
-	if afterID <= 0 {
-		afterID = 1<<63 - 1
+// It walks the messages_folder_uid index backwards and reads limit+1 rows.
+// The folder is bounded by two row comparisons rather than "folder_id =
+// f.id AND uid < $3" on purpose: with an equality the planner may read the
+// folder's index forwards and sort; ordered by (folder_id, uid) without an
+// equality, only the index gives the order without a sort.
+func (s *Store) List(ctx context.Context, userID int64, folder string, limit int, beforeUID uint32) (msgs []Message, more bool, err error) {
+	before := int64(beforeUID)
+	if before <= 0 {
+		before = 1<<63 - 1
 	}
 	rows, err := s.pool.Query(ctx, `
 		SELECT `+messageColumns+`
 		FROM folders f
 		CROSS JOIN LATERAL (
 			SELECT * FROM messages m
-			WHERE (m.folder_id, m.id) > (f.id, 0) AND (m.folder_id, m.id) < (f.id, $3)
+			WHERE (m.folder_id, m.uid) > (f.id, 0) AND (m.folder_id, m.uid) < (f.id, $3)
 				AND m.user_id = f.user_id AND m.deleted_at IS NULL
-			ORDER BY m.folder_id DESC, m.id DESC LIMIT $4) m
+			ORDER BY m.folder_id DESC, m.uid DESC LIMIT $4) m
 		WHERE f.user_id = $1 AND f.name = $2
-		ORDER BY m.id DESC`, userID, FolderName(folder), afterID, limit+1)
+		ORDER BY m.uid DESC`, userID, FolderName(folder), before, limit+1)
 	if err != nil {
 		return nil, false, fmt.Errorf("mailstore: list: %w", err)
 	}
@@ -189,18 +197,22 @@ func (s *Store) Move(ctx context.Context, userID, id int64, folder string) (Mess
 	var m Message
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
 		// old locks the row, so that wasJunk is the folder this move leaves.
+		// It reads messages alone: a move of the same message committed while
+		// this one waited for the lock is then seen (with a join, the
+		// re-check would drop the row and report it missing).
 		var wasJunk, isJunk bool
 		rows, err := tx.Query(ctx, `
 			WITH f AS (SELECT id, name, special FROM folders WHERE user_id = $1 AND name = $3),
 			old AS (
-				SELECT m.id, cur.special FROM messages m JOIN folders cur ON cur.id = m.folder_id
+				SELECT m.id, m.folder_id FROM messages m
 				WHERE m.id = $2 AND m.user_id = $1 AND m.deleted_at IS NULL
-				FOR UPDATE OF m),
+				FOR UPDATE),
+			cur AS (SELECT c.special FROM folders c, old WHERE c.id = old.folder_id),
 			m AS (
 				UPDATE messages m SET folder_id = f.id FROM f, old
 				WHERE m.id = old.id
 				RETURNING m.*)
-			SELECT `+messageColumns+`, old.special IS NOT DISTINCT FROM 'junk', f.special IS NOT DISTINCT FROM 'junk'
+			SELECT `+messageColumns+`, (SELECT special FROM cur) IS NOT DISTINCT FROM 'junk', f.special IS NOT DISTINCT FROM 'junk'
 			FROM m, f, old`, userID, id, FolderName(folder))
 		if err != nil {
 			return err

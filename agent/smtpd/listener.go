@@ -5,6 +5,8 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+
+	"github.com/mairust/mairust/internal/clientip"
 )
 
 // listener enforces the connection limits before the greeting: a client over
@@ -25,7 +27,7 @@ func (l *listener) Accept() (net.Conn, error) {
 		if err != nil {
 			return nil, err
 		}
-		ip := remoteIP(c.RemoteAddr())
+		ip := clientip.Of(c.RemoteAddr())
 		l.mu.Lock()
 		full := len(l.conns) >= l.srv.cfg.MaxConnections
 		over := l.perIP[ip] >= int(l.srv.maxPerIP.Load())
@@ -115,14 +117,3 @@ type drainErr struct{}
 func (drainErr) Error() string   { return "server shutting down" }
 func (drainErr) Timeout() bool   { return true }
 func (drainErr) Temporary() bool { return true }
-
-func remoteIP(a net.Addr) string {
-	if t, ok := a.(*net.TCPAddr); ok {
-		return t.IP.String()
-	}
-	host, _, err := net.SplitHostPort(a.String())
-	if err != nil {
-		return a.String()
-	}
-	return host
-}

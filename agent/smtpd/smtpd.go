@@ -22,6 +22,7 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/spam"
+	"github.com/mairust/mairust/internal/clientip"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/ratelimit"
 )
@@ -116,7 +117,7 @@ func (b backend) NewSession(c *smtp.Conn) (smtp.Session, error) {
 	sessionsTotal.Inc()
 	id := newID()
 	tc, _ := underlying(c.Conn()).(*conn)
-	ss := &session{s: b.s, c: c, tc: tc, id: id, ip: remoteIP(c.Conn().RemoteAddr())}
+	ss := &session{s: b.s, c: c, tc: tc, id: id, ip: clientip.Of(c.Conn().RemoteAddr())}
 	ss.log = b.s.log.With("request_id", id, "client_ip", ss.ip, "helo", c.Hostname())
 	return ss, nil
 }

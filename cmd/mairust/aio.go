@@ -18,10 +18,10 @@ import (
 func init() {
 	c := &command{name: "aio", summary: "run everything on this machine: an embedded PostgreSQL (system binaries, own data dir) and the agent"}
 	var (
-		rf                               runFlags
-		dataDir, smtpListen, httpListen  string
-		apiListen                        string
-		domain, admin, adminPW, hostname string
+		rf                                 runFlags
+		dataDir, smtpListen, httpListen    string
+		apiListen, imapListen, imapsListen string
+		domain, admin, adminPW, hostname   string
 	)
 	c.run = func(args []string) error {
 		fs := flags(c)
@@ -30,6 +30,8 @@ func init() {
 		fs.StringVar(&smtpListen, "smtp-listen", "", "SMTP address; overrides smtp.listen (without --config: 127.0.0.1:2525)")
 		fs.StringVar(&httpListen, "http-listen", "", "management HTTP address; overrides http.listen")
 		fs.StringVar(&apiListen, "api-listen", "", "REST API address; overrides api.listen")
+		fs.StringVar(&imapListen, "imap-listen", "", "IMAP (STARTTLS) address; overrides imap.listen (without --config: 127.0.0.1:1143)")
+		fs.StringVar(&imapsListen, "imaps-listen", "", "IMAPS address; overrides imap.tls_listen (without --config: 127.0.0.1:1993)")
 		fs.StringVar(&hostname, "hostname", "", "SMTP host name; overrides smtp.hostname")
 		fs.StringVar(&domain, "domain", "example.test", "first mail domain, created on first start")
 		fs.StringVar(&admin, "admin", "", "first (admin) mail user, created on first start (default admin@<domain>)")
@@ -47,8 +49,9 @@ func init() {
 			rf.override(c)
 			if rf.config == "" {
 				c.SMTP.Listen = "127.0.0.1:2525"
+				c.IMAP.Listen, c.IMAP.TLSListen = "127.0.0.1:1143", "127.0.0.1:1993"
 			}
-			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&apiListen, &c.API.Listen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}} {
+			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&apiListen, &c.API.Listen}, {&imapListen, &c.IMAP.Listen}, {&imapsListen, &c.IMAP.TLSListen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}} {
 				if *o.flag != "" {
 					*o.field = *o.flag
 				}
@@ -130,6 +133,9 @@ func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw s
 	fmt.Printf("\nMaiRust all-in-one is running.\n")
 	fmt.Printf("  SMTP      %s (STARTTLS available)\n", info.SMTPAddr)
 	fmt.Printf("  Webmail   http://%s/   (REST API under /api/v1)\n", info.APIAddr)
+	if info.IMAPAddr != "" || info.IMAPSAddr != "" {
+		fmt.Printf("  IMAP      %s (STARTTLS)   IMAPS %s   (read-only)\n", orNone(info.IMAPAddr), orNone(info.IMAPSAddr))
+	}
 	fmt.Printf("  Metrics   http://%s/metrics   Health: http://%s/health\n", info.HTTPAddr, info.HTTPAddr)
 	fmt.Printf("  Data      %s (mail in mail/, %s)\n", dataDir, db)
 	if created {
@@ -138,4 +144,12 @@ func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw s
 	fmt.Printf("\nSend a test message:\n  swaks --to %s --server %s\n", admin, info.SMTPAddr)
 	fmt.Printf("Stop with Ctrl-C (running sessions are let finish).\n\n")
 	log.Info("all-in-one ready", "component", "aio", "smtp", info.SMTPAddr)
+}
+
+// orNone shows an address, or that there is no listener.
+func orNone(addr string) string {
+	if addr == "" {
+		return "(none)"
+	}
+	return addr
 }

@@ -125,6 +125,9 @@ func startAIO(t *testing.T, dataDir string, extra ...string) *aioProc {
 	if !slices.Contains(extra, "--api-listen") {
 		args = append(args, "--api-listen", proctest.FreeAddr(t))
 	}
+	if !slices.Contains(extra, "--imap-listen") {
+		args = append(args, "--imap-listen", proctest.FreeAddr(t), "--imaps-listen", proctest.FreeAddr(t))
+	}
 	p.cmd = exec.Command(proctest.Binary(t), append(args, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr
 	p.cmd.WaitDelay = 10 * time.Second

@@ -20,6 +20,7 @@ type Config struct {
 	S3        S3        `yaml:"s3"`
 	Retention Retention `yaml:"retention"`
 	API       API       `yaml:"api"`
+	IMAP      IMAP      `yaml:"imap"`
 	RateLimit RateLimit `yaml:"ratelimit"`
 	Spam      Spam      `yaml:"spam"`
 }
@@ -102,6 +103,18 @@ type RateLimit struct {
 	RedisURL         string `yaml:"redis_url" env:"MAIRUST_RATELIMIT_REDIS_URL" doc:"redis:// URL of a Redis shared by several agents for their counters. Empty: counters in memory."`
 }
 
+// IMAP configures the read-only IMAP server. It takes the SMTP server's
+// TLS certificate (smtp.tls_cert, or the generated one).
+type IMAP struct {
+	Listen              string        `yaml:"listen" doc:"Address of the IMAP listener (STARTTLS). Empty: none."`
+	TLSListen           string        `yaml:"tls_listen" doc:"Address of the IMAPS listener (TLS from the first byte). Empty: none."`
+	PlaintextAuth       bool          `yaml:"plaintext_auth" doc:"Allow LOGIN and AUTHENTICATE before STARTTLS. Leave it false unless the listener is on loopback for testing."`
+	MaxConnections      int           `yaml:"max_connections" doc:"Most IMAP connections open at once, all clients together."`
+	MaxConnectionsPerIP int           `yaml:"max_connections_per_ip" reload:"live" doc:"Most IMAP connections open at once from one client IP address."`
+	LoginsPerIPMinute   int           `yaml:"logins_per_ip_per_minute" reload:"live" doc:"Most LOGIN and AUTHENTICATE attempts per minute from one client IP address."`
+	IdlePoll            time.Duration `yaml:"idle_poll" doc:"How often the agent looks for changes in the folders that IMAP clients have selected (IDLE and NOOP see new mail within it; 100ms-1m)."`
+}
+
 // Spam configures the scan of incoming mail: the built-in rules, then
 // rspamd when rspamd_url is set.
 type Spam struct {
@@ -143,7 +156,15 @@ func Default() Config {
 			CleanupInterval:     time.Hour,
 			OrphanBlobGrace:     time.Hour,
 		},
-		API:       API{Listen: "127.0.0.1:8080", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 30 * 24 * time.Hour},
+		API: API{Listen: "127.0.0.1:8080", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 30 * 24 * time.Hour},
+		IMAP: IMAP{
+			Listen:              ":143",
+			TLSListen:           ":993",
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 50,
+			LoginsPerIPMinute:   30,
+			IdlePoll:            time.Second,
+		},
 		RateLimit: RateLimit{UserPerMinute: 60, AdminIPPerMinute: 30},
 		Spam:      Spam{Timeout: 10 * time.Second, OnError: "accept"},
 	}
