@@ -27,6 +27,7 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/api"
 	"github.com/mairust/mairust/agent/blobstore"
+	"github.com/mairust/mairust/agent/hooks"
 	"github.com/mairust/mairust/agent/imapd"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/retention"
@@ -76,6 +77,7 @@ type Agent struct {
 	spam      *spam.Scanner
 	api       *api.Server
 	imap      *imapd.Server
+	hooks     *hooks.Manager
 	pool      *pgxpool.Pool
 	startedAt time.Time
 }
@@ -119,7 +121,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
-	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), hooks.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 
@@ -186,12 +188,18 @@ func Run(ctx context.Context, opts Options) (err error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
 	river.AddWorker(workers, &spamlearn.Worker{Pool: pool, Store: store, Blobs: blobs, Scanner: a.spam})
+	a.hooks = hooks.New(pluginSettings(cfg), pool, store, blobs, a.log)
+	if err := a.hooks.Load(ctx); err != nil {
+		return err
+	}
+	a.hooks.Register(workers)
 	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)}, a.log)
 	if err != nil {
 		return err
 	}
-	// Set before the API serves its first move.
+	// Set before the API serves its first move and SMTP its first message.
 	store.OnJunkMove(spamlearn.Enqueue(jobClient, a.spam))
+	a.hooks.Start(jobClient)
 
 	errc := make(chan error, 5)
 	go func() { errc <- a.smtp.Serve(smtpLn) }()
@@ -292,9 +300,22 @@ func (a *Agent) Reload() (config.Changes, error) {
 	}
 	a.api.ApplyLimits(applied.RateLimit)
 	a.imap.Apply(applied.IMAP)
+	a.hooks.Apply(pluginSettings(applied))
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	if err := a.hooks.Load(ctx); err != nil {
+		a.log.Error("plugins not reloaded; the previous ones stay", "component", "agent", "error", err)
+	}
 	a.cfg.Store(&applied)
 	a.log.Info("configuration reloaded: "+ch.String(), "component", "agent", "applied", ch.Live, "restart_required", ch.Restart)
 	return ch, nil
+}
+
+// pluginSettings are cfg's plugins settings with their paths resolved.
+func pluginSettings(cfg config.Config) config.Plugins {
+	p := cfg.Plugins
+	p.Dir, p.WorkDir, p.LogDir = cfg.PluginPaths()
+	return p
 }
 
 func openBlobs(ctx context.Context, cfg config.Config) (blobstore.Store, error) {

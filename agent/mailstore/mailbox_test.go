@@ -2,11 +2,15 @@ package mailstore
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mairust/mairust/agent/accounts"
 )
@@ -140,4 +144,33 @@ func TestConcurrentMovesAndDeliveries(t *testing.T) {
 			t.Errorf("%s: total %d, next %d, %d UIDs", name, fo.Total, fo.UIDNext, len(uids))
 		}
 	}
+}
+
+// TestDeliverHookCommitsWithTheBatch: what the hook writes commits with the
+// messages; a failing hook fails the delivery and stores nothing.
+func TestDeliverHookCommitsWithTheBatch(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	pool := f.store.pool
+	if _, err := pool.Exec(ctx, `CREATE TABLE hook_seen (message_id bigint PRIMARY KEY REFERENCES messages(id))`); err != nil {
+		t.Fatal(err)
+	}
+	f.store.OnDeliver(func(ctx context.Context, tx pgx.Tx, ids []int64) error {
+		_, err := tx.Exec(ctx, `INSERT INTO hook_seen SELECT unnest($1::bigint[])`, ids)
+		return err
+	})
+	ids := f.deliver(t, "hooked", f.alice, f.bob)
+	var n int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM hook_seen WHERE message_id = ANY($1)`, ids).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("hook rows for %v: %d, %v", ids, n, err)
+	}
+	f.store.OnDeliver(func(context.Context, pgx.Tx, []int64) error { return errors.New("hook down") })
+	if _, err := f.store.Deliver(ctx, Delivery{MailFrom: "s@remote.test", Recipients: []accounts.Recipient{f.alice}, Data: []byte("refused")}); err == nil || !strings.Contains(err.Error(), "hook down") {
+		t.Fatalf("delivery with a failing hook: %v", err)
+	}
+	f.store.OnDeliver(nil)
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM messages`).Scan(&n); err != nil || n != 2 {
+		t.Fatalf("%d messages after the failed delivery, %v; want the 2 from before", n, err)
+	}
+	f.deliver(t, "no hook", f.alice)
 }

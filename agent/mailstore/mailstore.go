@@ -10,6 +10,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -40,6 +41,25 @@ type Store struct {
 	commit *groupcommit.Committer[*pending]
 	// junkMove is called by Move; nil: nothing to do.
 	junkMove JunkMoveHook
+	// deliverHook is called in each batch's transaction; nil: none, and
+	// the batch commits in one implicit transaction.
+	deliverHook atomic.Pointer[DeliverHook]
+}
+
+// DeliverHook is called inside the transaction that commits a batch of
+// deliveries, with the ids of every message the batch stores, to add what
+// must commit with them (follow-up jobs). Its error rolls the batch back:
+// every delivery in it fails (451 to the sender).
+type DeliverHook func(ctx context.Context, tx pgx.Tx, ids []int64) error
+
+// OnDeliver sets the hook (nil removes it); it may change while the store
+// is in use.
+func (s *Store) OnDeliver(hook DeliverHook) {
+	if hook == nil {
+		s.deliverHook.Store(nil)
+		return
+	}
+	s.deliverHook.Store(&hook)
 }
 
 // New returns a Store writing metadata to pool and content to blobs. Close
@@ -189,9 +209,28 @@ func spamColumns(v spam.Verdict) (*float64, string) {
 }
 
 // runBatch sends b (the folder locks, then one statement per delivery) and
-// reads each delivery's ids into batch.
+// reads each delivery's ids into batch; with a deliver hook, in an explicit
+// transaction that the hook joins.
 func (s *Store) runBatch(ctx context.Context, b *pgx.Batch, batch []*pending) error {
-	br := s.pool.SendBatch(ctx, b)
+	hook := s.deliverHook.Load()
+	if hook == nil {
+		return readIDs(s.pool.SendBatch(ctx, b), batch)
+	}
+	return pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
+		if err := readIDs(tx.SendBatch(ctx, b), batch); err != nil {
+			return err
+		}
+		var ids []int64
+		for _, p := range batch {
+			ids = append(ids, p.ids...)
+		}
+		return (*hook)(ctx, tx, ids)
+	})
+}
+
+// readIDs reads the answers to a batch: the folder locks, then each
+// delivery's new message ids.
+func readIDs(br pgx.BatchResults, batch []*pending) error {
 	if _, err := br.Exec(); err != nil {
 		br.Close()
 		return err

@@ -44,6 +44,8 @@ type Message struct {
 	Folder     string
 	BlobKey    string
 	Size       int64
+	MailFrom   string // the envelope sender
+	RcptTo     string // the envelope recipient this copy went to
 	From       string
 	To         string
 	Cc         string
@@ -89,7 +91,7 @@ func (s *Store) Folders(ctx context.Context, userID int64) ([]Folder, error) {
 
 // messageColumns are the columns scanMessage reads, for messages m joined
 // with their folder f.
-const messageColumns = `m.id, m.uid, f.name, m.blob_key, m.size, m.from_addr, m.to_addrs, m.cc_addrs,
+const messageColumns = `m.id, m.uid, f.name, m.blob_key, m.size, m.mail_from, m.rcpt_to, m.from_addr, m.to_addrs, m.cc_addrs,
 	m.subject, m.message_id, m.date, m.received_at, m.scanned, m.spam_score, m.spam_action, m.spam_symbols`
 
 // scanMessage reads a row of messageColumns followed by the columns extra
@@ -98,7 +100,7 @@ func scanMessage(extra ...any) pgx.RowToFunc[Message] {
 	return func(row pgx.CollectableRow) (Message, error) {
 		var m Message
 		var date *time.Time
-		err := row.Scan(append([]any{&m.ID, &m.UID, &m.Folder, &m.BlobKey, &m.Size, &m.From, &m.To, &m.Cc, &m.Subject, &m.MessageID, &date, &m.ReceivedAt,
+		err := row.Scan(append([]any{&m.ID, &m.UID, &m.Folder, &m.BlobKey, &m.Size, &m.MailFrom, &m.RcptTo, &m.From, &m.To, &m.Cc, &m.Subject, &m.MessageID, &date, &m.ReceivedAt,
 			&m.Spam.Scanned, &m.Spam.Score, &m.Spam.Action, &m.Spam.Symbols}, extra...)...)
 		if date != nil {
 			m.Date = *date
@@ -196,38 +198,9 @@ func (s *Store) OnJunkMove(hook JunkMoveHook) { s.junkMove = hook }
 func (s *Store) Move(ctx context.Context, userID, id int64, folder string) (Message, error) {
 	var m Message
 	err := pgx.BeginFunc(ctx, s.pool, func(tx pgx.Tx) error {
-		// old locks the row, so that wasJunk is the folder this move leaves.
-		// It reads messages alone: a move of the same message committed while
-		// this one waited for the lock is then seen (with a join, the
-		// re-check would drop the row and report it missing).
-		var wasJunk, isJunk bool
-		rows, err := tx.Query(ctx, `
-			WITH f AS (SELECT id, name, special FROM folders WHERE user_id = $1 AND name = $3),
-			old AS (
-				SELECT m.id, m.folder_id FROM messages m
-				WHERE m.id = $2 AND m.user_id = $1 AND m.deleted_at IS NULL
-				FOR UPDATE),
-			cur AS (SELECT c.special FROM folders c, old WHERE c.id = old.folder_id),
-			m AS (
-				UPDATE messages m SET folder_id = f.id FROM f, old
-				WHERE m.id = old.id
-				RETURNING m.*)
-			SELECT `+messageColumns+`, (SELECT special FROM cur) IS NOT DISTINCT FROM 'junk', f.special IS NOT DISTINCT FROM 'junk'
-			FROM m, f, old`, userID, id, FolderName(folder))
-		if err != nil {
-			return err
-		}
-		m, err = pgx.CollectExactlyOneRow(rows, scanMessage(&wasJunk, &isJunk))
-		if errors.Is(err, pgx.ErrNoRows) {
-			if err := s.folderExists(ctx, userID, folder); err != nil {
-				return err
-			}
-			return ErrNotFound
-		}
-		if err != nil || wasJunk == isJunk || s.junkMove == nil {
-			return err
-		}
-		return s.junkMove(ctx, tx, userID, m, isJunk)
+		var err error
+		m, err = s.MoveTx(ctx, tx, userID, id, folder)
+		return err
 	})
 	switch {
 	case errors.Is(err, ErrNoFolder), errors.Is(err, ErrNotFound):
@@ -236,4 +209,50 @@ func (s *Store) Move(ctx context.Context, userID, id int64, folder string) (Mess
 		return Message{}, fmt.Errorf("mailstore: move: %w", err)
 	}
 	return m, nil
+}
+
+// MoveTx is Move inside the caller's transaction.
+func (s *Store) MoveTx(ctx context.Context, tx pgx.Tx, userID, id int64, folder string) (Message, error) {
+	// old locks the row, so that wasJunk is the folder this move leaves.
+	// It reads messages alone: a move of the same message committed while
+	// this one waited for the lock is then seen (with a join, the re-check
+	// would drop the row and report it missing).
+	var wasJunk, isJunk bool
+	rows, err := tx.Query(ctx, `
+		WITH f AS (SELECT id, name, special FROM folders WHERE user_id = $1 AND name = $3),
+		old AS (
+			SELECT m.id, m.folder_id FROM messages m
+			WHERE m.id = $2 AND m.user_id = $1 AND m.deleted_at IS NULL
+			FOR UPDATE),
+		cur AS (SELECT c.special FROM folders c, old WHERE c.id = old.folder_id),
+		m AS (
+			UPDATE messages m SET folder_id = f.id FROM f, old
+			WHERE m.id = old.id
+			RETURNING m.*)
+		SELECT `+messageColumns+`, (SELECT special FROM cur) IS NOT DISTINCT FROM 'junk', f.special IS NOT DISTINCT FROM 'junk'
+		FROM m, f, old`, userID, id, FolderName(folder))
+	if err != nil {
+		return Message{}, err
+	}
+	m, err := pgx.CollectExactlyOneRow(rows, scanMessage(&wasJunk, &isJunk))
+	if errors.Is(err, pgx.ErrNoRows) {
+		if err := s.folderExists(ctx, userID, folder); err != nil {
+			return Message{}, err
+		}
+		return Message{}, ErrNotFound
+	}
+	if err != nil || wasJunk == isJunk || s.junkMove == nil {
+		return m, err
+	}
+	return m, s.junkMove(ctx, tx, userID, m, isJunk)
+}
+
+// Owner returns the user a message belongs to (deleted or not):
+// ErrNotFound when there is no such message.
+func (s *Store) Owner(ctx context.Context, id int64) (userID int64, address string, err error) {
+	err = s.pool.QueryRow(ctx, `SELECT u.id, u.address FROM messages m JOIN mail_users u ON u.id = m.user_id WHERE m.id = $1`, id).Scan(&userID, &address)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, "", ErrNotFound
+	}
+	return userID, address, err
 }

@@ -104,18 +104,25 @@ func registerAdmin(name, arg, summary string, withTenant bool, do func(context.C
 			fs.Usage()
 			return errUsage
 		}
-		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
-		defer cancel()
-		pool, err := db.open(ctx)
-		if err != nil {
-			return err
-		}
-		defer pool.Close()
-		err = do(ctx, accounts.New(pool), fs, tenant)
-		if errors.Is(err, context.DeadlineExceeded) {
-			return errors.New("the database did not answer within a minute")
-		}
-		return err
+		return db.with(func(ctx context.Context, pool *pgxpool.Pool) error {
+			return do(ctx, accounts.New(pool), fs, tenant)
+		})
 	}
 	register(c)
+}
+
+// with runs fn with the database, all within a minute.
+func (f *dbFlags) with(fn func(context.Context, *pgxpool.Pool) error) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	pool, err := f.open(ctx)
+	if err != nil {
+		return err
+	}
+	defer pool.Close()
+	err = fn(ctx, pool)
+	if errors.Is(err, context.DeadlineExceeded) {
+		return errors.New("the database did not answer within a minute")
+	}
+	return err
 }

@@ -85,7 +85,7 @@ func init() {
 		if err != nil {
 			return err
 		}
-		ctx, release, err := claim(cfg.DataDir, 0o750)
+		ctx, release, err := claim(cfg.DataDir, 0o711)
 		if err != nil {
 			return err
 		}

@@ -2,7 +2,8 @@ package main
 
 import (
 	"fmt"
-	"runtime/debug"
+
+	"github.com/mairust/mairust/internal/version"
 )
 
 func init() {
@@ -11,16 +12,7 @@ func init() {
 		if err := parse(flags(c), args); err != nil {
 			return err
 		}
-		v := "(devel)"
-		if bi, ok := debug.ReadBuildInfo(); ok {
-			v = bi.Main.Version
-			for _, s := range bi.Settings {
-				if s.Key == "vcs.revision" {
-					v += " " + s.Value
-				}
-			}
-		}
-		fmt.Println("mairust", v)
+		fmt.Println("mairust", version.String())
 		return nil
 	}
 	register(c)

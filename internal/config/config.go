@@ -7,7 +7,10 @@
 // `mairust reload`; any other change needs a restart.
 package config
 
-import "time"
+import (
+	"path/filepath"
+	"time"
+)
 
 // Config is the whole of mairust.yaml.
 type Config struct {
@@ -21,6 +24,7 @@ type Config struct {
 	Retention Retention `yaml:"retention"`
 	API       API       `yaml:"api"`
 	IMAP      IMAP      `yaml:"imap"`
+	Plugins   Plugins   `yaml:"plugins"`
 	RateLimit RateLimit `yaml:"ratelimit"`
 	Spam      Spam      `yaml:"spam"`
 }
@@ -115,6 +119,22 @@ type IMAP struct {
 	IdlePoll            time.Duration `yaml:"idle_poll" doc:"How often the agent looks for changes in the folders that IMAP clients have selected (IDLE and NOOP see new mail within it; 100ms-1m)."`
 }
 
+// Plugins configures the hooks' plugins: where their files live, how their
+// jobs retry and when their circuit breakers open.
+type Plugins struct {
+	Dir                string        `yaml:"dir" doc:"Where installed plugins' files are kept, one directory each, owned by the agent's user. Empty: data_dir/plugin-files."`
+	WorkDir            string        `yaml:"work_dir" doc:"Plugins' working directories, one each (0700, owned by run_as when the agent runs as root). Empty: data_dir/plugins."`
+	LogDir             string        `yaml:"log_dir" doc:"Where each plugin's stderr goes (<id>.log, rotated by size). Empty: data_dir/logs/plugins."`
+	RunAs              string        `yaml:"run_as" doc:"System user (and its group) plugin processes run as when the agent runs as root; created by mairust plugin install when missing."`
+	Retries            int           `yaml:"retries" reload:"live" doc:"Retries of a failed post_receive job before it is marked permanent-failed (0-10)."`
+	RetryBackoff       string        `yaml:"retry_backoff" reload:"live" doc:"Waits before each retry, comma-separated; the last one repeats (e.g. 30s,2m,10m)."`
+	BreakerFailures    int           `yaml:"breaker_consecutive_failures" reload:"live" doc:"Consecutive failures that open a plugin's circuit breaker."`
+	BreakerFailureRate float64       `yaml:"breaker_failure_rate" reload:"live" doc:"Share of failed calls in breaker_window (with at least breaker_min_calls) that opens the breaker (0.01-1)."`
+	BreakerWindow      time.Duration `yaml:"breaker_window" reload:"live" doc:"Window of the failure rate."`
+	BreakerMinCalls    int           `yaml:"breaker_min_calls" reload:"live" doc:"Calls in the window before the failure rate counts."`
+	BreakerCoolDown    time.Duration `yaml:"breaker_cool_down" reload:"live" doc:"How long an open breaker skips the plugin before one trial call goes through."`
+}
+
 // Spam configures the scan of incoming mail: the built-in rules, then
 // rspamd when rspamd_url is set.
 type Spam struct {
@@ -157,6 +177,16 @@ func Default() Config {
 			OrphanBlobGrace:     time.Hour,
 		},
 		API: API{Listen: "127.0.0.1:8080", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 30 * 24 * time.Hour},
+		Plugins: Plugins{
+			RunAs:              "mairust-plugin",
+			Retries:            3,
+			RetryBackoff:       "30s,2m,10m",
+			BreakerFailures:    10,
+			BreakerFailureRate: 0.8,
+			BreakerWindow:      5 * time.Minute,
+			BreakerMinCalls:    20,
+			BreakerCoolDown:    time.Minute,
+		},
 		IMAP: IMAP{
 			Listen:              ":143",
 			TLSListen:           ":993",
@@ -168,4 +198,16 @@ func Default() Config {
 		RateLimit: RateLimit{UserPerMinute: 60, AdminIPPerMinute: 30},
 		Spam:      Spam{Timeout: 10 * time.Second, OnError: "accept"},
 	}
+}
+
+// PluginPaths returns plugins.dir, plugins.work_dir and plugins.log_dir,
+// each defaulting to a folder under data_dir.
+func (c Config) PluginPaths() (files, work, logs string) {
+	or := func(v, def string) string {
+		if v != "" {
+			return v
+		}
+		return filepath.Join(c.DataDir, def)
+	}
+	return or(c.Plugins.Dir, "plugin-files"), or(c.Plugins.WorkDir, "plugins"), or(c.Plugins.LogDir, filepath.Join("logs", "plugins"))
 }

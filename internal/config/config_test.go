@@ -339,6 +339,8 @@ func TestDiff(t *testing.T) {
 			v.SetString(v.String() + "x")
 		case reflect.Bool:
 			v.SetBool(!v.Bool())
+		case reflect.Float64:
+			v.SetFloat(v.Float() / 2)
 		default:
 			v.SetInt(v.Int() + 1)
 		}

@@ -227,6 +227,14 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"imap.max_connections_per_ip", c.IMAP.MaxConnectionsPerIP < 1, "must be at least 1"},
 		{"imap.logins_per_ip_per_minute", c.IMAP.LoginsPerIPMinute < 1, "must be at least 1"},
 		{"imap.idle_poll", c.IMAP.IdlePoll < 100*time.Millisecond || c.IMAP.IdlePoll > time.Minute, "must be between 100ms and 1m"},
+		{"plugins.run_as", c.Plugins.RunAs == "" || strings.ContainsAny(c.Plugins.RunAs, " \t:/"), "must be a system user name"},
+		{"plugins.retries", c.Plugins.Retries < 0 || c.Plugins.Retries > 10, "must be between 0 and 10"},
+		{"plugins.retry_backoff", !validBackoff(c.Plugins.RetryBackoff), "must be durations of at least 1s, comma-separated, e.g. 30s,2m,10m"},
+		{"plugins.breaker_consecutive_failures", c.Plugins.BreakerFailures < 1, "must be at least 1"},
+		{"plugins.breaker_failure_rate", c.Plugins.BreakerFailureRate < 0.01 || c.Plugins.BreakerFailureRate > 1, "must be between 0.01 and 1"},
+		{"plugins.breaker_window", c.Plugins.BreakerWindow < 10*time.Second, "must be at least 10s"},
+		{"plugins.breaker_min_calls", c.Plugins.BreakerMinCalls < 1, "must be at least 1"},
+		{"plugins.breaker_cool_down", c.Plugins.BreakerCoolDown < time.Second, "must be at least 1s"},
 		{"ratelimit.user_per_minute", c.RateLimit.UserPerMinute < 1 || c.RateLimit.UserPerMinute > 10000000, "must be between 1 and 10000000"},
 		{"ratelimit.admin_ip_per_minute", c.RateLimit.AdminIPPerMinute < 1 || c.RateLimit.AdminIPPerMinute > 10000000, "must be between 1 and 10000000"},
 		{"ratelimit.redis_url", c.RateLimit.RedisURL != "" && !strings.HasPrefix(c.RateLimit.RedisURL, "redis://") && !strings.HasPrefix(c.RateLimit.RedisURL, "rediss://"), "must be a redis:// or rediss:// URL"},
@@ -296,4 +304,25 @@ func validHTTPURL(s string) bool {
 func validAddr(a string) bool {
 	_, port, err := net.SplitHostPort(a)
 	return err == nil && port != ""
+}
+
+// ParseBackoff reads plugins.retry_backoff: comma-separated durations.
+func ParseBackoff(s string) ([]time.Duration, error) {
+	var out []time.Duration
+	for _, part := range strings.Split(s, ",") {
+		d, err := time.ParseDuration(strings.TrimSpace(part))
+		if err != nil {
+			return nil, err
+		}
+		if d < time.Second {
+			return nil, fmt.Errorf("%s is under 1s", d)
+		}
+		out = append(out, d)
+	}
+	return out, nil
+}
+
+func validBackoff(s string) bool {
+	_, err := ParseBackoff(s)
+	return err == nil
 }

@@ -17,7 +17,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"runtime"
 	"slices"
@@ -31,6 +30,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mairust/mairust/internal/pidlock"
+	"github.com/mairust/mairust/internal/sysuser"
 )
 
 const (
@@ -243,23 +243,11 @@ func serverCredential() (*syscall.Credential, error) {
 	if os.Geteuid() != 0 {
 		return nil, nil
 	}
-	u, err := user.Lookup(osUser)
-	if errors.As(err, new(user.UnknownUserError)) {
-		out, aerr := exec.Command("useradd", "--system", "--no-create-home", "--shell", "/usr/sbin/nologin", osUser).CombinedOutput()
-		// Another process may have created it meanwhile: look again.
-		if u, err = user.Lookup(osUser); err != nil && aerr != nil {
-			return nil, fmt.Errorf("embeddedpg: PostgreSQL cannot run as root and creating the system user %s failed: useradd: %v: %s", osUser, aerr, strings.TrimSpace(string(out)))
-		}
-	}
+	c, err := sysuser.Ensure(osUser)
 	if err != nil {
-		return nil, fmt.Errorf("embeddedpg: system user %s: %w", osUser, err)
+		return nil, fmt.Errorf("embeddedpg: PostgreSQL cannot run as root: %w", err)
 	}
-	uid, err1 := strconv.ParseUint(u.Uid, 10, 32)
-	gid, err2 := strconv.ParseUint(u.Gid, 10, 32)
-	if err1 != nil || err2 != nil {
-		return nil, fmt.Errorf("embeddedpg: system user %s has uid %q gid %q, not numbers", osUser, u.Uid, u.Gid)
-	}
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid), Groups: []uint32{}}, nil
+	return c, nil
 }
 
 // lockDir takes dir/postgres.lock. While a server whose owner was killed

@@ -204,7 +204,7 @@ func TestParseErrors(t *testing.T) {
 		{"read_attachments", nil, "[permissions]\nread_attachments = \"some\"", "permissions.read_attachments", 8, "must be none, metadata, preview or full"},
 		{"setting type value", nil, "[settings.a]\ntype = \"list\"", "settings.a.type", 8, "must be string, int, bool, float or duration"},
 		{"setting type missing", nil, "\n[settings.a]\nrequired = true", "settings.a.type", 8, "required (one of string,"},
-		{"setting default type", nil, "[settings.a]\ntype = \"int\"\ndefault = \"x\"", "settings.a.default", 9, "must be an int, not a string"},
+		{"setting default type", nil, "[settings.a]\ntype = \"int\"\ndefault = \"x\"", "settings.a.default", 9, "is not an integer"},
 		{"setting default fraction", nil, "[settings.a]\ntype = \"int\"\ndefault = 1.5", "settings.a.default", 9, "must be an int, not a number with a fraction"},
 		{"setting default duration", nil, "[settings.a]\ntype = \"duration\"\ndefault = \"soon\"", "settings.a.default", 9, `"soon" is not a duration`},
 		{"setting default date", nil, "[settings.a]\ntype = \"string\"\ndefault = 2024-01-02", "settings.a.default", 9, "must be a string, not a date or time"},

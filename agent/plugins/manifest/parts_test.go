@@ -133,7 +133,7 @@ func TestSettingsSchema(t *testing.T) {
 			"settings.api_key: must be a string, not an integer",
 			`settings.cache_ttl: "soon" is not a duration (write e.g. "30s" or "1h")`,
 			"settings.max_size: must be an int, not a number with a fraction",
-			"settings.verbose: must be a bool, not a string",
+			"settings.verbose: \"yes\" is not true or false",
 		}},
 	}
 	for _, tt := range tests {

@@ -8,6 +8,7 @@ import (
 	"math"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 )
@@ -108,8 +109,23 @@ func (c *checker) checkSettings(f map[string]fileSetting) map[string]Setting {
 	return out
 }
 
-// convert returns v as a value of t's Go type.
+// convert returns v as a value of t's Go type. Text (from a command line)
+// is read as the type: "42", "true", "1.5".
 func convert(t SettingType, v any) (any, error) {
+	if s, ok := v.(string); ok && t != SettingString && t != SettingDuration {
+		var err error
+		switch t {
+		case SettingBool:
+			v, err = strconv.ParseBool(s)
+		case SettingInt:
+			v, err = strconv.ParseInt(s, 10, 64)
+		case SettingFloat:
+			v, err = strconv.ParseFloat(s, 64)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%q is not %s", s, map[SettingType]string{SettingBool: "true or false", SettingInt: "an integer", SettingFloat: "a number"}[t])
+		}
+	}
 	switch t {
 	case SettingString:
 		if s, ok := v.(string); ok {

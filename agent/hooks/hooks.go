@@ -1,0 +1,308 @@
+// Package hooks runs the plugins' hooks. For post_receive it enqueues one
+// River job per stored message and subscribed plugin, in the transaction
+// that stores the message; the job builds the event the plugin may see,
+// calls the plugin through its runner behind its circuit breaker, and
+// applies what it answers (tags, a move, metadata) in one transaction with
+// the job's completion. It does not install plugins (package plugins) or
+// read manifests (package manifest).
+package hooks
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/riverqueue/river"
+
+	"github.com/mairust/mairust/agent/blobstore"
+	"github.com/mairust/mairust/agent/hooks/breaker"
+	"github.com/mairust/mairust/agent/hooks/runner"
+	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/plugins"
+	"github.com/mairust/mairust/agent/plugins/manifest"
+	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/jobs"
+	"github.com/mairust/mairust/internal/sysuser"
+)
+
+var (
+	calls = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mairust", Subsystem: "plugin", Name: "calls_total",
+		Help: "Plugin calls by plugin and result: ok, or the failure reason (timeout, crash, garbage, flood, refused, unreachable, broken, permission).",
+	}, []string{"plugin", "result"})
+	callSeconds = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Namespace: "mairust", Subsystem: "plugin", Name: "call_seconds",
+		Help:    "Duration of plugin calls.",
+		Buckets: []float64{.005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 30},
+	}, []string{"plugin"})
+	skipped = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mairust", Subsystem: "plugin", Name: "skipped_total",
+		Help: "Hook jobs not run, by plugin and reason: breaker_open, not_enabled.",
+	}, []string{"plugin", "reason"})
+	permanentFailures = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mairust", Subsystem: "plugin", Name: "permanent_failures_total",
+		Help: "Hook jobs that failed their last retry (permanent-failed), by plugin.",
+	}, []string{"plugin"})
+	breakerOpen = prometheus.NewGaugeVec(prometheus.GaugeOpts{
+		Namespace: "mairust", Subsystem: "plugin", Name: "breaker_open",
+		Help: "1 while a plugin's circuit breaker is open or half-open.",
+	}, []string{"plugin"})
+)
+
+// Collectors returns the package's metrics for registration.
+func Collectors() []prometheus.Collector {
+	return []prometheus.Collector{calls, callSeconds, skipped, permanentFailures, breakerOpen}
+}
+
+// Manager holds the enabled plugins and their breakers.
+type Manager struct {
+	pool     *pgxpool.Pool
+	store    *mailstore.Store
+	blobs    blobstore.Store
+	log      *slog.Logger
+	breakers *breaker.Set
+	settings atomic.Pointer[config.Plugins]
+	jobs     atomic.Pointer[jobs.Client]
+
+	mu      sync.RWMutex
+	enabled map[string]*plugin
+}
+
+// plugin is an enabled plugin ready to call.
+type plugin struct {
+	installed plugins.Installed
+	run       runner.Runner
+}
+
+// New returns a manager; Load reads the plugins, Start gives it the River
+// client it enqueues with.
+func New(cfg config.Plugins, pool *pgxpool.Pool, store *mailstore.Store, blobs blobstore.Store, log *slog.Logger) *Manager {
+	m := &Manager{pool: pool, store: store, blobs: blobs, log: log.With("component", "hooks"), enabled: map[string]*plugin{}}
+	m.settings.Store(&cfg)
+	m.breakers = breaker.New(breakerSettings(cfg), nil)
+	m.breakers.OnChange(func(st breaker.Status) {
+		open := 0.0
+		if st.State != breaker.Closed {
+			open = 1
+		}
+		breakerOpen.WithLabelValues(st.ID).Set(open)
+		m.log.Warn("plugin circuit breaker "+string(st.State), "plugin_id", st.ID, "reason", st.Reason)
+	})
+	return m
+}
+
+func breakerSettings(c config.Plugins) breaker.Settings {
+	return breaker.Settings{
+		ConsecutiveFailures: c.BreakerFailures, FailureRate: c.BreakerFailureRate,
+		Window: c.BreakerWindow, MinCalls: c.BreakerMinCalls, CoolDown: c.BreakerCoolDown,
+	}
+}
+
+// Apply takes the settings that change live (retries, breaker thresholds).
+func (m *Manager) Apply(cfg config.Plugins) {
+	m.settings.Store(&cfg)
+	m.breakers.Apply(breakerSettings(cfg))
+}
+
+// Register adds the hook workers.
+func (m *Manager) Register(w *river.Workers) {
+	river.AddWorker(w, &postReceiveWorker{m: m})
+}
+
+// Start gives the manager the River client and, when some enabled plugin
+// has a post_receive hook, hooks it into deliveries.
+func (m *Manager) Start(client *jobs.Client) {
+	m.jobs.Store(client)
+	m.hookDeliveries()
+}
+
+// Load reads the enabled plugins and prepares their runners; a plugin that
+// cannot be prepared is logged and left out. Called at start and on reload.
+func (m *Manager) Load(ctx context.Context) error {
+	list, err := plugins.Enabled(ctx, m.pool)
+	if err != nil {
+		return err
+	}
+	cfg := m.settings.Load()
+	next := map[string]*plugin{}
+	for _, p := range list {
+		run, err := m.runner(p, cfg)
+		if err != nil {
+			m.log.Error("plugin not loaded", "plugin_id", p.ID(), "error", err)
+			continue
+		}
+		next[p.ID()] = &plugin{installed: p, run: run}
+	}
+	m.mu.Lock()
+	m.enabled = next
+	m.mu.Unlock()
+	m.hookDeliveries()
+	return nil
+}
+
+// runner prepares the runner of one plugin: its working directory, log
+// file and, when the agent runs as root, the user it runs as.
+func (m *Manager) runner(p plugins.Installed, cfg *config.Plugins) (runner.Runner, error) {
+	mf := p.Manifest
+	switch mf.Kind {
+	case manifest.KindHTTP:
+		return runner.NewHTTP(mf, p.Secret, &http.Client{})
+	case manifest.KindStdin:
+		// The parent is traversable so that the plugin's user reaches its
+		// own 0700 directory.
+		if err := os.MkdirAll(cfg.WorkDir, 0o711); err != nil {
+			return nil, err
+		}
+		work := filepath.Join(cfg.WorkDir, mf.ID)
+		if err := os.Mkdir(work, 0o700); err != nil && !os.IsExist(err) {
+			return nil, err
+		}
+		opts := runner.StdinOptions{WorkDir: work}
+		if os.Geteuid() == 0 {
+			cred, err := sysuser.Ensure(cfg.RunAs)
+			if err != nil {
+				return nil, fmt.Errorf("plugins.run_as: %w", err)
+			}
+			if err := os.Chown(work, int(cred.Uid), int(cred.Gid)); err != nil {
+				return nil, err
+			}
+			for _, d := range []string{mf.Dir, work} {
+				if err := reachable(filepath.Dir(d)); err != nil {
+					return nil, fmt.Errorf("plugins.run_as %s cannot reach %s: %w", cfg.RunAs, d, err)
+				}
+			}
+			opts.Credential = cred
+		}
+		log, err := openLog(cfg.LogDir, mf.ID)
+		if err != nil {
+			return nil, err
+		}
+		opts.Log = log
+		return runner.NewStdin(mf, opts)
+	}
+	return nil, fmt.Errorf("plugin kind %s is not supported by this agent yet", mf.Kind)
+}
+
+// reachable checks that every directory from dir up to / lets others pass
+// through (o+x), so that the plugin's user reaches what is below.
+func reachable(dir string) error {
+	for d := dir; ; d = filepath.Dir(d) {
+		fi, err := os.Stat(d)
+		if err != nil {
+			return err
+		}
+		if fi.Mode().Perm()&0o001 == 0 {
+			return fmt.Errorf("%s is %v; make it passable with chmod o+x %s (mairust aio keeps data_dir at 0711)", d, fi.Mode().Perm(), d)
+		}
+		if d == filepath.Dir(d) {
+			return nil
+		}
+	}
+}
+
+// openLog opens the plugin's log file for appending.
+func openLog(dir, id string) (*os.File, error) {
+	if err := os.MkdirAll(dir, 0o750); err != nil {
+		return nil, err
+	}
+	return os.OpenFile(filepath.Join(dir, id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+}
+
+// subscribed returns the enabled plugins with hook h.
+func (m *Manager) subscribed(h manifest.Hook) []*plugin {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	var out []*plugin
+	for _, p := range m.enabled {
+		for _, x := range p.installed.Manifest.Hooks {
+			if x == h {
+				out = append(out, p)
+				break
+			}
+		}
+	}
+	return out
+}
+
+// get returns an enabled plugin, or nil.
+func (m *Manager) get(id string) *plugin {
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	return m.enabled[id]
+}
+
+// hookDeliveries makes deliveries enqueue post_receive jobs while some
+// enabled plugin wants them, and costs them nothing otherwise.
+func (m *Manager) hookDeliveries() {
+	if m.jobs.Load() == nil || len(m.subscribed(manifest.PostReceive)) == 0 {
+		m.store.OnDeliver(nil)
+		return
+	}
+	m.store.OnDeliver(m.enqueue)
+}
+
+// enqueue is the delivery hook: one post_receive job per message and
+// subscribed plugin, in the delivery's transaction.
+func (m *Manager) enqueue(ctx context.Context, tx pgx.Tx, ids []int64) error {
+	subs := m.subscribed(manifest.PostReceive)
+	if len(subs) == 0 {
+		return nil
+	}
+	opts := &river.InsertOpts{MaxAttempts: m.settings.Load().Retries + 1}
+	params := make([]river.InsertManyParams, 0, len(ids)*len(subs))
+	for _, id := range ids {
+		for _, p := range subs {
+			params = append(params, river.InsertManyParams{Args: PostReceiveArgs{MessageID: id, PluginID: p.installed.ID()}, InsertOpts: opts})
+		}
+	}
+	_, err := m.jobs.Load().InsertManyFastTx(ctx, tx, params)
+	return err
+}
+
+// Status is one plugin's state for the admin API.
+type Status struct {
+	ID      string         `json:"id"`
+	Name    string         `json:"name"`
+	Version string         `json:"version"`
+	Kind    string         `json:"kind"`
+	Enabled bool           `json:"enabled"`
+	Breaker breaker.Status `json:"breaker"`
+}
+
+// Statuses lists every installed plugin with its breaker.
+func (m *Manager) Statuses(ctx context.Context) ([]Status, error) {
+	list, err := plugins.List(ctx, m.pool)
+	if err != nil {
+		return nil, err
+	}
+	out := make([]Status, len(list))
+	for i, p := range list {
+		mf := p.Manifest
+		out[i] = Status{ID: mf.ID, Name: mf.Name, Version: mf.Version.String(), Kind: string(mf.Kind), Enabled: p.Enabled, Breaker: m.breakers.Status(mf.ID)}
+	}
+	return out, nil
+}
+
+// ResetBreaker closes a plugin's breaker by hand (an admin re-enables it).
+func (m *Manager) ResetBreaker(id string) {
+	m.breakers.Reset(id)
+	m.log.Info("plugin circuit breaker reset by an admin", "plugin_id", id)
+}
+
+// backoff is the wait before retry number attempt (1-based).
+func (m *Manager) backoff(attempt int) time.Duration {
+	waits, err := config.ParseBackoff(m.settings.Load().RetryBackoff)
+	if err != nil || len(waits) == 0 {
+		return time.Minute
+	}
+	return waits[min(max(attempt, 1), len(waits))-1]
+}

@@ -1,0 +1,348 @@
+package runner
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"os"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/mairust/mairust/agent/plugins/manifest"
+	"github.com/mairust/mairust/agent/plugins/sdk"
+)
+
+// Stdin tests run one after another: a script written while another test
+// forks can fail to exec with "text file busy".
+
+func testEvent(id string) sdk.Event {
+	return sdk.Event{
+		Version: sdk.EventVersion, Hook: sdk.HookPostReceive, PluginID: id, EventID: "ev-1", Attempt: 1,
+		Message: sdk.Message{ID: 7, User: "alice@example.com", Folder: "INBOX", Size: 123,
+			ReceivedAt: time.Date(2025, 1, 2, 3, 4, 5, 0, time.UTC),
+			Headers:    []sdk.Header{{Name: "Subject", Value: "Hello"}}},
+	}
+}
+
+// stdinPlugin writes script as dir/bin/run and returns its manifest.
+func stdinPlugin(t *testing.T, dir, script string, timeout time.Duration, args ...string) *manifest.Manifest {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "bin", "run"), []byte("#!/bin/sh\n"+script), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	return &manifest.Manifest{ID: "test-plugin", Kind: manifest.KindStdin, Timeout: timeout,
+		Command: "bin/run", Args: args, Dir: dir}
+}
+
+func runStdin(t *testing.T, m *manifest.Manifest, opts StdinOptions) (sdk.Result, error) {
+	t.Helper()
+	r, err := NewStdin(m, opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return r.Run(context.Background(), testEvent(m.ID))
+}
+
+// wantFailure checks that err is a *Failure with reason whose text has each of texts.
+func wantFailure(t *testing.T, err error, reason string, texts ...string) {
+	t.Helper()
+	f, ok := errors.AsType[*Failure](err)
+	if !ok {
+		t.Fatalf("error %v (%T), want a %s Failure", err, err, reason)
+	}
+	if f.Reason != reason {
+		t.Fatalf("reason %q, want %q (error: %v)", f.Reason, reason, err)
+	}
+	for _, s := range texts {
+		if !strings.Contains(err.Error(), s) {
+			t.Errorf("error %q does not mention %q", err, s)
+		}
+	}
+}
+
+// waitGone waits until pid has died (a zombie left for init counts as dead).
+func waitGone(t *testing.T, pid int) {
+	t.Helper()
+	for range 1000 {
+		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+		if errors.Is(err, os.ErrNotExist) {
+			return
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
+			return
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	t.Fatalf("process %d still alive", pid)
+}
+
+// childPid reads the pid a script wrote to file.
+func childPid(t *testing.T, file string) int {
+	t.Helper()
+	b, err := os.ReadFile(file)
+	if err != nil {
+		t.Fatalf("the plugin did not write its child's pid: %v", err)
+	}
+	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
+	if err != nil || pid <= 1 {
+		t.Fatalf("pid file %q", b)
+	}
+	return pid
+}
+
+// goodScript tags the message by its subject and reports what it sees.
+const goodScript = `ev=$(cat)
+subj=$(printf '%s' "$ev" | sed -n 's/.*"name":"Subject","value":"\([^"]*\)".*/\1/p')
+echo "looked at $subj" >&2
+printf '{"tags":["subject-%s"],"metadata":{"plugin":"%s","home":"%s","pwd":"%s","secret":"%s","path":"%s","lang":"%s","uid":"%s","gid":"%s","arg":"%s"}}\n' \
+	"$subj" "$MAIRUST_PLUGIN_ID" "$HOME" "$(pwd)" "${MAIRUST_TEST_SECRET-unset}" "$PATH" "$LANG" "$(id -u)" "$(id -g)" "$1"
+`
+
+func TestStdinGood(t *testing.T) {
+	t.Setenv("MAIRUST_TEST_SECRET", "hunter2")
+	dir, work := t.TempDir(), t.TempDir()
+	m := stdinPlugin(t, dir, goodScript, 10*time.Second, "--flag")
+	var log bytes.Buffer
+	res, err := runStdin(t, m, StdinOptions{WorkDir: work, Log: &log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(res.Tags) != 1 || res.Tags[0] != "subject-Hello" {
+		t.Errorf("tags %q, want [subject-Hello]", res.Tags)
+	}
+	want := map[string]string{
+		"plugin": "test-plugin", "home": work, "pwd": work, "secret": "unset", "arg": "--flag",
+		"path": "/usr/local/bin:/usr/bin:/bin", "lang": "C.UTF-8",
+		"uid": strconv.Itoa(os.Getuid()), "gid": strconv.Itoa(os.Getgid()),
+	}
+	for k, v := range want {
+		if res.Metadata[k] != v {
+			t.Errorf("metadata %s = %q, want %q", k, res.Metadata[k], v)
+		}
+	}
+	if got := log.String(); got != "looked at Hello\n" {
+		t.Errorf("log %q", got)
+	}
+}
+
+func TestStdinWorkDirDefault(t *testing.T) {
+	dir := t.TempDir()
+	res, err := runStdin(t, stdinPlugin(t, dir, goodScript, 10*time.Second), StdinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Metadata["pwd"] != dir || res.Metadata["home"] != dir {
+		t.Errorf("pwd %q home %q, want the plugin directory %s", res.Metadata["pwd"], res.Metadata["home"], dir)
+	}
+}
+
+func TestStdinCredential(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test runs a plugin as another user, which needs root; run the tests as root (CI does)")
+	}
+	dir := t.TempDir()
+	// t.TempDir's parent is private to root; the plugin user must reach its script.
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	const nobody = 65534
+	m := stdinPlugin(t, dir, goodScript, 10*time.Second)
+	res, err := runStdin(t, m, StdinOptions{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.Metadata["uid"] != "65534" || res.Metadata["gid"] != "65534" {
+		t.Errorf("plugin ran as uid %q gid %q, want 65534", res.Metadata["uid"], res.Metadata["gid"])
+	}
+}
+
+func TestStdinTimeoutKillsGroup(t *testing.T) {
+	dir := t.TempDir()
+	pidFile := filepath.Join(t.TempDir(), "child")
+	m := stdinPlugin(t, dir, "sleep 60 &\necho $! > \"$1\"\nsleep 60\n", 500*time.Millisecond, pidFile)
+	_, err := runStdin(t, m, StdinOptions{})
+	wantFailure(t, err, ReasonTimeout, "test-plugin", "500ms")
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("error %v does not wrap context.DeadlineExceeded", err)
+	}
+	waitGone(t, childPid(t, pidFile))
+}
+
+func TestStdinContextDeadline(t *testing.T) {
+	m := stdinPlugin(t, t.TempDir(), "sleep 60\n", time.Minute)
+	r, err := NewStdin(m, StdinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	_, err = r.Run(ctx, testEvent(m.ID))
+	wantFailure(t, err, ReasonTimeout)
+}
+
+func TestStdinCancelled(t *testing.T) {
+	m := stdinPlugin(t, t.TempDir(), "sleep 60\n", time.Minute)
+	r, err := NewStdin(m, StdinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	_, err = r.Run(ctx, testEvent(m.ID))
+	if _, ok := errors.AsType[*Failure](err); ok || !errors.Is(err, context.Canceled) {
+		t.Fatalf("error %v (%T), want context.Canceled and no Failure", err, err)
+	}
+}
+
+func TestStdinCrash(t *testing.T) {
+	var log bytes.Buffer
+	m := stdinPlugin(t, t.TempDir(), "echo 'boom: bad config' >&2\nexit 3\n", 10*time.Second)
+	_, err := runStdin(t, m, StdinOptions{Log: &log})
+	wantFailure(t, err, ReasonCrash, "exit status 3", "boom: bad config")
+	if log.String() != "boom: bad config\n" {
+		t.Errorf("log %q", log.String())
+	}
+}
+
+func TestStdinKilledBySignal(t *testing.T) {
+	_, err := runStdin(t, stdinPlugin(t, t.TempDir(), "kill -9 $$\n", 10*time.Second), StdinOptions{})
+	wantFailure(t, err, ReasonCrash, "signal: killed", "no standard error")
+}
+
+func TestStdinGarbage(t *testing.T) {
+	for name, out := range map[string]string{
+		"text":     "not json",
+		"invalid":  `{"tags":[""]}`,
+		"unknown":  `{"colour":"red"}`,
+		"trailing": `{} {}`,
+		"empty":    ``,
+	} {
+		t.Run(name, func(t *testing.T) {
+			m := stdinPlugin(t, t.TempDir(), "cat >/dev/null\nprintf '%s' '"+out+"'\n", 10*time.Second)
+			_, err := runStdin(t, m, StdinOptions{})
+			wantFailure(t, err, ReasonGarbage, sdk.ErrInvalidResult.Error())
+			if !errors.Is(err, sdk.ErrInvalidResult) {
+				t.Errorf("error %v does not wrap sdk.ErrInvalidResult", err)
+			}
+		})
+	}
+}
+
+func TestStdinFlood(t *testing.T) {
+	pidFile := filepath.Join(t.TempDir(), "child")
+	m := stdinPlugin(t, t.TempDir(), "sleep 60 &\necho $! > \"$1\"\nyes\n", time.Minute, pidFile)
+	_, err := runStdin(t, m, StdinOptions{})
+	wantFailure(t, err, ReasonFlood, strconv.Itoa(sdk.MaxResultBytes))
+	waitGone(t, childPid(t, pidFile))
+}
+
+func TestStdinStderrTail(t *testing.T) {
+	var log bytes.Buffer
+	// 100000 lines of "y\n": more than StderrTailBytes.
+	m := stdinPlugin(t, t.TempDir(), "yes | head -n 100000 >&2\necho '{}'\n", time.Minute)
+	if _, err := runStdin(t, m, StdinOptions{Log: &log}); err != nil {
+		t.Fatal(err)
+	}
+	note := "[" + strconv.Itoa(200000-StderrTailBytes) + " bytes of standard error dropped]\n"
+	if got := log.String(); !strings.HasPrefix(got, note) || len(got) != len(note)+StderrTailBytes || !strings.HasSuffix(got, "y\ny\n") {
+		t.Errorf("log starts %q, %d bytes", got[:min(len(got), 80)], len(got))
+	}
+}
+
+// A successful run leaves no process behind, even one holding its output open.
+func TestStdinLeftoversKilled(t *testing.T) {
+	for name, script := range map[string]string{
+		"detached": "sleep 60 >/dev/null 2>&1 &\necho $! > \"$1\"\necho '{\"tags\":[\"ok\"]}'\n",
+		"holding":  "sleep 60 &\necho $! > \"$1\"\necho '{\"tags\":[\"ok\"]}'\n",
+	} {
+		t.Run(name, func(t *testing.T) {
+			pidFile := filepath.Join(t.TempDir(), "child")
+			res, err := runStdin(t, stdinPlugin(t, t.TempDir(), script, time.Minute, pidFile), StdinOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(res.Tags) != 1 || res.Tags[0] != "ok" {
+				t.Errorf("tags %q", res.Tags)
+			}
+			waitGone(t, childPid(t, pidFile))
+		})
+	}
+}
+
+func TestStdinChecksum(t *testing.T) {
+	dir := t.TempDir()
+	m := stdinPlugin(t, dir, goodScript, 10*time.Second)
+	data, err := os.ReadFile(filepath.Join(dir, "bin", "run"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256(data)
+	m.SHA256 = hex.EncodeToString(sum[:])
+	r, err := NewStdin(m, StdinOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := r.Run(context.Background(), testEvent(m.ID)); err != nil {
+		t.Fatal(err)
+	}
+
+	// Changed after the runner was made: refused at the next run.
+	changed := append(data, "# changed\n"...)
+	if err := os.WriteFile(filepath.Join(dir, "bin", "run"), changed, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	got := sha256.Sum256(changed)
+	_, err = r.Run(context.Background(), testEvent(m.ID))
+	wantFailure(t, err, ReasonBroken, "sha256", m.SHA256, hex.EncodeToString(got[:]))
+
+	if _, err := NewStdin(m, StdinOptions{}); err == nil {
+		t.Error("NewStdin accepted a command whose checksum differs")
+	}
+}
+
+func TestStdinCommandOutsideDir(t *testing.T) {
+	outside := stdinPlugin(t, t.TempDir(), goodScript, 10*time.Second)
+	dir := t.TempDir()
+	if err := os.Symlink(filepath.Join(outside.Dir, "bin"), filepath.Join(dir, "bin")); err != nil {
+		t.Fatal(err)
+	}
+	m := &manifest.Manifest{ID: "test-plugin", Kind: manifest.KindStdin, Timeout: time.Second, Command: "bin/run", Dir: dir}
+	_, err := NewStdin(m, StdinOptions{})
+	wantFailure(t, err, ReasonBroken, "outside the plugin directory")
+
+	m.Command = "../run"
+	_, err = NewStdin(m, StdinOptions{})
+	wantFailure(t, err, ReasonBroken, "not a path inside")
+
+	m.Command = "missing"
+	_, err = NewStdin(m, StdinOptions{})
+	wantFailure(t, err, ReasonBroken, "missing")
+
+	// A symbolic link inside the directory is fine.
+	if err := os.Symlink("run", filepath.Join(outside.Dir, "bin", "link")); err != nil {
+		t.Fatal(err)
+	}
+	outside.Command = "bin/link"
+	if _, err := runStdin(t, outside, StdinOptions{}); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestNewStdinRefusesOtherKinds(t *testing.T) {
+	m := &manifest.Manifest{ID: "x", Kind: manifest.KindHTTP, URL: "http://127.0.0.1/", Timeout: time.Second}
+	if _, err := NewStdin(m, StdinOptions{}); err == nil {
+		t.Error("NewStdin accepted an http plugin")
+	}
+}

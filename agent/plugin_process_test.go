@@ -1,0 +1,86 @@
+package agent_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/mairust/mairust/internal/proctest"
+)
+
+// TestPluginInstalledWithTheCLI installs the example stdin plugin into a
+// running agent with `mairust plugin install` and `mairust reload`, then
+// sends mail over SMTP: the plugin (run as the plugins.run_as user, since
+// the tests run as root) tags the message whose subject matches.
+func TestPluginInstalledWithTheCLI(t *testing.T) {
+	cfgPath, dataDir, pool := setup(t, "")
+	// As mairust agent keeps it: passable for the plugin's user.
+	for _, d := range []string{dataDir, filepath.Dir(dataDir)} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	p := startAgent(t, cfgPath)
+	bin := proctest.Binary(t)
+	cli := func(args ...string) string {
+		t.Helper()
+		out, err := exec.Command(bin, args...).CombinedOutput()
+		if err != nil {
+			t.Fatalf("mairust %s: %v\n%s", strings.Join(args, " "), err, out)
+		}
+		return string(out)
+	}
+	example, err := filepath.Abs(filepath.Join("plugins", "examples", "subject-tagger"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := cli("plugin", "install", "--config", cfgPath, "--set", "tag=bills", example)
+	if !strings.Contains(out, "installed subject-tagger 1.0.0") || !strings.Contains(out, "mairust reload") {
+		t.Fatalf("install printed:\n%s", out)
+	}
+	if out := cli("plugin", "list", "--config", cfgPath); !strings.Contains(out, "subject-tagger") || !strings.Contains(out, "true") {
+		t.Fatalf("list printed:\n%s", out)
+	}
+	cli("reload", "--addr", p.http)
+	if err := sendOne(p.smtp, "inv1", "Invoice 7 for you"); err != nil {
+		t.Fatal(err)
+	}
+	if err := sendOne(p.smtp, "other1", "Lunch"); err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	var tagged, events int
+	for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if err := pool.QueryRow(ctx, `SELECT (SELECT count(*) FROM message_tags WHERE tag = 'bills'), (SELECT count(*) FROM events WHERE kind = 'plugin.post_receive')`).Scan(&tagged, &events); err != nil {
+			t.Fatal(err)
+		}
+		if events == 2 {
+			break
+		}
+	}
+	var subject string
+	if err := pool.QueryRow(ctx, `SELECT m.subject FROM message_tags t JOIN messages m ON m.id = t.message_id`).Scan(&subject); err != nil || tagged != 1 || events != 2 || subject != "Invoice 7 for you" {
+		t.Fatalf("%d tagged (%q, %v), %d plugin events; want the invoice tagged, 2 events\n%s", tagged, subject, err, events, p.logs())
+	}
+	// Disabled and reloaded: new mail is not hooked any more.
+	cli("plugin", "disable", "--config", cfgPath, "subject-tagger")
+	cli("reload", "--addr", p.http)
+	if err := sendOne(p.smtp, "inv2", "Invoice 8"); err != nil {
+		t.Fatal(err)
+	}
+	var jobs int
+	if err := pool.QueryRow(ctx, `SELECT count(*) FROM river_job WHERE kind = 'post_receive'`).Scan(&jobs); err != nil || jobs != 2 {
+		t.Fatalf("%d post_receive jobs after disabling, %v; want still 2", jobs, err)
+	}
+	// The example writes nothing to stderr.
+	if out := cli("plugin", "logs", "--config", cfgPath, "subject-tagger"); !strings.Contains(out, "not logged anything") && strings.TrimSpace(out) != "" {
+		t.Fatalf("logs printed %q", out)
+	}
+	if out := cli("plugin", "remove", "--config", cfgPath, "subject-tagger"); !strings.Contains(out, "removed") {
+		t.Fatalf("remove printed %q", out)
+	}
+}
