@@ -193,7 +193,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	a.hooks.Register(workers)
-	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)}, a.log)
+	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)},
+		map[string]int{hooks.Queue: cfg.Plugins.Workers}, a.log)
 	if err != nil {
 		return err
 	}

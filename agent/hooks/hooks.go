@@ -63,6 +63,10 @@ func Collectors() []prometheus.Collector {
 	return []prometheus.Collector{calls, callSeconds, skipped, permanentFailures, breakerOpen}
 }
 
+// Queue is the River queue hook jobs run in, apart from the agent's other
+// jobs (plugins.workers at once).
+const Queue = "hooks"
+
 // Manager holds the enabled plugins and their breakers.
 type Manager struct {
 	pool     *pgxpool.Pool
@@ -257,14 +261,14 @@ func (m *Manager) enqueue(ctx context.Context, tx pgx.Tx, ids []int64) error {
 	if len(subs) == 0 {
 		return nil
 	}
-	opts := &river.InsertOpts{MaxAttempts: m.settings.Load().Retries + 1}
+	opts := &river.InsertOpts{Queue: Queue, MaxAttempts: m.settings.Load().Retries + 1}
 	params := make([]river.InsertManyParams, 0, len(ids)*len(subs))
 	for _, id := range ids {
 		for _, p := range subs {
 			params = append(params, river.InsertManyParams{Args: PostReceiveArgs{MessageID: id, PluginID: p.installed.ID()}, InsertOpts: opts})
 		}
 	}
-	_, err := m.jobs.Load().InsertManyFastTx(ctx, tx, params)
+	_, err := m.jobs.Load().InsertManyTx(ctx, tx, params)
 	return err
 }
 

@@ -9,6 +9,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -31,7 +32,7 @@ import (
 // world is a database with alice, a store, and a hook manager whose River
 // client runs the hook jobs.
 type world struct {
-	t      *testing.T
+	t      testing.TB
 	pool   *pgxpool.Pool
 	store  *mailstore.Store
 	blobs  blobstore.Store
@@ -42,7 +43,7 @@ type world struct {
 	alice  accounts.Recipient
 }
 
-func newWorld(t *testing.T, mutate func(*config.Plugins)) *world {
+func newWorld(t testing.TB, mutate func(*config.Plugins)) *world {
 	t.Helper()
 	ctx := context.Background()
 	w := &world{t: t, pool: accountstest.NewDatabase(t, "hooks", "alice@example.test")}
@@ -83,7 +84,7 @@ func (w *world) start() {
 	}
 	workers := river.NewWorkers()
 	w.m.Register(workers)
-	client, err := jobs.Start(ctx, w.pool, workers, nil, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	client, err := jobs.Start(ctx, w.pool, workers, nil, map[string]int{Queue: 4}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		w.t.Fatal(err)
 	}
@@ -108,6 +109,21 @@ func (w *world) install(id, perms, script string) {
 	if _, err := plugins.Install(context.Background(), w.pool, dir, w.cfg.Dir, plugins.Options{}); err != nil {
 		w.t.Fatal(err)
 	}
+}
+
+// idle hooks the store to a manager whose River client only inserts: jobs
+// are enqueued and nothing works them.
+func (w *world) idle() {
+	w.t.Helper()
+	m := New(w.cfg, w.pool, w.store, w.blobs, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	if err := m.Load(context.Background()); err != nil {
+		w.t.Fatal(err)
+	}
+	insertOnly, err := river.NewClient(riverpgxv5.New(w.pool), &river.Config{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	m.Start(insertOnly)
 }
 
 // deliver stores a message for alice.
@@ -265,17 +281,8 @@ func TestFailingPluginRetriesThenBreakerOpens(t *testing.T) {
 func TestJobsSurviveRestart(t *testing.T) {
 	w := newWorld(t, nil)
 	w.install("counter", "", `cat >/dev/null; echo x >> calls; echo '{}'`)
-	// The store enqueues with a client that does not work jobs.
 	ctx := context.Background()
-	idle := New(w.cfg, w.pool, w.store, w.blobs, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err := idle.Load(ctx); err != nil {
-		t.Fatal(err)
-	}
-	insertOnly, err := river.NewClient(riverpgxv5.New(w.pool), &river.Config{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	idle.Start(insertOnly)
+	w.idle()
 	for i := range 3 {
 		w.deliver(fmt.Sprintf("m%d", i), "x")
 	}
@@ -292,5 +299,36 @@ func TestJobsSurviveRestart(t *testing.T) {
 	data, _ := os.ReadFile(filepath.Join(w.cfg.WorkDir, "counter", "calls"))
 	if strings.Count(string(data), "x") != 3 {
 		t.Fatalf("plugin calls: %q; want exactly 3", data)
+	}
+}
+
+// BenchmarkDeliverEnqueue measures what enqueueing post_receive jobs in the
+// delivery transaction costs deliveries (no job is worked here):
+//
+//	go test ./agent/hooks -run xxx -bench DeliverEnqueue -benchtime 4000x
+func BenchmarkDeliverEnqueue(b *testing.B) {
+	for _, withPlugin := range []bool{false, true} {
+		name := map[bool]string{false: "no_plugin", true: "one_plugin"}[withPlugin]
+		b.Run(name, func(b *testing.B) {
+			w := newWorld(b, nil)
+			if withPlugin {
+				w.install("bench", "", `cat >/dev/null; echo '{}'`)
+			}
+			w.idle()
+			var seq atomic.Int64
+			b.SetParallelism(16)
+			b.ResetTimer()
+			b.RunParallel(func(pb *testing.PB) {
+				for pb.Next() {
+					n := seq.Add(1)
+					raw := fmt.Sprintf("From: a@remote.test\r\nTo: alice@example.test\r\nSubject: m%d\r\n\r\n%s\r\n", n, strings.Repeat("body line\r\n", 900))
+					if _, err := w.store.Deliver(context.Background(), mailstore.Delivery{MailFrom: "a@remote.test", Recipients: []accounts.Recipient{w.alice}, Data: []byte(raw)}); err != nil {
+						b.Error(err)
+						return
+					}
+				}
+			})
+			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
+		})
 	}
 }

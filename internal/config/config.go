@@ -126,6 +126,7 @@ type Plugins struct {
 	WorkDir            string        `yaml:"work_dir" doc:"Plugins' working directories, one each (0700, owned by run_as when the agent runs as root). Empty: data_dir/plugins."`
 	LogDir             string        `yaml:"log_dir" doc:"Where each plugin's stderr goes (<id>.log, rotated by size). Empty: data_dir/logs/plugins."`
 	RunAs              string        `yaml:"run_as" doc:"System user (and its group) plugin processes run as when the agent runs as root; created by mairust plugin install when missing."`
+	Workers            int           `yaml:"workers" doc:"Hook jobs run at once by this agent (1-256); a plugin call mostly waits, so more than the cores."`
 	Retries            int           `yaml:"retries" reload:"live" doc:"Retries of a failed post_receive job before it is marked permanent-failed (0-10)."`
 	RetryBackoff       string        `yaml:"retry_backoff" reload:"live" doc:"Waits before each retry, comma-separated; the last one repeats (e.g. 30s,2m,10m)."`
 	BreakerFailures    int           `yaml:"breaker_consecutive_failures" reload:"live" doc:"Consecutive failures that open a plugin's circuit breaker."`
@@ -179,6 +180,7 @@ func Default() Config {
 		API: API{Listen: "127.0.0.1:8080", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 30 * 24 * time.Hour},
 		Plugins: Plugins{
 			RunAs:              "mairust-plugin",
+			Workers:            16,
 			Retries:            3,
 			RetryBackoff:       "30s,2m,10m",
 			BreakerFailures:    10,

@@ -42,12 +42,17 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 // Client is the River client used by the agent.
 type Client = river.Client[pgx.Tx]
 
-// Start starts a River client working the default queue with workers and
+// Start starts a River client working the default queue (4 jobs at once)
+// and the queues given (name to most jobs at once) with workers, and
 // scheduling periodic (only the elected leader among agents schedules).
-func Start(ctx context.Context, pool *pgxpool.Pool, workers *river.Workers, periodic []*river.PeriodicJob, log *slog.Logger) (*Client, error) {
+func Start(ctx context.Context, pool *pgxpool.Pool, workers *river.Workers, periodic []*river.PeriodicJob, queues map[string]int, log *slog.Logger) (*Client, error) {
+	qs := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}}
+	for name, n := range queues {
+		qs[name] = river.QueueConfig{MaxWorkers: n}
+	}
 	c, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
 		Logger:       log.With("component", "jobs"),
-		Queues:       map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}},
+		Queues:       qs,
 		Workers:      workers,
 		PeriodicJobs: periodic,
 	})
