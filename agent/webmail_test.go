@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/chromedp/chromedp"
+
+	"github.com/mairust/mairust/agent/plugins"
 )
 
 // browser starts headless Chromium (Debian's chromium) for one test.
@@ -116,10 +118,16 @@ func screenshot(t *testing.T, ctx context.Context, name string) {
 }
 
 // TestAdminPagesInChromium: an admin sees the tenant's domains, users and
-// the log of sign-ins, and adds a domain from the page.
+// the log of sign-ins, adds a domain from the page, and disables the
+// installed plugin.
 func TestAdminPagesInChromium(t *testing.T) {
-	cfgPath, _, pool := setup(t, "")
+	// The page loads every admin list at once, again after each action:
+	// more than the default admin burst from one address in this test.
+	cfgPath, dataDir, pool := setup(t, "ratelimit:\n  admin_ip_per_minute: 1000\n")
 	if _, err := pool.Exec(context.Background(), `UPDATE mail_users SET is_admin = true WHERE address = 'alice@example.test'`); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := plugins.Install(context.Background(), pool, filepath.Join("plugins", "examples", "subject-tagger"), filepath.Join(dataDir, "plugin-files"), plugins.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	p := startAgent(t, cfgPath)
@@ -137,6 +145,9 @@ func TestAdminPagesInChromium(t *testing.T) {
 		chromedp.SendKeys(css(`#domain-form input[name=name]`), "added.test"),
 		chromedp.Click(css(`#domain-form button[type=submit]`)),
 		chromedp.WaitVisible(css(`#domains li:nth-child(2)`)),
+		chromedp.WaitVisible(css(`#plugins li button`)),
+		chromedp.Click(css(`#plugins li button`)),
+		chromedp.Poll[chromedp.Void](`document.querySelector('#plugins li').textContent.includes('disabled')`),
 	)
 	if err != nil {
 		shot, _ := chromedp.Run(context.WithoutCancel(ctx), chromedp.Text(css(`body`)))
@@ -147,7 +158,7 @@ func TestAdminPagesInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	screenshot(t, ctx, "admin.png")
-	for _, want := range []string{"example.test", "added.test", "alice@example.test", "auth.login"} {
+	for _, want := range []string{"example.test", "added.test", "alice@example.test", "auth.login", "subject-tagger 1.0.0 (stdin)", "breaker: closed"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("admin page lacks %q:\n%s", want, page)
 		}
@@ -156,5 +167,9 @@ func TestAdminPagesInChromium(t *testing.T) {
 	pool.QueryRow(context.Background(), `SELECT count(*) FROM domains WHERE name = 'added.test'`).Scan(&n)
 	if n != 1 {
 		t.Fatal("the domain added in the browser is not in the database")
+	}
+	var on bool
+	if err := pool.QueryRow(context.Background(), `SELECT enabled FROM plugins WHERE id = 'subject-tagger'`).Scan(&on); err != nil || on {
+		t.Fatalf("plugin enabled %v, %v; want disabled from the page", on, err)
 	}
 }

@@ -37,6 +37,7 @@ type Server struct {
 	keys     atomic.Pointer[keyring]
 	settings atomic.Pointer[config.API]
 	rate     *rateLimits
+	plugins  PluginAdmin // nil: no plugin endpoints
 	now      func() time.Time
 }
 

@@ -4,6 +4,7 @@ import (
 	"net/http"
 
 	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/agent/hooks"
 	"github.com/mairust/mairust/internal/ratelimit"
 )
 
@@ -36,8 +37,9 @@ type route struct {
 
 // pathParams describe the {name} segments of route paths.
 var pathParams = map[string]param{
-	"id": {"id", "integer", "the object's id"},
-	"n":  {"n", "integer", "the attachment's index, from 0"},
+	"id":     {"id", "integer", "the object's id"},
+	"n":      {"n", "integer", "the attachment's index, from 0"},
+	"plugin": {"plugin", "string", "the plugin's id"},
 }
 
 // Query parameters shared by several routes.
@@ -94,6 +96,11 @@ func (s *Server) routes() []route {
 			limitParam,
 			{"offset", "integer", "how many events to skip"},
 		}, response: logPage{}, status: http.StatusOK, h: s.logs},
+
+		// The agent's plugins (agent-wide, not per tenant).
+		{method: "GET", path: "/api/v1/admin/plugins", summary: "The installed plugins with their circuit breakers", auth: authAdmin, response: pluginList{}, status: http.StatusOK, h: s.listPlugins},
+		{method: "PATCH", path: "/api/v1/admin/plugins/{plugin}", summary: "Enable or disable a plugin", auth: authAdmin, request: pluginChange{}, response: hooks.PluginStatus{}, status: http.StatusOK, h: s.updatePlugin},
+		{method: "POST", path: "/api/v1/admin/plugins/{plugin}/breaker/reset", summary: "Close a plugin's circuit breaker (re-enable a plugin it took out)", auth: authAdmin, response: hooks.PluginStatus{}, status: http.StatusOK, h: s.resetBreaker},
 
 		{method: "GET", path: "/api/v1/openapi.json", summary: "This API as an OpenAPI 3.1 document", status: http.StatusOK, contentType: "application/json", h: serveOpenAPI},
 		{method: "GET", path: "/api/v1/docs", summary: "This API's reference page", status: http.StatusOK, contentType: "text/html", h: serveDocs},

@@ -272,8 +272,8 @@ func (m *Manager) enqueue(ctx context.Context, tx pgx.Tx, ids []int64) error {
 	return err
 }
 
-// Status is one plugin's state for the admin API.
-type Status struct {
+// PluginStatus is one plugin's state for the admin API.
+type PluginStatus struct {
 	ID      string         `json:"id"`
 	Name    string         `json:"name"`
 	Version string         `json:"version"`
@@ -283,17 +283,25 @@ type Status struct {
 }
 
 // Statuses lists every installed plugin with its breaker.
-func (m *Manager) Statuses(ctx context.Context) ([]Status, error) {
+func (m *Manager) Statuses(ctx context.Context) ([]PluginStatus, error) {
 	list, err := plugins.List(ctx, m.pool)
 	if err != nil {
 		return nil, err
 	}
-	out := make([]Status, len(list))
+	out := make([]PluginStatus, len(list))
 	for i, p := range list {
 		mf := p.Manifest
-		out[i] = Status{ID: mf.ID, Name: mf.Name, Version: mf.Version.String(), Kind: string(mf.Kind), Enabled: p.Enabled, Breaker: m.breakers.Status(mf.ID)}
+		out[i] = PluginStatus{ID: mf.ID, Name: mf.Name, Version: mf.Version.String(), Kind: string(mf.Kind), Enabled: p.Enabled, Breaker: m.breakers.Status(mf.ID)}
 	}
 	return out, nil
+}
+
+// SetEnabled enables or disables an installed plugin and reloads.
+func (m *Manager) SetEnabled(ctx context.Context, id string, on bool) error {
+	if err := plugins.SetEnabled(ctx, m.pool, id, on); err != nil {
+		return err
+	}
+	return m.Load(ctx)
 }
 
 // ResetBreaker closes a plugin's breaker by hand (an admin re-enables it).

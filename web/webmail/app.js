@@ -13,7 +13,8 @@ const T = {
     imagesBlocked: 'Images from outside are blocked to protect your privacy.', download: 'Download',
     deleted: 'Deleted.', moved: 'Moved.', badLogin: 'Wrong address or password.', failed: 'Something went wrong: ',
     domains: 'Domains', users: 'Mail users', tokens: 'API tokens', logs: 'Logs', add: 'Add', create: 'Create',
-    revoke: 'Revoke', disable: 'Disable', enable: 'Enable', more: 'More', moreText: 'Plugins, breakers, outbound suspensions and recall alerts appear here when they are set up.',
+    revoke: 'Revoke', disable: 'Disable', enable: 'Enable', more: 'More', moreText: 'Outbound suspensions and recall alerts appear here when they are set up.',
+    plugins: 'Plugins', noPlugins: 'No plugins installed (mairust plugin install DIR).', resetBreaker: 'Reset breaker', breaker: 'breaker', disabled: 'disabled',
     tokenShown: 'Copy this token now; it is not shown again: ', mail: 'Mail', noSubject: '(no subject)',
     spamScore: 'Spam score', notScanned: 'Not scanned for spam (the scanner was unavailable).',
   },
@@ -24,7 +25,8 @@ const T = {
     imagesBlocked: 'プライバシー保護のため外部の画像を表示していません。', download: 'ダウンロード',
     deleted: '削除しました。', moved: '移動しました。', badLogin: 'メールアドレスまたはパスワードが違います。', failed: 'エラーが発生しました: ',
     domains: 'ドメイン', users: 'メールユーザー', tokens: 'API トークン', logs: 'ログ', add: '追加', create: '作成',
-    revoke: '取り消す', disable: '無効にする', enable: '有効にする', more: 'その他', moreText: 'プラグイン、サーキットブレーカー、送信停止、リコール通知は設定後にここに表示されます。',
+    revoke: '取り消す', disable: '無効にする', enable: '有効にする', more: 'その他', moreText: '送信停止、リコール通知は設定後にここに表示されます。',
+    plugins: 'プラグイン', noPlugins: 'プラグインはインストールされていません（mairust plugin install DIR）。', resetBreaker: 'ブレーカーをリセット', breaker: 'ブレーカー', disabled: '無効',
     tokenShown: 'このトークンは今だけ表示されます。コピーしてください: ', mail: 'メール', noSubject: '(件名なし)',
     spamScore: '迷惑メールスコア', notScanned: '迷惑メール判定は行われていません（スキャナが利用できませんでした）。',
   },
@@ -256,7 +258,7 @@ async function showAdmin() {
   show('admin-view');
   $('admin-error').textContent = '';
   try {
-    await Promise.all([loadDomains(), loadUsers(), loadTokens(), loadLogs()]);
+    await Promise.all([loadDomains(), loadUsers(), loadTokens(), loadLogs(), loadPlugins()]);
   } catch (e) { $('admin-error').textContent = t('failed') + e.message; }
 }
 
@@ -293,6 +295,24 @@ async function loadTokens() {
 async function loadLogs() {
   const data = await api('GET', '/admin/logs?limit=50');
   $('logs').replaceChildren(...data.events.map((ev) => row(fmtDate(ev.at) + ' ' + ev.kind + ' ' + ev.actor)));
+}
+
+// loadPlugins lists the agent's plugins with their circuit breakers; an
+// admin turns them on or off and closes a breaker that took one out.
+async function loadPlugins() {
+  const data = await api('GET', '/admin/plugins');
+  if (!data.plugins.length) {
+    $('plugins').replaceChildren(row(t('noPlugins')));
+    return;
+  }
+  $('plugins').replaceChildren(...data.plugins.map((p) => {
+    const b = p.breaker;
+    const text = p.id + ' ' + p.version + ' (' + p.kind + ')' + (p.enabled ? '' : ' — ' + t('disabled')) +
+      ' — ' + t('breaker') + ': ' + b.state + (b.reason ? ' (' + b.reason + ')' : '');
+    const actions = [[p.enabled ? t('disable') : t('enable'), () => api('PATCH', '/admin/plugins/' + encodeURIComponent(p.id), { enabled: !p.enabled })]];
+    if (b.state !== 'closed') actions.push([t('resetBreaker'), () => api('POST', '/admin/plugins/' + encodeURIComponent(p.id) + '/breaker/reset')]);
+    return row(text, actions);
+  }));
 }
 
 function formHandler(id, fn) {
