@@ -28,6 +28,7 @@ import (
 	"github.com/mairust/mairust/agent/api"
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/hooks"
+	"github.com/mairust/mairust/agent/hooks/health"
 	"github.com/mairust/mairust/agent/imapd"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/retention"
@@ -121,7 +122,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
-	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), hooks.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), hooks.Collectors(), health.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 
@@ -202,6 +203,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	// Set before the API serves its first move and SMTP its first message.
 	store.OnJunkMove(spamlearn.Enqueue(jobClient, a.spam))
 	a.hooks.Start(jobClient)
+	go a.hooks.RunHealth(ctx)
 
 	errc := make(chan error, 5)
 	go func() { errc <- a.smtp.Serve(smtpLn) }()

@@ -45,6 +45,7 @@ func (a *Agent) status(w http.ResponseWriter, r *http.Request) {
 		"storage":        cfg.Storage.Backend,
 		"log_level":      cfg.Log.Level,
 		"db_pool":        map[string]int32{"total": st.TotalConns(), "idle": st.IdleConns(), "in_use": st.AcquiredConns()},
+		"plugins":        a.hooks.Health(),
 	})
 }
 

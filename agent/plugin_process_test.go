@@ -2,6 +2,8 @@ package agent_test
 
 import (
 	"context"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -65,6 +67,16 @@ func TestPluginInstalledWithTheCLI(t *testing.T) {
 	var subject string
 	if err := pool.QueryRow(ctx, `SELECT m.subject FROM message_tags t JOIN messages m ON m.id = t.message_id`).Scan(&subject); err != nil || tagged != 1 || events != 2 || subject != "Invoice 7 for you" {
 		t.Fatalf("%d tagged (%q, %v), %d plugin events; want the invoice tagged, 2 events\n%s", tagged, subject, err, events, p.logs())
+	}
+	// The management /status shows the plugin's health check (none declared).
+	resp, err := http.Get("http://" + p.http + "/status")
+	if err != nil {
+		t.Fatal(err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if !strings.Contains(string(body), `"id":"subject-tagger","status":"unknown","detail":"no health check declared"`) {
+		t.Fatalf("/status: %s", body)
 	}
 	// Disabled and reloaded: new mail is not hooked any more.
 	cli("plugin", "disable", "--config", cfgPath, "subject-tagger")

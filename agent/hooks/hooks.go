@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -25,6 +26,9 @@ import (
 
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/hooks/breaker"
+	"github.com/mairust/mairust/agent/hooks/health"
+	"github.com/mairust/mairust/agent/hooks/netpolicy"
+	"github.com/mairust/mairust/agent/hooks/pluginlog"
 	"github.com/mairust/mairust/agent/hooks/runner"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/plugins"
@@ -77,20 +81,28 @@ type Manager struct {
 	settings atomic.Pointer[config.Plugins]
 	jobs     atomic.Pointer[jobs.Client]
 
+	health  *health.Checker
+	baseLog *slog.Logger // without component, for the plugins' merged logs
+
 	mu      sync.RWMutex
 	enabled map[string]*plugin
+
+	logMu sync.Mutex
+	logs  map[string]*pluginlog.Writer // kept across reloads
 }
 
 // plugin is an enabled plugin ready to call.
 type plugin struct {
 	installed plugins.Installed
 	run       runner.Runner
+	network   netpolicy.Enforcement
 }
 
 // New returns a manager; Load reads the plugins, Start gives it the River
 // client it enqueues with.
 func New(cfg config.Plugins, pool *pgxpool.Pool, store *mailstore.Store, blobs blobstore.Store, log *slog.Logger) *Manager {
-	m := &Manager{pool: pool, store: store, blobs: blobs, log: log.With("component", "hooks"), enabled: map[string]*plugin{}}
+	m := &Manager{pool: pool, store: store, blobs: blobs, log: log.With("component", "hooks"), baseLog: log,
+		enabled: map[string]*plugin{}, logs: map[string]*pluginlog.Writer{}}
 	m.settings.Store(&cfg)
 	m.breakers = breaker.New(breakerSettings(cfg), nil)
 	m.breakers.OnChange(func(st breaker.Status) {
@@ -101,8 +113,32 @@ func New(cfg config.Plugins, pool *pgxpool.Pool, store *mailstore.Store, blobs b
 		breakerOpen.WithLabelValues(st.ID).Set(open)
 		m.log.Warn("plugin circuit breaker "+string(st.State), "plugin_id", st.ID, "reason", st.Reason)
 	})
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		c, err := sysuser.Ensure(cfg.RunAs)
+		if err != nil {
+			m.log.Error("plugin health commands disabled", "error", err)
+		}
+		cred = c
+	}
+	m.health = health.New(health.Options{
+		Log: log, Trip: m.breakers.Trip, Credential: cred,
+		WorkDir: func(id string) string {
+			d := filepath.Join(m.settings.Load().WorkDir, id)
+			if fi, err := os.Stat(d); err == nil && fi.IsDir() {
+				return d
+			}
+			return "" // the plugin's own directory (http plugins have no working directory)
+		},
+	})
 	return m
 }
+
+// RunHealth polls the plugins' health checks until ctx ends.
+func (m *Manager) RunHealth(ctx context.Context) { m.health.Run(ctx) }
+
+// Health returns the last health check of every enabled plugin.
+func (m *Manager) Health() []health.Result { return m.health.Results() }
 
 func breakerSettings(c config.Plugins) breaker.Settings {
 	return breaker.Settings{
@@ -139,23 +175,34 @@ func (m *Manager) Load(ctx context.Context) error {
 	cfg := m.settings.Load()
 	next := map[string]*plugin{}
 	for _, p := range list {
-		run, err := m.runner(p, cfg)
+		netw, err := netpolicy.For(p.Manifest.Network, os.Geteuid() == 0, cfg.AllowUnlimitedNetwork)
 		if err != nil {
 			m.log.Error("plugin not loaded", "plugin_id", p.ID(), "error", err)
 			continue
 		}
-		next[p.ID()] = &plugin{installed: p, run: run}
+		run, err := m.runner(p, cfg, netw)
+		if err != nil {
+			m.log.Error("plugin not loaded", "plugin_id", p.ID(), "error", err)
+			continue
+		}
+		m.log.Info("plugin loaded", "plugin_id", p.ID(), "kind", p.Manifest.Kind, "network", netw.String())
+		next[p.ID()] = &plugin{installed: p, run: run, network: netw}
 	}
 	m.mu.Lock()
 	m.enabled = next
 	m.mu.Unlock()
+	mfs := make([]*manifest.Manifest, 0, len(next))
+	for _, p := range next {
+		mfs = append(mfs, p.installed.Manifest)
+	}
+	m.health.Set(mfs)
 	m.hookDeliveries()
 	return nil
 }
 
 // runner prepares the runner of one plugin: its working directory, log
 // file and, when the agent runs as root, the user it runs as.
-func (m *Manager) runner(p plugins.Installed, cfg *config.Plugins) (runner.Runner, error) {
+func (m *Manager) runner(p plugins.Installed, cfg *config.Plugins, netw netpolicy.Enforcement) (runner.Runner, error) {
 	mf := p.Manifest
 	switch mf.Kind {
 	case manifest.KindHTTP:
@@ -170,7 +217,7 @@ func (m *Manager) runner(p plugins.Installed, cfg *config.Plugins) (runner.Runne
 		if err := os.Mkdir(work, 0o700); err != nil && !os.IsExist(err) {
 			return nil, err
 		}
-		opts := runner.StdinOptions{WorkDir: work}
+		opts := runner.StdinOptions{WorkDir: work, Network: netw}
 		if os.Geteuid() == 0 {
 			cred, err := sysuser.Ensure(cfg.RunAs)
 			if err != nil {
@@ -186,7 +233,7 @@ func (m *Manager) runner(p plugins.Installed, cfg *config.Plugins) (runner.Runne
 			}
 			opts.Credential = cred
 		}
-		log, err := openLog(cfg.LogDir, mf.ID)
+		log, err := m.pluginLog(cfg.LogDir, mf.ID)
 		if err != nil {
 			return nil, err
 		}
@@ -213,12 +260,19 @@ func reachable(dir string) error {
 	}
 }
 
-// openLog opens the plugin's log file for appending.
-func openLog(dir, id string) (*os.File, error) {
-	if err := os.MkdirAll(dir, 0o750); err != nil {
-		return nil, err
+// pluginLog returns the plugin's log writer, the same one across reloads
+// so that calls under way never write to a closed file.
+func (m *Manager) pluginLog(dir, id string) (*pluginlog.Writer, error) {
+	m.logMu.Lock()
+	defer m.logMu.Unlock()
+	if w := m.logs[id]; w != nil {
+		return w, nil
 	}
-	return os.OpenFile(filepath.Join(dir, id+".log"), os.O_CREATE|os.O_APPEND|os.O_WRONLY, 0o640)
+	w, err := pluginlog.Open(dir, id, pluginlog.Options{Merge: m.baseLog})
+	if err == nil {
+		m.logs[id] = w
+	}
+	return w, err
 }
 
 // subscribed returns the enabled plugins with hook h.
@@ -279,7 +333,10 @@ type PluginStatus struct {
 	Version string         `json:"version"`
 	Kind    string         `json:"kind"`
 	Enabled bool           `json:"enabled"`
+	Loaded  bool           `json:"loaded"`            // running in this agent (enabled and ready)
+	Network string         `json:"network,omitempty"` // how its network mode is enforced here
 	Breaker breaker.Status `json:"breaker"`
+	Health  *health.Result `json:"health,omitempty"` // its last health check, when loaded
 }
 
 // Statuses lists every installed plugin with its breaker.
@@ -292,6 +349,12 @@ func (m *Manager) Statuses(ctx context.Context) ([]PluginStatus, error) {
 	for i, p := range list {
 		mf := p.Manifest
 		out[i] = PluginStatus{ID: mf.ID, Name: mf.Name, Version: mf.Version.String(), Kind: string(mf.Kind), Enabled: p.Enabled, Breaker: m.breakers.Status(mf.ID)}
+		if lp := m.get(mf.ID); lp != nil {
+			out[i].Loaded, out[i].Network = true, lp.network.String()
+		}
+		if r, ok := m.health.Result(mf.ID); ok {
+			out[i].Health = &r
+		}
 	}
 	return out, nil
 }

@@ -2,17 +2,15 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
-	"io"
 	"os"
-	"path/filepath"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mairust/mairust/agent/hooks/pluginlog"
 	"github.com/mairust/mairust/agent/plugins"
 	"github.com/mairust/mairust/internal/config"
 )
@@ -97,7 +95,17 @@ func init() {
 				return err
 			}
 			_, _, logs := cfg.PluginPaths()
-			return tail(os.Stdout, filepath.Join(logs, id+".log"), lines)
+			out, err := pluginlog.Tail(logs, id, lines)
+			if err != nil {
+				return err
+			}
+			if len(out) == 0 {
+				fmt.Println("(the plugin has not logged anything yet)")
+			}
+			for _, l := range out {
+				fmt.Println(l)
+			}
+			return nil
 		})
 }
 
@@ -147,31 +155,4 @@ func (s *settingFlags) Set(v string) error {
 	}
 	s.values[name] = value
 	return nil
-}
-
-// tail prints the last n lines of a file (of its last MiB at most).
-func tail(w io.Writer, path string, n int) error {
-	f, err := os.Open(path)
-	if errors.Is(err, os.ErrNotExist) {
-		fmt.Fprintln(w, "(the plugin has not logged anything yet)")
-		return nil
-	}
-	if err != nil {
-		return err
-	}
-	defer f.Close()
-	const window = 1 << 20
-	if fi, err := f.Stat(); err == nil && fi.Size() > window {
-		f.Seek(fi.Size()-window, io.SeekStart)
-	}
-	data, err := io.ReadAll(f)
-	if err != nil {
-		return err
-	}
-	all := strings.SplitAfter(string(data), "\n")
-	if all[len(all)-1] == "" {
-		all = all[:len(all)-1]
-	}
-	_, err = io.WriteString(w, strings.Join(all[max(0, len(all)-n):], ""))
-	return err
 }

@@ -122,18 +122,19 @@ type IMAP struct {
 // Plugins configures the hooks' plugins: where their files live, how their
 // jobs retry and when their circuit breakers open.
 type Plugins struct {
-	Dir                string        `yaml:"dir" doc:"Where installed plugins' files are kept, one directory each, owned by the agent's user. Empty: data_dir/plugin-files."`
-	WorkDir            string        `yaml:"work_dir" doc:"Plugins' working directories, one each (0700, owned by run_as when the agent runs as root). Empty: data_dir/plugins."`
-	LogDir             string        `yaml:"log_dir" doc:"Where each plugin's stderr goes (<id>.log, rotated by size). Empty: data_dir/logs/plugins."`
-	RunAs              string        `yaml:"run_as" doc:"System user (and its group) plugin processes run as when the agent runs as root; created by mairust plugin install when missing."`
-	Workers            int           `yaml:"workers" doc:"Hook jobs run at once by this agent (1-256); a plugin call mostly waits, so more than the cores."`
-	Retries            int           `yaml:"retries" reload:"live" doc:"Retries of a failed post_receive job before it is marked permanent-failed (0-10)."`
-	RetryBackoff       string        `yaml:"retry_backoff" reload:"live" doc:"Waits before each retry, comma-separated; the last one repeats (e.g. 30s,2m,10m)."`
-	BreakerFailures    int           `yaml:"breaker_consecutive_failures" reload:"live" doc:"Consecutive failures that open a plugin's circuit breaker."`
-	BreakerFailureRate float64       `yaml:"breaker_failure_rate" reload:"live" doc:"Share of failed calls in breaker_window (with at least breaker_min_calls) that opens the breaker (0.01-1)."`
-	BreakerWindow      time.Duration `yaml:"breaker_window" reload:"live" doc:"Window of the failure rate."`
-	BreakerMinCalls    int           `yaml:"breaker_min_calls" reload:"live" doc:"Calls in the window before the failure rate counts."`
-	BreakerCoolDown    time.Duration `yaml:"breaker_cool_down" reload:"live" doc:"How long an open breaker skips the plugin before one trial call goes through."`
+	Dir                   string        `yaml:"dir" doc:"Where installed plugins' files are kept, one directory each, owned by the agent's user. Empty: data_dir/plugin-files."`
+	WorkDir               string        `yaml:"work_dir" doc:"Plugins' working directories, one each (0700, owned by run_as when the agent runs as root). Empty: data_dir/plugins."`
+	LogDir                string        `yaml:"log_dir" doc:"Where each plugin's stderr goes (<id>.log, rotated by size). Empty: data_dir/logs/plugins."`
+	RunAs                 string        `yaml:"run_as" doc:"System user (and its group) plugin processes run as when the agent runs as root; created by mairust plugin install when missing."`
+	Workers               int           `yaml:"workers" doc:"Hook jobs run at once by this agent (1-256); a plugin call mostly waits, so more than the cores."`
+	AllowUnlimitedNetwork bool          `yaml:"allow_unlimited_network" doc:"Let plugins that declare network = unlimited run (an admin decision); otherwise they are refused."`
+	Retries               int           `yaml:"retries" reload:"live" doc:"Retries of a failed post_receive job before it is marked permanent-failed (0-10)."`
+	RetryBackoff          string        `yaml:"retry_backoff" reload:"live" doc:"Waits before each retry, comma-separated; the last one repeats (e.g. 30s,2m,10m)."`
+	BreakerFailures       int           `yaml:"breaker_consecutive_failures" reload:"live" doc:"Consecutive failures that open a plugin's circuit breaker."`
+	BreakerFailureRate    float64       `yaml:"breaker_failure_rate" reload:"live" doc:"Share of failed calls in breaker_window (with at least breaker_min_calls) that opens the breaker (0.01-1)."`
+	BreakerWindow         time.Duration `yaml:"breaker_window" reload:"live" doc:"Window of the failure rate."`
+	BreakerMinCalls       int           `yaml:"breaker_min_calls" reload:"live" doc:"Calls in the window before the failure rate counts."`
+	BreakerCoolDown       time.Duration `yaml:"breaker_cool_down" reload:"live" doc:"How long an open breaker skips the plugin before one trial call goes through."`
 }
 
 // Spam configures the scan of incoming mail: the built-in rules, then

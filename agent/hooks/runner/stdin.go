@@ -14,6 +14,7 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/mairust/mairust/agent/hooks/netpolicy"
 	"github.com/mairust/mairust/agent/plugins/manifest"
 	"github.com/mairust/mairust/agent/plugins/sdk"
 )
@@ -31,13 +32,18 @@ type StdinOptions struct {
 	WorkDir    string              // working directory and HOME; the plugin's directory if empty
 	Credential *syscall.Credential // run as this user and group (set when the agent runs as root)
 	Log        io.Writer           // if set, gets the tail of each run's standard error in one Write
+
+	// Network is how the plugin's network mode is enforced (see
+	// netpolicy.For); the zero value changes nothing.
+	Network netpolicy.Enforcement
 }
 
 // Stdin runs a stdin plugin's command once per event: the event as JSON on
 // its standard input, the result as JSON on its standard output. The
 // command runs in its own process group with a minimal environment; the
 // whole group is killed when the run ends, times out or floods its output.
-// Safe for concurrent use.
+// With StdinOptions.Network it starts in the network namespace its mode
+// calls for. Safe for concurrent use.
 type Stdin struct {
 	m    *manifest.Manifest
 	opts StdinOptions
@@ -132,7 +138,7 @@ func (s *Stdin) Run(ctx context.Context, ev sdk.Event) (sdk.Result, error) {
 	stderr := &tailWriter{max: StderrTailBytes}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 
-	if err := cmd.Start(); err != nil {
+	if err := netpolicy.Start(s.opts.Network, cmd); err != nil {
 		if ctx.Err() != nil {
 			return sdk.Result{}, ctxFailure(ctx, m.ID, m.Timeout.String())
 		}

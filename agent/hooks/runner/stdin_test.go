@@ -5,7 +5,10 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"encoding/json"
 	"errors"
+	"io"
+	"net"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -14,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/mairust/mairust/agent/hooks/netpolicy"
 	"github.com/mairust/mairust/agent/plugins/manifest"
 	"github.com/mairust/mairust/agent/plugins/sdk"
 )
@@ -344,5 +348,221 @@ func TestNewStdinRefusesOtherKinds(t *testing.T) {
 	m := &manifest.Manifest{ID: "x", Kind: manifest.KindHTTP, URL: "http://127.0.0.1/", Timeout: time.Second}
 	if _, err := NewStdin(m, StdinOptions{}); err == nil {
 		t.Error("NewStdin accepted an http plugin")
+	}
+}
+
+// netProbeID is the plugin ID under which the test binary, run as a
+// plugin, acts as netProbe instead of running tests.
+const netProbeID = "runner-netprobe"
+
+func init() {
+	if os.Getenv("MAIRUST_PLUGIN_ID") == netProbeID && len(os.Args) == 2 {
+		netProbe(os.Args[1])
+		os.Exit(0)
+	}
+}
+
+// netProbe is a stdin plugin reporting what network it has: whether it can
+// dial host (the test's listener), listen and dial itself on 127.0.0.1
+// and ::1, its uid, the interfaces in /proc/net/dev and whether lo is up.
+func netProbe(host string) {
+	io.Copy(io.Discard, os.Stdin)
+	md := map[string]string{"uid": strconv.Itoa(os.Getuid())}
+	result := func(err error) string {
+		if err != nil {
+			return "error: " + err.Error()
+		}
+		return "ok"
+	}
+	md["dial_host"] = result(dialOnce(host))
+	md["self4"] = result(dialSelf("tcp4", "127.0.0.1:0"))
+	md["self6"] = result(dialSelf("tcp6", "[::1]:0"))
+	var names []string
+	if dev, err := os.ReadFile("/proc/net/dev"); err != nil {
+		names = append(names, "error: "+err.Error())
+	} else {
+		for _, line := range strings.Split(string(dev), "\n") {
+			if name, _, ok := strings.Cut(line, ":"); ok {
+				names = append(names, strings.TrimSpace(name))
+			}
+		}
+	}
+	md["ifaces"] = strings.Join(names, " ")
+	if lo, err := net.InterfaceByName("lo"); err != nil {
+		md["lo"] = "error: " + err.Error()
+	} else if lo.Flags&net.FlagUp != 0 {
+		md["lo"] = "up"
+	} else {
+		md["lo"] = "down"
+	}
+	json.NewEncoder(os.Stdout).Encode(sdk.Result{Metadata: md})
+}
+
+func dialOnce(addr string) error {
+	c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+	if err != nil {
+		return err
+	}
+	return c.Close()
+}
+
+// dialSelf listens on addr and dials the listener.
+func dialSelf(network, addr string) error {
+	l, err := net.Listen(network, addr)
+	if err != nil {
+		return err
+	}
+	defer l.Close()
+	return dialOnce(l.Addr().String())
+}
+
+// netProbePlugin copies the test binary into a plugin directory as a
+// stdin plugin that the plugin user (nobody) can run, with the address of
+// a listener of the test as its argument; accepted checks how many
+// connections the listener has had since the last call.
+func netProbePlugin(t *testing.T) (m *manifest.Manifest, accepted func(want int)) {
+	t.Helper()
+	if os.Geteuid() != 0 {
+		t.Fatal("the network policy tests make network namespaces and run plugins as another user, which needs root; run the tests as root (CI does)")
+	}
+	self, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin, err := os.ReadFile(self)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	// t.TempDir's parent is private to root; the plugin user must reach its command.
+	if err := os.Chmod(filepath.Dir(dir), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "netprobe"), bin, 0o755); err != nil {
+		t.Fatal(err)
+	}
+
+	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	conns := make(chan struct{}, 16)
+	go func() {
+		for {
+			c, err := l.Accept()
+			if err != nil {
+				return
+			}
+			c.Close()
+			conns <- struct{}{}
+		}
+	}()
+	m = &manifest.Manifest{ID: netProbeID, Kind: manifest.KindStdin, Timeout: 30 * time.Second,
+		Command: "netprobe", Args: []string{l.Addr().String()}, Dir: dir}
+	// Called once the plugin has exited: a connection it made is accepted
+	// already or waits in the backlog.
+	return m, func(want int) {
+		t.Helper()
+		deadline := time.After(10 * time.Second)
+		for n := range want {
+			select {
+			case <-conns:
+			case <-deadline:
+				t.Fatalf("the test's listener accepted %d connections, want %d", n, want)
+			}
+		}
+		select {
+		case <-conns:
+			t.Errorf("the test's listener accepted more than %d connections", want)
+		case <-time.After(50 * time.Millisecond):
+		}
+	}
+}
+
+var nobody = &syscall.Credential{Uid: 65534, Gid: 65534}
+
+func enforcement(t *testing.T, mode manifest.Network, privileged bool) netpolicy.Enforcement {
+	t.Helper()
+	e, err := netpolicy.For(mode, privileged, false)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !e.Enforced {
+		t.Fatalf("%s (privileged %v) not enforced on this machine: %s", mode, privileged, e)
+	}
+	return e
+}
+
+// wantMeta checks metadata values: an exact value, or "~" and a part of it.
+func wantMeta(t *testing.T, md map[string]string, want map[string]string) {
+	t.Helper()
+	for k, v := range want {
+		got := md[k]
+		if part, ok := strings.CutPrefix(v, "~"); ok && strings.Contains(got, part) || got == v {
+			continue
+		}
+		t.Errorf("%s = %q, want %q (all: %q)", k, got, v, md)
+	}
+}
+
+// Without a policy the plugin has the agent's network.
+func TestStdinNetworkZero(t *testing.T) {
+	m, accepted := netProbePlugin(t)
+	res, err := runStdin(t, m, StdinOptions{Credential: nobody})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMeta(t, res.Metadata, map[string]string{"uid": "65534", "dial_host": "ok", "self4": "ok", "lo": "up"})
+	accepted(1)
+}
+
+func TestStdinNetworkNone(t *testing.T) {
+	m, accepted := netProbePlugin(t)
+	res, err := runStdin(t, m, StdinOptions{Credential: nobody, Network: enforcement(t, manifest.NetworkNone, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMeta(t, res.Metadata, map[string]string{"uid": "65534", "ifaces": "lo", "lo": "down",
+		"dial_host": "~network is unreachable", "self4": "~error: ", "self6": "~error: "})
+	accepted(0)
+}
+
+// Unprivileged none: a user namespace (exercised here as root, mapped to itself).
+func TestStdinNetworkNoneUserns(t *testing.T) {
+	m, accepted := netProbePlugin(t)
+	res, err := runStdin(t, m, StdinOptions{Network: enforcement(t, manifest.NetworkNone, false)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	wantMeta(t, res.Metadata, map[string]string{"uid": strconv.Itoa(os.Getuid()), "ifaces": "lo", "lo": "down",
+		"dial_host": "~network is unreachable", "self4": "~error: "})
+	accepted(0)
+}
+
+func TestStdinNetworkLocalOnly(t *testing.T) {
+	m, accepted := netProbePlugin(t)
+	want := map[string]string{"uid": "65534", "ifaces": "lo", "lo": "up",
+		"dial_host": "~connection refused", "self4": "ok"}
+	if l, err := net.Listen("tcp6", "[::1]:0"); err == nil { // the host has IPv6, so has the namespace
+		l.Close()
+		want["self6"] = "ok"
+	}
+	r, err := NewStdin(m, StdinOptions{Credential: nobody, Network: enforcement(t, manifest.NetworkLocalOnly, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Twice: each run has a namespace of its own, and the agent is left in its own.
+	for range 2 {
+		res, err := r.Run(context.Background(), testEvent(m.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantMeta(t, res.Metadata, want)
+		accepted(0)
+		if err := dialOnce(m.Args[0]); err != nil {
+			t.Fatalf("the agent lost its own network: %v", err)
+		}
+		accepted(1)
 	}
 }

@@ -1,0 +1,21 @@
+//go:build !linux
+
+package netpolicy
+
+import (
+	"errors"
+	"os/exec"
+	"syscall"
+)
+
+var errNotLinux = errors.New("network namespaces are Linux only")
+
+func inNetns(func() error) error { return errNotLinux }
+
+func probeUsernsOnce() error { return errNotLinux }
+
+// Apply does nothing: For enforces nothing outside Linux.
+func Apply(Enforcement, *syscall.SysProcAttr) {}
+
+// Start is cmd.Start: For enforces nothing outside Linux.
+func Start(_ Enforcement, cmd *exec.Cmd) error { return cmd.Start() }
