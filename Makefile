@@ -7,7 +7,7 @@ BIN     := bin/mairust
 # the data dir: use the standard place then, ./data otherwise.
 DATA    ?= $(if $(filter 0,$(shell id -u)),/var/lib/mairust,./data)
 
-.PHONY: run test build deps lint docs bench clean
+.PHONY: run test build deps lint docs proto bench clean
 
 ## run: install what is missing, build, and start `mairust aio` (data in /var/lib/mairust as root, else ./data)
 run: build
@@ -27,6 +27,12 @@ build:
 ## docs: regenerate docs/configuration.md from the config structs
 docs:
 	$(GO) run ./cmd/mairust config reference > docs/configuration.md
+
+## proto: regenerate proto/'s Go code (committed) with pinned buf and protoc plugins
+proto:
+	./scripts/deps.sh proto
+	buf lint
+	buf generate
 
 ## bench: start aio in a temporary dir and load it with `mairust bench smtp` (see README)
 bench: build

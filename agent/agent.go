@@ -194,6 +194,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		return err
 	}
 	a.hooks.Register(workers)
+	defer a.hooks.Close()
 	a.api.SetPlugins(a.hooks)
 	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)},
 		map[string]int{hooks.Queue: cfg.Plugins.Workers}, a.log)

@@ -3,6 +3,7 @@
 #   scripts/deps.sh run   — what `make run` needs (PostgreSQL binaries, swaks)
 #   scripts/deps.sh test  — that plus the test tools (versitygw, staticcheck,
 #                           Redis, rspamd, Chromium, mbsync) and the services started
+#   scripts/deps.sh proto — that of run plus buf and the protoc plugins (make proto)
 set -euo pipefail
 what=${1:-test}
 gobin=$(go env GOPATH)/bin
@@ -34,6 +35,12 @@ go_tool() {
   echo "deps: go install $2"
   go install "$2"
 }
+
+if [ "$what" = proto ]; then
+  go_tool buf github.com/bufbuild/buf/cmd/buf@v1.75.0
+  go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
+  go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+fi
 
 if [ "$what" = test ]; then
   go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0

@@ -10,10 +10,12 @@ package hooks
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"slices"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -173,9 +175,16 @@ func (m *Manager) Load(ctx context.Context) error {
 		return err
 	}
 	cfg := m.settings.Load()
+	m.mu.RLock()
+	prev := m.enabled
+	m.mu.RUnlock()
 	next := map[string]*plugin{}
 	for _, p := range list {
-		netw, err := netpolicy.For(p.Manifest.Network, os.Geteuid() == 0, cfg.AllowUnlimitedNetwork)
+		if old := prev[p.ID()]; old != nil && sameRuntime(old.installed, p) {
+			next[p.ID()] = &plugin{installed: p, run: old.run, network: old.network} // a running process stays
+			continue
+		}
+		netw, err := network(p.Manifest, cfg)
 		if err != nil {
 			m.log.Error("plugin not loaded", "plugin_id", p.ID(), "error", err)
 			continue
@@ -191,6 +200,11 @@ func (m *Manager) Load(ctx context.Context) error {
 	m.mu.Lock()
 	m.enabled = next
 	m.mu.Unlock()
+	for id, old := range prev {
+		if p := next[id]; p == nil || p.run != old.run {
+			closeRunner(old.run)
+		}
+	}
 	mfs := make([]*manifest.Manifest, 0, len(next))
 	for _, p := range next {
 		mfs = append(mfs, p.installed.Manifest)
@@ -200,45 +214,85 @@ func (m *Manager) Load(ctx context.Context) error {
 	return nil
 }
 
+// network decides how the plugin's network mode is enforced. go-plugin
+// starts process plugins itself, so for them only none (clone flags) is
+// enforced; their other modes are reported declarative.
+func network(mf *manifest.Manifest, cfg *config.Plugins) (netpolicy.Enforcement, error) {
+	e, err := netpolicy.For(mf.Network, os.Geteuid() == 0, cfg.AllowUnlimitedNetwork)
+	if err != nil || mf.Kind != manifest.KindProcess || mf.Network == manifest.NetworkNone || !e.Enforced {
+		return e, err
+	}
+	return netpolicy.Enforcement{Mode: mf.Network, Declarative: "process plugins: only network = none is enforced so far; this mode is declarative (the plugin has the agent's network)"}, nil
+}
+
+// sameRuntime reports whether a reloaded plugin can keep its runner: the
+// same files, command, address, secret and limits.
+func sameRuntime(a, b plugins.Installed) bool {
+	x, y := a.Manifest, b.Manifest
+	return x.Kind == y.Kind && x.Dir == y.Dir && x.Command == y.Command && slices.Equal(x.Args, y.Args) &&
+		x.SHA256 == y.SHA256 && x.URL == y.URL && x.Timeout == y.Timeout && x.Network == y.Network &&
+		string(a.Secret) == string(b.Secret)
+}
+
+// closeRunner stops a runner that holds a process.
+func closeRunner(r runner.Runner) {
+	if c, ok := r.(io.Closer); ok {
+		c.Close()
+	}
+}
+
+// Close stops the plugins' processes.
+func (m *Manager) Close() {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	for _, p := range m.enabled {
+		closeRunner(p.run)
+	}
+	m.enabled = map[string]*plugin{}
+}
+
 // runner prepares the runner of one plugin: its working directory, log
 // file and, when the agent runs as root, the user it runs as.
 func (m *Manager) runner(p plugins.Installed, cfg *config.Plugins, netw netpolicy.Enforcement) (runner.Runner, error) {
 	mf := p.Manifest
-	switch mf.Kind {
-	case manifest.KindHTTP:
+	if mf.Kind == manifest.KindHTTP {
 		return runner.NewHTTP(mf, p.Secret, &http.Client{})
+	}
+	// stdin and process plugins: a working directory of their own, their
+	// log, and when the agent runs as root, the user they run as.
+	// The parent is traversable so that the plugin's user reaches its
+	// own 0700 directory.
+	if err := os.MkdirAll(cfg.WorkDir, 0o711); err != nil {
+		return nil, err
+	}
+	work := filepath.Join(cfg.WorkDir, mf.ID)
+	if err := os.Mkdir(work, 0o700); err != nil && !os.IsExist(err) {
+		return nil, err
+	}
+	var cred *syscall.Credential
+	if os.Geteuid() == 0 {
+		var err error
+		if cred, err = sysuser.Ensure(cfg.RunAs); err != nil {
+			return nil, fmt.Errorf("plugins.run_as: %w", err)
+		}
+		if err := os.Chown(work, int(cred.Uid), int(cred.Gid)); err != nil {
+			return nil, err
+		}
+		for _, d := range []string{mf.Dir, work} {
+			if err := reachable(filepath.Dir(d)); err != nil {
+				return nil, fmt.Errorf("plugins.run_as %s cannot reach %s: %w", cfg.RunAs, d, err)
+			}
+		}
+	}
+	log, err := m.pluginLog(cfg.LogDir, mf.ID)
+	if err != nil {
+		return nil, err
+	}
+	switch mf.Kind {
 	case manifest.KindStdin:
-		// The parent is traversable so that the plugin's user reaches its
-		// own 0700 directory.
-		if err := os.MkdirAll(cfg.WorkDir, 0o711); err != nil {
-			return nil, err
-		}
-		work := filepath.Join(cfg.WorkDir, mf.ID)
-		if err := os.Mkdir(work, 0o700); err != nil && !os.IsExist(err) {
-			return nil, err
-		}
-		opts := runner.StdinOptions{WorkDir: work, Network: netw}
-		if os.Geteuid() == 0 {
-			cred, err := sysuser.Ensure(cfg.RunAs)
-			if err != nil {
-				return nil, fmt.Errorf("plugins.run_as: %w", err)
-			}
-			if err := os.Chown(work, int(cred.Uid), int(cred.Gid)); err != nil {
-				return nil, err
-			}
-			for _, d := range []string{mf.Dir, work} {
-				if err := reachable(filepath.Dir(d)); err != nil {
-					return nil, fmt.Errorf("plugins.run_as %s cannot reach %s: %w", cfg.RunAs, d, err)
-				}
-			}
-			opts.Credential = cred
-		}
-		log, err := m.pluginLog(cfg.LogDir, mf.ID)
-		if err != nil {
-			return nil, err
-		}
-		opts.Log = log
-		return runner.NewStdin(mf, opts)
+		return runner.NewStdin(mf, runner.StdinOptions{WorkDir: work, Credential: cred, Log: log, Network: netw})
+	case manifest.KindProcess:
+		return runner.NewProcess(mf, runner.ProcessOptions{WorkDir: work, Credential: cred, Log: log, Network: netw})
 	}
 	return nil, fmt.Errorf("plugin kind %s is not supported by this agent yet", mf.Kind)
 }

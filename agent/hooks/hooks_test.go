@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -330,5 +331,55 @@ func BenchmarkDeliverEnqueue(b *testing.B) {
 			})
 			b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "msg/s")
 		})
+	}
+}
+
+// TestExampleClassifierProcessPlugin builds the example go-plugin process
+// plugin and runs it as a hook: one long-running process classifies the
+// messages, without network (its own namespace), as the run_as user.
+func TestExampleClassifierProcessPlugin(t *testing.T) {
+	w := newWorld(t, nil)
+	_, file, _, _ := runtime.Caller(0)
+	example := filepath.Join(filepath.Dir(file), "..", "plugins", "examples", "classifier")
+	src := t.TempDir()
+	for _, f := range []string{"plugin.toml"} {
+		data, err := os.ReadFile(filepath.Join(example, f))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(src, f), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	build := exec.Command("go", "build", "-o", filepath.Join(src, "classifier"), ".")
+	build.Dir = example
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	if _, err := plugins.Install(context.Background(), w.pool, src, w.cfg.Dir, plugins.Options{}); err != nil {
+		t.Fatal(err)
+	}
+	w.start()
+	t.Cleanup(w.m.Close)
+	statuses, err := w.m.Statuses(context.Background())
+	if err != nil || len(statuses) != 1 || !statuses[0].Loaded || !strings.Contains(statuses[0].Network, "enforced") {
+		t.Fatalf("statuses: %+v, %v", statuses, err)
+	}
+	spam := w.deliver("WIN a FREE prize now, cheap pills casino lottery", "claim your bitcoin winner reward, click now")
+	ham := w.deliver("Minutes of the project meeting", "the roadmap review is on Tuesday with the engineering team")
+	for range 2 {
+		if ev := w.wait(); ev.Kind != river.EventKindJobCompleted {
+			t.Fatalf("job: %s %v", ev.Kind, ev.Job.Errors)
+		}
+	}
+	if got := w.tags(spam); fmt.Sprint(got) != "[likely-spam]" {
+		t.Errorf("spam tagged %v", got)
+	}
+	if got := w.tags(ham); fmt.Sprint(got) != "[likely-ham]" {
+		t.Errorf("ham tagged %v", got)
+	}
+	var score string
+	if err := w.pool.QueryRow(context.Background(), `SELECT value FROM message_metadata WHERE message_id = $1 AND key = 'spam_score'`, spam).Scan(&score); err != nil || score == "" {
+		t.Fatalf("spam_score %q, %v", score, err)
 	}
 }
