@@ -2,13 +2,13 @@
 # Measures what a post_receive plugin costs SMTP ingest, and how many hook
 # jobs the runner works per second: starts `mairust aio` in a temporary
 # directory, loads it with `mairust bench smtp` without plugins, installs
-# the example stdin plugin (agent/plugins/examples/subject-tagger) and
-# loads it again, then times how long the queued post_receive jobs take to
-# drain.
-# Usage: scripts/bench-hooks.sh [messages] [conns]
+# an example plugin (classifier: the go-plugin process plugin, built here;
+# subject-tagger: the stdin shell script) and loads it again, then times
+# how long the queued post_receive jobs take to drain.
+# Usage: scripts/bench-hooks.sh [messages] [conns] [classifier|subject-tagger]
 set -euo pipefail
 cd "$(dirname "$0")/.."
-msgs=${1:-10000} conns=${2:-50}
+msgs=${1:-10000} conns=${2:-50} plugin=${3:-classifier}
 bin=${BIN:-bin/mairust}
 dir=$(mktemp -d /tmp/mairust-bench-hooks.XXXXXX)
 chmod 711 "$dir"
@@ -21,9 +21,14 @@ load() { "$bin" bench smtp --addr $smtp --conns "$conns" --messages "$msgs" --si
 "$bin" bench smtp --addr $smtp --conns "$conns" --messages 2000 --size 10k --to user@bench.test >/dev/null
 echo "bench-hooks: no plugin" >&2
 load
-"$bin" plugin install --data-dir "$dir" agent/plugins/examples/subject-tagger >/dev/null
+src=agent/plugins/examples/$plugin
+if [ "$plugin" = classifier ]; then
+  src=$dir/classifier-src; mkdir "$src"; cp agent/plugins/examples/classifier/plugin.toml "$src"/
+  go build -o "$src/classifier" ./agent/plugins/examples/classifier
+fi
+"$bin" plugin install --data-dir "$dir" "$src" >/dev/null
 "$bin" reload --addr $http >/dev/null
-echo "bench-hooks: one post_receive plugin (stdin, subject-tagger)" >&2
+echo "bench-hooks: one post_receive plugin ($plugin)" >&2
 load
 start=$(date +%s.%N)
 while [ "$(sql "SELECT count(*) FROM river_job WHERE kind = 'post_receive' AND state NOT IN ('completed', 'cancelled', 'discarded')")" != 0 ]; do sleep 0.2; done
