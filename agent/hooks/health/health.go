@@ -29,7 +29,6 @@ import (
 	"net/http"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
@@ -39,6 +38,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/mairust/mairust/agent/plugins/manifest"
+	"github.com/mairust/mairust/internal/procgroup"
 )
 
 // Statuses of a plugin.
@@ -465,7 +465,7 @@ func (c *Checker) checkCommand(ctx context.Context, m *manifest.Manifest) (statu
 		"MAIRUST_PLUGIN_ID=" + m.ID,
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.opts.Credential}
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
+	cmd.Cancel = func() error { return procgroup.Kill(cmd.Process.Pid) }
 	cmd.WaitDelay = waitDelay
 	stdout := &headWriter{max: MaxDetailBytes * 2}
 	stderr := &headWriter{max: MaxDetailBytes * 2}
@@ -477,7 +477,7 @@ func (c *Checker) checkCommand(ctx context.Context, m *manifest.Manifest) (statu
 		return StatusError, clip(fmt.Sprintf("starting %s: %v", m.HealthCmd[0], err))
 	}
 	waitErr := cmd.Wait()
-	killGroup(cmd.Process.Pid) // children left behind
+	procgroup.Kill(cmd.Process.Pid) // children left behind
 	out := firstLine(stdout.buf)
 	var exit *exec.ExitError
 	switch {
@@ -505,34 +505,11 @@ func program(m *manifest.Manifest) (string, error) {
 	if len(m.HealthCmd) == 0 || m.HealthCmd[0] == "" {
 		return "", errors.New("health_cmd names no program")
 	}
-	name := m.HealthCmd[0]
-	if !filepath.IsLocal(name) {
-		return "", fmt.Errorf("health_cmd %q is not a path inside the plugin directory", name)
-	}
-	if m.Dir == "" {
-		return "", errors.New("no plugin directory (the manifest was not loaded from one)")
-	}
-	dir, err := filepath.EvalSymlinks(m.Dir)
-	if err != nil {
-		return "", fmt.Errorf("plugin directory: %w", err)
-	}
-	path, err := filepath.EvalSymlinks(filepath.Join(dir, name))
+	path, err := m.LocalPath(m.HealthCmd[0])
 	if err != nil {
 		return "", fmt.Errorf("health_cmd: %w", err)
 	}
-	if rel, err := filepath.Rel(dir, path); err != nil || !filepath.IsLocal(rel) {
-		return "", fmt.Errorf("health_cmd %q leads to %s, outside the plugin directory %s", name, path, dir)
-	}
 	return path, nil
-}
-
-// killGroup sends SIGKILL to the process group pgid.
-func killGroup(pgid int) error {
-	err := syscall.Kill(-pgid, syscall.SIGKILL)
-	if errors.Is(err, syscall.ESRCH) {
-		return os.ErrProcessDone
-	}
-	return err
 }
 
 // headWriter keeps the first max bytes written to it and discards the rest.

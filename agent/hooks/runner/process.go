@@ -26,6 +26,7 @@ import (
 	"github.com/mairust/mairust/agent/plugins/manifest"
 	"github.com/mairust/mairust/agent/plugins/sdk"
 	"github.com/mairust/mairust/agent/plugins/sdk/process"
+	"github.com/mairust/mairust/internal/procgroup"
 	pluginv1 "github.com/mairust/mairust/proto/plugin/v1"
 )
 
@@ -331,30 +332,19 @@ const stopGrace = 3 * time.Second
 // removes its socket directory.
 func (pr *proc) stop() {
 	if pr.cmd.Process != nil {
-		t := time.AfterFunc(stopGrace, func() { killGroup(pr.cmd.Process.Pid) })
-		defer killGroup(pr.cmd.Process.Pid)
+		t := time.AfterFunc(stopGrace, func() { procgroup.Kill(pr.cmd.Process.Pid) })
+		defer procgroup.Kill(pr.cmd.Process.Pid)
 		defer t.Stop()
 	}
 	pr.client.Kill()
 	os.RemoveAll(pr.sockDir)
 }
 
-// localCommand resolves m's command inside its directory, symbolic links
-// included.
+// localCommand resolves m's command inside its directory.
 func localCommand(m *manifest.Manifest) (string, error) {
-	if !filepath.IsLocal(m.Command) {
-		return "", fail(m.ID, ReasonBroken, "command %q is not a path inside the plugin directory", m.Command)
-	}
-	dir, err := filepath.EvalSymlinks(m.Dir)
-	if err != nil {
-		return "", fail(m.ID, ReasonBroken, "plugin directory: %w", err)
-	}
-	path, err := filepath.EvalSymlinks(filepath.Join(dir, m.Command))
+	path, err := m.LocalPath(m.Command)
 	if err != nil {
 		return "", fail(m.ID, ReasonBroken, "command: %w", err)
-	}
-	if rel, err := filepath.Rel(dir, path); err != nil || !filepath.IsLocal(rel) {
-		return "", fail(m.ID, ReasonBroken, "command %q leads to %s, outside the plugin directory %s", m.Command, path, dir)
 	}
 	return path, nil
 }

@@ -1,7 +1,7 @@
 // Package runner calls one plugin with one event and returns its result:
-// stdin commands and HTTP endpoints (process plugins over go-plugin come in
-// a sibling file later). It enforces the timeout, output limits and process
-// isolation; it does not decide what a plugin may see or do.
+// stdin commands, HTTP endpoints and long-running process plugins (go-plugin
+// over gRPC). It enforces the timeout, output limits and process isolation;
+// it does not decide what a plugin may see or do.
 package runner
 
 import (

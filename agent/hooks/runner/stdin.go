@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"os/exec"
-	"path/filepath"
 	"strings"
 	"syscall"
 	"time"
@@ -17,6 +15,7 @@ import (
 	"github.com/mairust/mairust/agent/hooks/netpolicy"
 	"github.com/mairust/mairust/agent/plugins/manifest"
 	"github.com/mairust/mairust/agent/plugins/sdk"
+	"github.com/mairust/mairust/internal/procgroup"
 )
 
 // StderrTailBytes is how much of the end of a stdin plugin's standard error
@@ -76,19 +75,9 @@ func NewStdin(m *manifest.Manifest, opts StdinOptions) (*Stdin, error) {
 // included, and checks its checksum if the manifest has one.
 func (s *Stdin) command() (string, error) {
 	m := s.m
-	if !filepath.IsLocal(m.Command) {
-		return "", fail(m.ID, ReasonBroken, "command %q is not a path inside the plugin directory", m.Command)
-	}
-	dir, err := filepath.EvalSymlinks(m.Dir)
+	path, err := localCommand(m)
 	if err != nil {
-		return "", fail(m.ID, ReasonBroken, "plugin directory: %w", err)
-	}
-	path, err := filepath.EvalSymlinks(filepath.Join(dir, m.Command))
-	if err != nil {
-		return "", fail(m.ID, ReasonBroken, "command: %w", err)
-	}
-	if rel, err := filepath.Rel(dir, path); err != nil || !filepath.IsLocal(rel) {
-		return "", fail(m.ID, ReasonBroken, "command %q leads to %s, outside the plugin directory %s", m.Command, path, dir)
+		return "", err
 	}
 	if m.SHA256 != "" {
 		sum, err := manifest.FileSHA256(path)
@@ -131,7 +120,7 @@ func (s *Stdin) Run(ctx context.Context, ev sdk.Event) (sdk.Result, error) {
 		"MAIRUST_PLUGIN_ID=" + m.ID,
 	}
 	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: s.opts.Credential}
-	cmd.Cancel = func() error { return killGroup(cmd.Process.Pid) }
+	cmd.Cancel = func() error { return procgroup.Kill(cmd.Process.Pid) }
 	cmd.WaitDelay = waitDelay
 	cmd.Stdin = bytes.NewReader(in)
 	stdout := &capWriter{max: sdk.MaxResultBytes, over: func() { cancel(errFlood) }}
@@ -145,7 +134,7 @@ func (s *Stdin) Run(ctx context.Context, ev sdk.Event) (sdk.Result, error) {
 		return sdk.Result{}, fail(m.ID, ReasonBroken, "starting %s: %w", m.Command, err)
 	}
 	waitErr := cmd.Wait()
-	killGroup(cmd.Process.Pid) // children left behind
+	procgroup.Kill(cmd.Process.Pid) // children left behind
 	if s.opts.Log != nil && stderr.total > 0 {
 		s.opts.Log.Write(stderr.bytes())
 	}
@@ -166,15 +155,6 @@ func (s *Stdin) Run(ctx context.Context, ev sdk.Event) (sdk.Result, error) {
 			Err: fmt.Errorf("%w; output %s", err, excerpt(stdout.buf.Bytes(), 200))}
 	}
 	return res, nil
-}
-
-// killGroup sends SIGKILL to the process group pgid.
-func killGroup(pgid int) error {
-	err := syscall.Kill(-pgid, syscall.SIGKILL)
-	if errors.Is(err, syscall.ESRCH) {
-		return os.ErrProcessDone
-	}
-	return err
 }
 
 // capWriter keeps up to max bytes; past that it calls over once and fails.
