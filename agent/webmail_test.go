@@ -146,7 +146,9 @@ func TestAdminPagesInChromium(t *testing.T) {
 		chromedp.Click(css(`#domain-form button[type=submit]`)),
 		chromedp.WaitVisible(css(`#domains li:nth-child(2)`)),
 		chromedp.WaitVisible(css(`#plugins li button`)),
-		chromedp.Click(css(`#plugins li button`)),
+		chromedp.Click(css(`#plugins li button:nth-of-type(2)`)), // Log
+		chromedp.WaitVisible(css(`#plugin-log`)),
+		chromedp.Click(css(`#plugins li button`)), // Disable
 		chromedp.Poll[chromedp.Void](`document.querySelector('#plugins li').textContent.includes('disabled')`),
 	)
 	if err != nil {
@@ -158,7 +160,7 @@ func TestAdminPagesInChromium(t *testing.T) {
 		t.Fatal(err)
 	}
 	screenshot(t, ctx, "admin.png")
-	for _, want := range []string{"example.test", "added.test", "alice@example.test", "auth.login", "subject-tagger 1.0.0 (stdin)", "breaker: closed"} {
+	for _, want := range []string{"example.test", "added.test", "alice@example.test", "auth.login", "subject-tagger 1.0.0 (stdin)", "breaker: closed", "(nothing logged yet)"} {
 		if !strings.Contains(page, want) {
 			t.Errorf("admin page lacks %q:\n%s", want, page)
 		}

@@ -14,6 +14,7 @@ type PluginAdmin interface {
 	Statuses(ctx context.Context) ([]hooks.PluginStatus, error)
 	ResetBreaker(id string)
 	SetEnabled(ctx context.Context, id string, on bool) error
+	Logs(id string, lines int) ([]string, error)
 }
 
 // SetPlugins gives the API the agent's plugins; set it before serving.
@@ -102,4 +103,34 @@ func (s *Server) writePlugin(w http.ResponseWriter, r *http.Request, id string) 
 		}
 	}
 	return problem(http.StatusNotFound, "plugin", "no plugin %q is installed", id)
+}
+
+// pluginLogs is the end of a plugin's log.
+type pluginLogs struct {
+	Lines []string `json:"lines"`
+}
+
+func (s *Server) pluginLogs(w http.ResponseWriter, r *http.Request) error {
+	n, err := queryInt(r, "lines", 100, 1, 1000)
+	if err != nil {
+		return err
+	}
+	id := r.PathValue("plugin")
+	var lines []string
+	if err := s.pluginAction(r, id, func() error {
+		var err error
+		lines, err = s.plugins.Logs(id, int(n))
+		return err
+	}); err != nil {
+		return err
+	}
+	writeJSON(w, http.StatusOK, pluginLogs{Lines: nonNilLines(lines)})
+	return nil
+}
+
+func nonNilLines(l []string) []string {
+	if l == nil {
+		return []string{}
+	}
+	return l
 }

@@ -23,6 +23,10 @@ func (f *fakePlugins) Statuses(context.Context) ([]hooks.PluginStatus, error) {
 
 func (f *fakePlugins) ResetBreaker(string) { f.state = breaker.Closed }
 
+func (f *fakePlugins) Logs(_ string, n int) ([]string, error) {
+	return []string{"line 1", "line 2", "line 3"}[3-min(n, 3):], nil
+}
+
 func (f *fakePlugins) SetEnabled(_ context.Context, id string, on bool) error {
 	if id != "tagger" {
 		return fmt.Errorf("plugin %q: %w", id, plugins.ErrNotInstalled)
@@ -59,6 +63,13 @@ func TestPluginEndpoints(t *testing.T) {
 	}
 	if resp := e.call("POST", "/api/v1/admin/plugins/nope/breaker/reset", admin, nil, &p); resp.StatusCode != 404 || p.Field != "plugin" {
 		t.Fatalf("unknown plugin: %d %+v", resp.StatusCode, p)
+	}
+	var logs pluginLogs
+	if resp := e.call("GET", "/api/v1/admin/plugins/tagger/logs?lines=2", admin, nil, &logs); resp.StatusCode != 200 || fmt.Sprint(logs.Lines) != "[line 2 line 3]" {
+		t.Fatalf("logs: %d %+v", resp.StatusCode, logs)
+	}
+	if resp := e.call("GET", "/api/v1/admin/plugins/tagger/logs?lines=0", admin, nil, &p); resp.StatusCode != 400 || p.Field != "lines" {
+		t.Fatalf("lines=0: %d %+v", resp.StatusCode, p)
 	}
 	var kinds []string
 	if err := e.pool.QueryRow(t.Context(), `SELECT array_agg(kind ORDER BY id) FROM events WHERE kind LIKE 'admin.plugin.%'`).Scan(&kinds); err != nil || fmt.Sprint(kinds) != "[admin.plugin.breaker_reset admin.plugin.update]" {

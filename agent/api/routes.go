@@ -100,6 +100,9 @@ func (s *Server) routes() []route {
 		// The agent's plugins (agent-wide, not per tenant).
 		{method: "GET", path: "/api/v1/admin/plugins", summary: "The installed plugins with their circuit breakers", auth: authAdmin, response: pluginList{}, status: http.StatusOK, h: s.listPlugins},
 		{method: "PATCH", path: "/api/v1/admin/plugins/{plugin}", summary: "Enable or disable a plugin", auth: authAdmin, request: pluginChange{}, response: hooks.PluginStatus{}, status: http.StatusOK, h: s.updatePlugin},
+		{method: "GET", path: "/api/v1/admin/plugins/{plugin}/logs", summary: "The end of a plugin's log (what it wrote to stderr)", auth: authAdmin, query: []param{
+			{"lines", "integer", "how many lines, 100 by default (1-1000)"},
+		}, response: pluginLogs{}, status: http.StatusOK, h: s.pluginLogs},
 		{method: "POST", path: "/api/v1/admin/plugins/{plugin}/breaker/reset", summary: "Close a plugin's circuit breaker (re-enable a plugin it took out)", auth: authAdmin, response: hooks.PluginStatus{}, status: http.StatusOK, h: s.resetBreaker},
 
 		{method: "GET", path: "/api/v1/openapi.json", summary: "This API as an OpenAPI 3.1 document", status: http.StatusOK, contentType: "application/json", h: serveOpenAPI},

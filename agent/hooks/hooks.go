@@ -421,6 +421,11 @@ func (m *Manager) SetEnabled(ctx context.Context, id string, on bool) error {
 	return m.Load(ctx)
 }
 
+// Logs returns the last lines of a plugin's log.
+func (m *Manager) Logs(id string, lines int) ([]string, error) {
+	return pluginlog.Tail(m.settings.Load().LogDir, id, lines)
+}
+
 // ResetBreaker closes a plugin's breaker by hand (an admin re-enables it).
 func (m *Manager) ResetBreaker(id string) {
 	m.breakers.Reset(id)

@@ -14,7 +14,7 @@ const T = {
     deleted: 'Deleted.', moved: 'Moved.', badLogin: 'Wrong address or password.', failed: 'Something went wrong: ',
     domains: 'Domains', users: 'Mail users', tokens: 'API tokens', logs: 'Logs', add: 'Add', create: 'Create',
     revoke: 'Revoke', disable: 'Disable', enable: 'Enable', more: 'More', moreText: 'Outbound suspensions and recall alerts appear here when they are set up.',
-    plugins: 'Plugins', noPlugins: 'No plugins installed (mairust plugin install DIR).', resetBreaker: 'Reset breaker', breaker: 'breaker', disabled: 'disabled',
+    plugins: 'Plugins', noPlugins: 'No plugins installed (mairust plugin install DIR).', resetBreaker: 'Reset breaker', breaker: 'breaker', disabled: 'disabled', pluginLog: 'Log', health: 'health', noLog: '(nothing logged yet)',
     tokenShown: 'Copy this token now; it is not shown again: ', mail: 'Mail', noSubject: '(no subject)',
     spamScore: 'Spam score', notScanned: 'Not scanned for spam (the scanner was unavailable).',
   },
@@ -26,7 +26,7 @@ const T = {
     deleted: '削除しました。', moved: '移動しました。', badLogin: 'メールアドレスまたはパスワードが違います。', failed: 'エラーが発生しました: ',
     domains: 'ドメイン', users: 'メールユーザー', tokens: 'API トークン', logs: 'ログ', add: '追加', create: '作成',
     revoke: '取り消す', disable: '無効にする', enable: '有効にする', more: 'その他', moreText: '送信停止、リコール通知は設定後にここに表示されます。',
-    plugins: 'プラグイン', noPlugins: 'プラグインはインストールされていません（mairust plugin install DIR）。', resetBreaker: 'ブレーカーをリセット', breaker: 'ブレーカー', disabled: '無効',
+    plugins: 'プラグイン', noPlugins: 'プラグインはインストールされていません（mairust plugin install DIR）。', resetBreaker: 'ブレーカーをリセット', breaker: 'ブレーカー', disabled: '無効', pluginLog: 'ログ', health: 'ヘルス', noLog: '（ログはまだありません）',
     tokenShown: 'このトークンは今だけ表示されます。コピーしてください: ', mail: 'メール', noSubject: '(件名なし)',
     spamScore: '迷惑メールスコア', notScanned: '迷惑メール判定は行われていません（スキャナが利用できませんでした）。',
   },
@@ -308,11 +308,16 @@ async function loadPlugins() {
   $('plugins').replaceChildren(...data.plugins.map((p) => {
     const b = p.breaker;
     const text = p.id + ' ' + p.version + ' (' + p.kind + ')' + (p.enabled ? '' : ' — ' + t('disabled')) +
-      ' — ' + t('breaker') + ': ' + b.state + (b.reason ? ' (' + b.reason + ')' : '');
-    const actions = [[p.enabled ? t('disable') : t('enable'), () => api('PATCH', '/admin/plugins/' + encodeURIComponent(p.id), { enabled: !p.enabled })]];
-    if (b.state !== 'closed') actions.push([t('resetBreaker'), () => api('POST', '/admin/plugins/' + encodeURIComponent(p.id) + '/breaker/reset')]);
+      ' — ' + t('breaker') + ': ' + b.state + (b.reason ? ' (' + b.reason + ')' : '') +
+      (p.health ? ' — ' + t('health') + ': ' + p.health.status : '');
+    const id = encodeURIComponent(p.id);
+    const actions = [[p.enabled ? t('disable') : t('enable'), () => api('PATCH', '/admin/plugins/' + id, { enabled: !p.enabled })],
+      [t('pluginLog'), async () => { const l = await api('GET', '/admin/plugins/' + id + '/logs?lines=100'); state.pluginLog = l.lines.join('\n') || t('noLog'); }]];
+    if (b.state !== 'closed') actions.push([t('resetBreaker'), () => api('POST', '/admin/plugins/' + id + '/breaker/reset')]);
     return row(text, actions);
   }));
+  $('plugin-log').textContent = state.pluginLog || '';
+  $('plugin-log').hidden = !state.pluginLog;
 }
 
 function formHandler(id, fn) {
