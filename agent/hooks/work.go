@@ -143,11 +143,7 @@ func allowed(r sdk.Result, p manifest.Permissions) error {
 // message builds what the plugin may see of a stored message, and returns
 // its owner.
 func (m *Manager) message(ctx context.Context, id int64, perms manifest.Permissions) (sdk.Message, int64, error) {
-	userID, address, err := m.store.Owner(ctx, id)
-	if err != nil {
-		return sdk.Message{}, 0, err
-	}
-	st, err := m.store.Get(ctx, userID, id)
+	st, userID, address, err := m.store.WithOwner(ctx, id)
 	if err != nil {
 		return sdk.Message{}, 0, err
 	}
@@ -171,33 +167,34 @@ func (m *Manager) message(ctx context.Context, id int64, perms manifest.Permissi
 // crash cannot apply a result twice or lose it.
 func (w *postReceiveWorker) apply(ctx context.Context, job *river.Job[PostReceiveArgs], userID int64, r sdk.Result) error {
 	a := job.Args
+	detail, err := json.Marshal(map[string]any{"message_id": a.MessageID, "tags": r.Tags, "move_to": r.MoveTo, "metadata": len(r.Metadata), "attempt": job.Attempt, "log": r.Log})
+	if err != nil {
+		return err
+	}
 	return pgx.BeginFunc(ctx, w.m.pool, func(tx pgx.Tx) error {
-		if len(r.Tags) > 0 {
-			if _, err := tx.Exec(ctx, `
-				INSERT INTO message_tags(message_id, tag, plugin_id) SELECT $1, unnest($2::text[]), $3
-				ON CONFLICT DO NOTHING`, a.MessageID, r.Tags, a.PluginID); err != nil {
-				return err
-			}
-		}
-		for k, v := range r.Metadata {
-			if _, err := tx.Exec(ctx, `
-				INSERT INTO message_metadata(message_id, plugin_id, key, value) VALUES($1, $2, $3, $4)
-				ON CONFLICT (message_id, plugin_id, key) DO UPDATE SET value = EXCLUDED.value`, a.MessageID, a.PluginID, k, v); err != nil {
-				return err
-			}
-		}
 		if r.MoveTo != "" {
 			if _, err := w.m.store.MoveTx(ctx, tx, userID, a.MessageID, r.MoveTo); err != nil && !errors.Is(err, mailstore.ErrNotFound) {
 				return err
 			}
 		}
-		detail, err := json.Marshal(map[string]any{"message_id": a.MessageID, "tags": r.Tags, "move_to": r.MoveTo, "metadata": len(r.Metadata), "attempt": job.Attempt, "log": r.Log})
-		if err != nil {
-			return err
+		// Tags, metadata and the event in one round trip.
+		var b pgx.Batch
+		if len(r.Tags) > 0 {
+			b.Queue(`INSERT INTO message_tags(message_id, tag, plugin_id) SELECT $1, unnest($2::text[]), $3
+				ON CONFLICT DO NOTHING`, a.MessageID, r.Tags, a.PluginID)
 		}
-		if _, err := tx.Exec(ctx, `
-			INSERT INTO events(tenant_id, kind, actor, detail)
-			SELECT tenant_id, 'plugin.post_receive', $2, $3 FROM messages WHERE id = $1`, a.MessageID, a.PluginID, detail); err != nil {
+		if len(r.Metadata) > 0 {
+			keys, values := make([]string, 0, len(r.Metadata)), make([]string, 0, len(r.Metadata))
+			for k, v := range r.Metadata {
+				keys, values = append(keys, k), append(values, v)
+			}
+			b.Queue(`INSERT INTO message_metadata(message_id, plugin_id, key, value)
+				SELECT $1, $2, k, v FROM unnest($3::text[], $4::text[]) AS x(k, v)
+				ON CONFLICT (message_id, plugin_id, key) DO UPDATE SET value = EXCLUDED.value`, a.MessageID, a.PluginID, keys, values)
+		}
+		b.Queue(`INSERT INTO events(tenant_id, kind, actor, detail)
+			SELECT tenant_id, 'plugin.post_receive', $2, $3 FROM messages WHERE id = $1`, a.MessageID, a.PluginID, detail)
+		if err := tx.SendBatch(ctx, &b).Close(); err != nil {
 			return err
 		}
 		_, err = river.JobCompleteTx[*riverpgxv5.Driver](ctx, tx, job)

@@ -247,12 +247,23 @@ func (s *Store) MoveTx(ctx context.Context, tx pgx.Tx, userID, id int64, folder 
 	return m, s.junkMove(ctx, tx, userID, m, isJunk)
 }
 
-// Owner returns the user a message belongs to (deleted or not):
-// ErrNotFound when there is no such message.
-func (s *Store) Owner(ctx context.Context, id int64) (userID int64, address string, err error) {
-	err = s.pool.QueryRow(ctx, `SELECT u.id, u.address FROM messages m JOIN mail_users u ON u.id = m.user_id WHERE m.id = $1`, id).Scan(&userID, &address)
-	if errors.Is(err, pgx.ErrNoRows) {
-		return 0, "", ErrNotFound
+// WithOwner returns a message that is not deleted, whoever owns it, with
+// its owner's id and address: for the agent's own jobs, never for a
+// user's request. ErrNotFound when there is no such message.
+func (s *Store) WithOwner(ctx context.Context, id int64) (m Message, userID int64, address string, err error) {
+	rows, err := s.pool.Query(ctx, `
+		SELECT `+messageColumns+`, u.id, u.address
+		FROM messages m JOIN folders f ON f.id = m.folder_id JOIN mail_users u ON u.id = m.user_id
+		WHERE m.id = $1 AND m.deleted_at IS NULL`, id)
+	if err != nil {
+		return Message{}, 0, "", fmt.Errorf("mailstore: get: %w", err)
 	}
-	return userID, address, err
+	m, err = pgx.CollectExactlyOneRow(rows, scanMessage(&userID, &address))
+	if errors.Is(err, pgx.ErrNoRows) {
+		return Message{}, 0, "", ErrNotFound
+	}
+	if err != nil {
+		return Message{}, 0, "", fmt.Errorf("mailstore: get: %w", err)
+	}
+	return m, userID, address, nil
 }
