@@ -11,7 +11,6 @@ import (
 	"net/http/httptest"
 	"os"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -23,6 +22,7 @@ import (
 
 	"github.com/mairust/mairust/agent/hooks/breaker"
 	"github.com/mairust/mairust/agent/plugins/manifest"
+	"github.com/mairust/mairust/internal/procgroup/procgrouptest"
 )
 
 // Command tests write every script before running any: a script written
@@ -290,7 +290,7 @@ func TestCommandChecks(t *testing.T) {
 		t.Errorf("environment:\n got %s\nwant %s", r.Detail, want)
 	}
 	wantResult(t, checkNow(t, e.c, "c-hang"), StatusError, "no answer within 500ms", "killed")
-	waitGone(t, childPid(t, pidFile))
+	procgrouptest.WaitGone(t, procgrouptest.ChildPid(t, pidFile))
 	r = checkNow(t, e.c, "c-long")
 	wantResult(t, r, StatusOK)
 	if len(r.Detail) > MaxDetailBytes || !strings.HasSuffix(r.Detail, "…") {
@@ -327,39 +327,6 @@ func TestCommandCredential(t *testing.T) {
 	if r.Detail != "65534:65534" {
 		t.Errorf("ran as %q, want 65534:65534", r.Detail)
 	}
-}
-
-// waitGone waits until pid has died (a zombie left for init counts as dead).
-func waitGone(t *testing.T, pid int) {
-	t.Helper()
-	for range 1000 {
-		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("process %d still alive", pid)
-}
-
-// childPid reads the pid a script wrote to file.
-func childPid(t *testing.T, file string) int {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("the check did not write its child's pid: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("pid file %q", b)
-	}
-	return pid
 }
 
 // switchServer answers 200, 500 or degraded as told.

@@ -19,6 +19,7 @@ import (
 
 	"github.com/mairust/mairust/agent/plugins/manifest"
 	"github.com/mairust/mairust/agent/plugins/sdk"
+	"github.com/mairust/mairust/internal/procgroup/procgrouptest"
 )
 
 // The process tests build two plugins once: the classifier example and
@@ -231,7 +232,7 @@ func TestProcessClassifier(t *testing.T) {
 	if err := p.Close(); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, pid)
+	procgrouptest.WaitGone(t, pid)
 	_, err = p.Run(ctx, mailEvent(m, "hello", ""))
 	wantFailure(t, err, ReasonBroken)
 	if !errors.Is(err, ErrClosed) {
@@ -308,7 +309,7 @@ func TestProcessTimeout(t *testing.T) {
 		t.Errorf("pid %d after a timeout, want %d", got, pid)
 	}
 	p.Close()
-	waitGone(t, pid)
+	procgrouptest.WaitGone(t, pid)
 }
 
 func TestProcessCancelled(t *testing.T) {
@@ -332,7 +333,7 @@ func TestProcessKilledRestarts(t *testing.T) {
 	if err := syscall.Kill(pid, syscall.SIGKILL); err != nil {
 		t.Fatal(err)
 	}
-	waitGone(t, pid)
+	procgrouptest.WaitGone(t, pid)
 
 	// The call that finds it dead is a crash; the next one starts it again.
 	_, err = p.Run(ctx, mailEvent(m, "free prize", ""))
@@ -380,7 +381,7 @@ func TestProcessFlood(t *testing.T) {
 	wantFailure(t, err, ReasonFlood)
 	pid := runningPid(t, p) // a flood does not end the process
 	p.Close()
-	waitGone(t, pid)
+	procgrouptest.WaitGone(t, pid)
 }
 
 func TestProcessCloseKillsGroup(t *testing.T) {
@@ -396,7 +397,7 @@ func TestProcessCloseKillsGroup(t *testing.T) {
 	p.Close()
 	for _, s := range pids {
 		pid, _ := strconv.Atoi(s)
-		waitGone(t, pid)
+		procgrouptest.WaitGone(t, pid)
 	}
 }
 
@@ -441,7 +442,7 @@ func TestProcessCredential(t *testing.T) {
 		}
 	}
 	p.Close()
-	waitGone(t, pid)
+	procgrouptest.WaitGone(t, pid)
 }
 
 func TestNewProcessRefuses(t *testing.T) {

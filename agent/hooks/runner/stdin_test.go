@@ -20,6 +20,7 @@ import (
 	"github.com/mairust/mairust/agent/hooks/netpolicy"
 	"github.com/mairust/mairust/agent/plugins/manifest"
 	"github.com/mairust/mairust/agent/plugins/sdk"
+	"github.com/mairust/mairust/internal/procgroup/procgrouptest"
 )
 
 // Stdin tests run one after another: a script written while another test
@@ -71,39 +72,6 @@ func wantFailure(t *testing.T, err error, reason string, texts ...string) {
 			t.Errorf("error %q does not mention %q", err, s)
 		}
 	}
-}
-
-// waitGone waits until pid has died (a zombie left for init counts as dead).
-func waitGone(t *testing.T, pid int) {
-	t.Helper()
-	for range 1000 {
-		stat, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
-		if errors.Is(err, os.ErrNotExist) {
-			return
-		}
-		if err != nil {
-			t.Fatal(err)
-		}
-		if f := strings.Fields(string(stat[bytes.LastIndexByte(stat, ')')+1:])); len(f) > 0 && (f[0] == "Z" || f[0] == "X") {
-			return
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-	t.Fatalf("process %d still alive", pid)
-}
-
-// childPid reads the pid a script wrote to file.
-func childPid(t *testing.T, file string) int {
-	t.Helper()
-	b, err := os.ReadFile(file)
-	if err != nil {
-		t.Fatalf("the plugin did not write its child's pid: %v", err)
-	}
-	pid, err := strconv.Atoi(strings.TrimSpace(string(b)))
-	if err != nil || pid <= 1 {
-		t.Fatalf("pid file %q", b)
-	}
-	return pid
 }
 
 // goodScript tags the message by its subject and reports what it sees.
@@ -181,7 +149,7 @@ func TestStdinTimeoutKillsGroup(t *testing.T) {
 	if !errors.Is(err, context.DeadlineExceeded) {
 		t.Errorf("error %v does not wrap context.DeadlineExceeded", err)
 	}
-	waitGone(t, childPid(t, pidFile))
+	procgrouptest.WaitGone(t, procgrouptest.ChildPid(t, pidFile))
 }
 
 func TestStdinContextDeadline(t *testing.T) {
@@ -249,7 +217,7 @@ func TestStdinFlood(t *testing.T) {
 	m := stdinPlugin(t, t.TempDir(), "sleep 60 &\necho $! > \"$1\"\nyes\n", time.Minute, pidFile)
 	_, err := runStdin(t, m, StdinOptions{})
 	wantFailure(t, err, ReasonFlood, strconv.Itoa(sdk.MaxResultBytes))
-	waitGone(t, childPid(t, pidFile))
+	procgrouptest.WaitGone(t, procgrouptest.ChildPid(t, pidFile))
 }
 
 func TestStdinStderrTail(t *testing.T) {
@@ -280,7 +248,7 @@ func TestStdinLeftoversKilled(t *testing.T) {
 			if len(res.Tags) != 1 || res.Tags[0] != "ok" {
 				t.Errorf("tags %q", res.Tags)
 			}
-			waitGone(t, childPid(t, pidFile))
+			procgrouptest.WaitGone(t, procgrouptest.ChildPid(t, pidFile))
 		})
 	}
 }
