@@ -126,3 +126,35 @@ func (f *dbFlags) with(fn func(context.Context, *pgxpool.Pool) error) error {
 	}
 	return err
 }
+
+// registerDBCommand adds a command working on the database and the
+// configuration (plugins, DKIM keys), taking arg ("" for none).
+func registerDBCommand(name, arg, summary string, extra func(*flag.FlagSet), do func(context.Context, config.Config, *pgxpool.Pool, string) error) {
+	c := &command{name: name, summary: summary, usage: arg}
+	var db dbFlags
+	c.run = func(args []string) error {
+		fs := flags(c)
+		db.register(fs)
+		if extra != nil {
+			extra(fs)
+		}
+		if err := parse(fs, args); err != nil {
+			return err
+		}
+		if want := map[bool]int{true: 0, false: 1}[arg == ""]; fs.NArg() != want {
+			fs.Usage()
+			return errUsage
+		}
+		cfg, err := config.Load(db.config)
+		if err != nil {
+			return err
+		}
+		if db.dataDir != "" {
+			cfg.DataDir = db.dataDir
+		}
+		return db.with(func(ctx context.Context, pool *pgxpool.Pool) error {
+			return do(ctx, cfg, pool, fs.Arg(0))
+		})
+	}
+	register(c)
+}

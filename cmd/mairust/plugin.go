@@ -19,7 +19,7 @@ func init() {
 	register(&command{name: "plugin", summary: "install and manage plugins (mairust reload applies the changes to a running agent)"})
 	var auto, disabled bool
 	var set settingFlags
-	registerPlugin("plugin install", "DIR", "install the plugin in DIR (its plugin.toml), enabled unless --disabled",
+	registerDBCommand("plugin install", "DIR", "install the plugin in DIR (its plugin.toml), enabled unless --disabled",
 		func(fs *flag.FlagSet) {
 			fs.BoolVar(&auto, "auto-add-permissions", false, "add the permissions the requested ones depend on instead of refusing")
 			fs.BoolVar(&disabled, "disabled", false, "install without enabling")
@@ -47,7 +47,7 @@ func init() {
 			fmt.Println("run mairust reload (or send SIGHUP) so that a running agent loads it")
 			return nil
 		})
-	registerPlugin("plugin list", "", "list the installed plugins", nil,
+	registerDBCommand("plugin list", "", "list the installed plugins", nil,
 		func(ctx context.Context, _ config.Config, pool *pgxpool.Pool, _ string) error {
 			list, err := plugins.List(ctx, pool)
 			if err != nil {
@@ -70,7 +70,7 @@ func init() {
 		if !on {
 			name, verb = "plugin disable", "disable"
 		}
-		registerPlugin(name, "ID", verb+" an installed plugin", nil,
+		registerDBCommand(name, "ID", verb+" an installed plugin", nil,
 			func(ctx context.Context, _ config.Config, pool *pgxpool.Pool, id string) error {
 				if err := plugins.SetEnabled(ctx, pool, id, on); err != nil {
 					return err
@@ -79,7 +79,7 @@ func init() {
 				return nil
 			})
 	}
-	registerPlugin("plugin remove", "ID", "remove an installed plugin and its files", nil,
+	registerDBCommand("plugin remove", "ID", "remove an installed plugin and its files", nil,
 		func(ctx context.Context, _ config.Config, pool *pgxpool.Pool, id string) error {
 			if err := plugins.Remove(ctx, pool, id); err != nil {
 				return err
@@ -88,7 +88,7 @@ func init() {
 			return nil
 		})
 	var lines int
-	registerPlugin("plugin logs", "ID", "print the end of a plugin's log (what it wrote to stderr)",
+	registerDBCommand("plugin logs", "ID", "print the end of a plugin's log (what it wrote to stderr)",
 		func(fs *flag.FlagSet) { fs.IntVar(&lines, "lines", 100, "how many lines") },
 		func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, id string) error {
 			if _, err := plugins.Get(ctx, pool, id); err != nil {
@@ -109,36 +109,6 @@ func init() {
 		})
 }
 
-// registerPlugin adds a plugin command taking arg ("" for none).
-func registerPlugin(name, arg, summary string, extra func(*flag.FlagSet), do func(context.Context, config.Config, *pgxpool.Pool, string) error) {
-	c := &command{name: name, summary: summary, usage: arg}
-	var db dbFlags
-	c.run = func(args []string) error {
-		fs := flags(c)
-		db.register(fs)
-		if extra != nil {
-			extra(fs)
-		}
-		if err := parse(fs, args); err != nil {
-			return err
-		}
-		if want := map[bool]int{true: 0, false: 1}[arg == ""]; fs.NArg() != want {
-			fs.Usage()
-			return errUsage
-		}
-		cfg, err := config.Load(db.config)
-		if err != nil {
-			return err
-		}
-		if db.dataDir != "" {
-			cfg.DataDir = db.dataDir
-		}
-		return db.with(func(ctx context.Context, pool *pgxpool.Pool) error {
-			return do(ctx, cfg, pool, fs.Arg(0))
-		})
-	}
-	register(c)
-}
 
 // settingFlags collects --set name=value.
 type settingFlags struct{ values map[string]any }
