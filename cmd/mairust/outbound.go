@@ -40,7 +40,9 @@ func init() {
 		})
 	var why string
 	registerDBCommand("admin outbound release", "ACCOUNT", "lift ACCOUNT's suspension from sending (logged with who and why)",
-		func(fs *flag.FlagSet) { fs.StringVar(&why, "why", "", "why the suspension is lifted (required; it is logged)") },
+		func(fs *flag.FlagSet) {
+			fs.StringVar(&why, "why", "", "why the suspension is lifted (required; it is logged)")
+		},
 		func(ctx context.Context, _ config.Config, pool *pgxpool.Pool, account string) error {
 			if why == "" {
 				return errors.New("--why is required: say why the account may send again (it is logged)")

@@ -109,7 +109,6 @@ func init() {
 		})
 }
 
-
 // settingFlags collects --set name=value.
 type settingFlags struct{ values map[string]any }
 
