@@ -197,7 +197,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer a.hooks.Close()
 	a.api.SetPlugins(a.hooks)
 	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)},
-		map[string]int{hooks.Queue: cfg.Plugins.Workers}, a.log)
+		jobs.Options{Queues: map[string]int{hooks.Queue: cfg.Plugins.Workers}, RescueAfter: cfg.Jobs.RescueAfter}, a.log)
 	if err != nil {
 		return err
 	}

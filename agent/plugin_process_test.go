@@ -2,6 +2,7 @@ package agent_test
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"os"
@@ -94,5 +95,68 @@ func TestPluginInstalledWithTheCLI(t *testing.T) {
 	}
 	if out := cli("plugin", "remove", "--config", cfgPath, "subject-tagger"); !strings.Contains(out, "removed") {
 		t.Fatalf("remove printed %q", out)
+	}
+}
+
+// TestHookJobsSurviveSIGKILL kills the agent while post_receive jobs are
+// queued and running: after a restart every message gets its plugin's
+// result, applied once (jobs.rescue_after runs again the jobs that were
+// running when the agent died).
+func TestHookJobsSurviveSIGKILL(t *testing.T) {
+	cfgPath, dataDir, pool := setup(t, "jobs:\n  rescue_after: 3s\nplugins:\n  workers: 2\n")
+	for _, d := range []string{dataDir, filepath.Dir(dataDir)} {
+		if err := os.Chmod(d, 0o711); err != nil {
+			t.Fatal(err)
+		}
+	}
+	src := t.TempDir()
+	manifest := "id = \"slow\"\nname = \"Slow\"\nversion = \"1.0.0\"\nkind = \"stdin\"\nhooks = [\"post_receive\"]\ncommand = \"run.sh\"\ntimeout = \"5s\"\n\n[permissions]\nread_headers = true\nwrite_tags = true\n"
+	if err := os.WriteFile(filepath.Join(src, "plugin.toml"), []byte(manifest), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(src, "run.sh"), []byte("#!/bin/sh\ncat >/dev/null\nsleep 0.3\necho x >> calls\necho '{\"tags\":[\"seen\"]}'\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := exec.Command(proctest.Binary(t), "plugin", "install", "--config", cfgPath, src).CombinedOutput(); err != nil {
+		t.Fatalf("install: %v\n%s", err, out)
+	}
+	p := startAgent(t, cfgPath)
+	const n = 20
+	for i := range n {
+		if err := sendOne(p.smtp, fmt.Sprintf("crash-%d", i)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	ctx := context.Background()
+	count := func(q string) int {
+		t.Helper()
+		var c int
+		if err := pool.QueryRow(ctx, q).Scan(&c); err != nil {
+			t.Fatal(err)
+		}
+		return c
+	}
+	applied := `SELECT count(*) FROM events WHERE kind = 'plugin.post_receive'`
+	for deadline := time.Now().Add(time.Minute); count(applied) < 3; time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no hook result within a minute\n%s", p.logs())
+		}
+	}
+	p.cmd.Process.Kill()
+	p.waitExit(t)
+	if done := count(applied); done >= n {
+		t.Fatalf("all %d jobs finished before the kill; the test proves nothing", done)
+	}
+	p = restartAfterCrash(t, cfgPath)
+	for deadline := time.Now().Add(3 * time.Minute); count(applied) < n; time.Sleep(200 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d of %d hook results after the restart\n%s", count(applied), n, p.logs())
+		}
+	}
+	if tagged, events := count(`SELECT count(*) FROM message_tags WHERE tag = 'seen'`), count(applied); tagged != n || events != n {
+		t.Fatalf("%d messages tagged, %d results applied; want %d each (none lost, none applied twice)", tagged, events, n)
+	}
+	if left := count(`SELECT count(*) FROM river_job WHERE kind = 'post_receive' AND state <> 'completed'`); left != 0 {
+		t.Fatalf("%d post_receive jobs not completed", left)
 	}
 }

@@ -85,7 +85,7 @@ func (w *world) start() {
 	}
 	workers := river.NewWorkers()
 	w.m.Register(workers)
-	client, err := jobs.Start(ctx, w.pool, workers, nil, map[string]int{Queue: 4}, slog.New(slog.NewTextHandler(io.Discard, nil)))
+	client, err := jobs.Start(ctx, w.pool, workers, nil, jobs.Options{Queues: map[string]int{Queue: 4}}, slog.New(slog.NewTextHandler(io.Discard, nil)))
 	if err != nil {
 		w.t.Fatal(err)
 	}

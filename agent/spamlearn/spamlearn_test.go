@@ -46,7 +46,7 @@ func TestMoveLearns(t *testing.T) {
 	}
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &Worker{Pool: pool, Store: store, Blobs: blobs, Scanner: scanner})
-	client, err := jobs.Start(ctx, pool, workers, nil, nil, log)
+	client, err := jobs.Start(ctx, pool, workers, nil, jobs.Options{}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

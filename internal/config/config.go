@@ -25,6 +25,7 @@ type Config struct {
 	API       API       `yaml:"api"`
 	IMAP      IMAP      `yaml:"imap"`
 	Plugins   Plugins   `yaml:"plugins"`
+	Jobs      Jobs      `yaml:"jobs"`
 	RateLimit RateLimit `yaml:"ratelimit"`
 	Spam      Spam      `yaml:"spam"`
 }
@@ -119,6 +120,11 @@ type IMAP struct {
 	IdlePoll            time.Duration `yaml:"idle_poll" doc:"How often the agent looks for changes in the folders that IMAP clients have selected (IDLE and NOOP see new mail within it; 100ms-1m)."`
 }
 
+// Jobs configures the background jobs (River on PostgreSQL).
+type Jobs struct {
+	RescueAfter time.Duration `yaml:"rescue_after" doc:"A job still marked running this long after it started (its agent died) is run again by another agent or after a restart (1s-24h). Keep it above the longest job; the default job timeout is 1m or this, whichever is shorter."`
+}
+
 // Plugins configures the hooks' plugins: where their files live, how their
 // jobs retry and when their circuit breakers open.
 type Plugins struct {
@@ -178,7 +184,8 @@ func Default() Config {
 			CleanupInterval:     time.Hour,
 			OrphanBlobGrace:     time.Hour,
 		},
-		API: API{Listen: "127.0.0.1:8080", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 30 * 24 * time.Hour},
+		API:  API{Listen: "127.0.0.1:8080", AccessTokenTTL: 15 * time.Minute, RefreshTokenTTL: 30 * 24 * time.Hour},
+		Jobs: Jobs{RescueAfter: time.Hour},
 		Plugins: Plugins{
 			RunAs:              "mairust-plugin",
 			Workers:            16,

@@ -227,6 +227,7 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"imap.max_connections_per_ip", c.IMAP.MaxConnectionsPerIP < 1, "must be at least 1"},
 		{"imap.logins_per_ip_per_minute", c.IMAP.LoginsPerIPMinute < 1, "must be at least 1"},
 		{"imap.idle_poll", c.IMAP.IdlePoll < 100*time.Millisecond || c.IMAP.IdlePoll > time.Minute, "must be between 100ms and 1m"},
+		{"jobs.rescue_after", c.Jobs.RescueAfter < time.Second || c.Jobs.RescueAfter > 24*time.Hour, "must be between 1s and 24h"},
 		{"plugins.run_as", c.Plugins.RunAs == "" || strings.ContainsAny(c.Plugins.RunAs, " \t:/"), "must be a system user name"},
 		{"plugins.workers", c.Plugins.Workers < 1 || c.Plugins.Workers > 256, "must be between 1 and 256"},
 		{"plugins.retries", c.Plugins.Retries < 0 || c.Plugins.Retries > 10, "must be between 0 and 10"},

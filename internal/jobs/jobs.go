@@ -7,6 +7,7 @@ import (
 	"context"
 	"fmt"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -42,20 +43,34 @@ func Migrate(ctx context.Context, pool *pgxpool.Pool) error {
 // Client is the River client used by the agent.
 type Client = river.Client[pgx.Tx]
 
-// Start starts a River client working the default queue (4 jobs at once)
-// and the queues given (name to most jobs at once) with workers, and
-// scheduling periodic (only the elected leader among agents schedules).
-func Start(ctx context.Context, pool *pgxpool.Pool, workers *river.Workers, periodic []*river.PeriodicJob, queues map[string]int, log *slog.Logger) (*Client, error) {
+// Options tune a client.
+type Options struct {
+	Queues map[string]int // queues worked besides the default one (4 at once): name to most jobs at once
+	// RescueAfter is how long a job may stay running before it is run
+	// again (its agent died meanwhile); 0: River's default, 1 h.
+	RescueAfter time.Duration
+}
+
+// Start starts a River client working the default queue and opts.Queues
+// with workers, and scheduling periodic (only the elected leader among
+// agents schedules).
+func Start(ctx context.Context, pool *pgxpool.Pool, workers *river.Workers, periodic []*river.PeriodicJob, opts Options, log *slog.Logger) (*Client, error) {
 	qs := map[string]river.QueueConfig{river.QueueDefault: {MaxWorkers: 4}}
-	for name, n := range queues {
+	for name, n := range opts.Queues {
 		qs[name] = river.QueueConfig{MaxWorkers: n}
 	}
-	c, err := river.NewClient(riverpgxv5.New(pool), &river.Config{
+	cfg := &river.Config{
 		Logger:       log.With("component", "jobs"),
 		Queues:       qs,
 		Workers:      workers,
 		PeriodicJobs: periodic,
-	})
+	}
+	if opts.RescueAfter > 0 {
+		// River wants the default job timeout within the rescue time.
+		cfg.RescueStuckJobsAfter = opts.RescueAfter
+		cfg.JobTimeout = min(river.JobTimeoutDefault, opts.RescueAfter)
+	}
+	c, err := river.NewClient(riverpgxv5.New(pool), cfg)
 	if err != nil {
 		return nil, fmt.Errorf("jobs: %w", err)
 	}
