@@ -322,7 +322,11 @@ func (m *Manager) pluginLog(dir, id string) (*pluginlog.Writer, error) {
 	if w := m.logs[id]; w != nil {
 		return w, nil
 	}
-	w, err := pluginlog.Open(dir, id, pluginlog.Options{Merge: m.baseLog})
+	var merge *slog.Logger
+	if m.settings.Load().MergeLogs {
+		merge = m.baseLog
+	}
+	w, err := pluginlog.Open(dir, id, pluginlog.Options{Merge: merge})
 	if err == nil {
 		m.logs[id] = w
 	}
