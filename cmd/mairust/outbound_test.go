@@ -2,24 +2,14 @@ package main
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
-
-	"github.com/mairust/mairust/agent/accounts/accountstest"
 )
 
 // TestAdminOutboundRelease lifts a suspension from the command line and
 // finds the transition logged.
 func TestAdminOutboundRelease(t *testing.T) {
-	pool := accountstest.NewDatabase(t, "outboundcli", "alice@example.test")
-	dataDir := t.TempDir()
-	cfg := filepath.Join(dataDir, "mairust.yaml")
-	if err := os.WriteFile(cfg, fmt.Appendf(nil, "data_dir: %s\ndatabase:\n  url: %s\n", dataDir, pool.Config().ConnString()), 0o600); err != nil {
-		t.Fatal(err)
-	}
+	cfg, _, pool := dbConfig(t, "outboundcli")
 	if _, err := pool.Exec(context.Background(), `INSERT INTO outbound_accounts(account, state, suspended_at, reason, changed_by)
 		VALUES ('alice@example.test', 'suspended', now(), 'score 0.86', 'policy')`); err != nil {
 		t.Fatal(err)

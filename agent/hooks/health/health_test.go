@@ -1,7 +1,6 @@
 package health
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
@@ -23,6 +22,7 @@ import (
 	"github.com/mairust/mairust/agent/hooks/breaker"
 	"github.com/mairust/mairust/agent/plugins/manifest"
 	"github.com/mairust/mairust/internal/procgroup/procgrouptest"
+	"github.com/mairust/mairust/internal/proctest"
 )
 
 // Command tests write every script before running any: a script written
@@ -44,25 +44,11 @@ func (c *clock) Now() time.Time {
 	return base.Add(time.Duration(c.n) * time.Second)
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
 // records returns the JSON log records with msg containing substr.
-func (s *syncBuffer) records(t *testing.T, substr string) []map[string]any {
+func records(t *testing.T, log *proctest.Output, substr string) []map[string]any {
 	t.Helper()
-	s.mu.Lock()
-	defer s.mu.Unlock()
 	var out []map[string]any
-	for l := range strings.SplitSeq(s.b.String(), "\n") {
+	for l := range strings.SplitSeq(log.String(), "\n") {
 		if l == "" {
 			continue
 		}
@@ -79,7 +65,7 @@ func (s *syncBuffer) records(t *testing.T, substr string) []map[string]any {
 
 type env struct {
 	c     *Checker
-	log   *syncBuffer
+	log   *proctest.Output
 	clock *clock
 	mu    sync.Mutex
 	trips []string
@@ -95,7 +81,7 @@ func (e *env) tripped() []string {
 // records its calls; opts may set other fields.
 func newEnv(t *testing.T, opts Options) *env {
 	t.Helper()
-	e := &env{log: &syncBuffer{}, clock: &clock{}}
+	e := &env{log: &proctest.Output{}, clock: &clock{}}
 	opts.Log = slog.New(slog.NewJSONHandler(e.log, nil))
 	opts.Now = e.clock.Now
 	if opts.Trip == nil {
@@ -385,7 +371,7 @@ func TestTripOncePerStreak(t *testing.T) {
 	if n := testutil.ToFloat64(alerts.WithLabelValues(id)) - alerts0; n != 1 {
 		t.Errorf("%v alerts counted, want 1", n)
 	}
-	recs := e.log.records(t, "plugin health alert")
+	recs := records(t, e.log, "plugin health alert")
 	if len(recs) != 1 || recs[0]["level"] != "ERROR" || recs[0]["plugin_id"] != id || recs[0]["consecutive_errors"] != 3.0 {
 		t.Errorf("alert log %v", recs)
 	}
@@ -395,7 +381,7 @@ func TestTripOncePerStreak(t *testing.T) {
 	if r := checkNow(t, e.c, id); r.ConsecutiveErrors != 0 || r.Status != StatusOK {
 		t.Errorf("after recovery: %+v", r)
 	}
-	if len(e.log.records(t, "plugin health recovered")) != 1 {
+	if len(records(t, e.log, "plugin health recovered")) != 1 {
 		t.Error("recovery not logged")
 	}
 	mode.Store(StatusError)

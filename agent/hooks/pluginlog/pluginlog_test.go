@@ -13,6 +13,8 @@ import (
 	"sync"
 	"syscall"
 	"testing"
+
+	"github.com/mairust/mairust/internal/proctest"
 )
 
 // files returns the log files of id in dir, oldest first, and their contents.
@@ -373,21 +375,9 @@ func TestNoMerge(t *testing.T) {
 	}
 }
 
-// syncBuffer is a bytes.Buffer safe for concurrent use.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
 func TestConcurrent(t *testing.T) {
 	dir := t.TempDir()
-	var buf syncBuffer
+	var buf proctest.Output
 	opts := Options{MaxBytes: 4096, Keep: 50, Merge: slog.New(slog.NewJSONHandler(&buf, nil))}
 	// Two Writers on one file, as after a reload that did not close the
 	// first: they share the lock and follow each other's rotations.
@@ -429,9 +419,7 @@ func TestConcurrent(t *testing.T) {
 	if len(seen) != goroutines*each {
 		t.Errorf("%d distinct lines on disk, want %d", len(seen), goroutines*each)
 	}
-	buf.mu.Lock()
-	merged := entries(t, &buf.b)
-	buf.mu.Unlock()
+	merged := entries(t, bytes.NewBufferString(buf.String()))
 	if len(merged) != goroutines*each {
 		t.Errorf("%d lines merged, want %d", len(merged), goroutines*each)
 	}
