@@ -81,6 +81,7 @@ type Manager struct {
 	log      *slog.Logger
 	breakers *breaker.Set
 	settings atomic.Pointer[config.Plugins]
+	waits    atomic.Pointer[[]time.Duration] // plugins.retry_backoff, parsed
 	jobs     atomic.Pointer[jobs.Client]
 
 	health  *health.Checker
@@ -88,6 +89,9 @@ type Manager struct {
 
 	mu      sync.RWMutex
 	enabled map[string]*plugin
+
+	userMu sync.Mutex
+	user   *syscall.Credential // see pluginUser
 
 	logMu sync.Mutex
 	logs  map[string]*pluginlog.Writer // kept across reloads
@@ -105,7 +109,7 @@ type plugin struct {
 func New(cfg config.Plugins, pool *pgxpool.Pool, store *mailstore.Store, blobs blobstore.Store, log *slog.Logger) *Manager {
 	m := &Manager{pool: pool, store: store, blobs: blobs, log: log.With("component", "hooks"), baseLog: log,
 		enabled: map[string]*plugin{}, logs: map[string]*pluginlog.Writer{}}
-	m.settings.Store(&cfg)
+	m.keepSettings(cfg)
 	m.breakers = breaker.New(breakerSettings(cfg), nil)
 	m.breakers.OnChange(func(st breaker.Status) {
 		open := 0.0
@@ -115,16 +119,15 @@ func New(cfg config.Plugins, pool *pgxpool.Pool, store *mailstore.Store, blobs b
 		breakerOpen.WithLabelValues(st.ID).Set(open)
 		m.log.Warn("plugin circuit breaker "+string(st.State), "plugin_id", st.ID, "reason", st.Reason)
 	})
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		c, err := sysuser.Ensure(cfg.RunAs)
-		if err != nil {
-			m.log.Error("plugin health commands disabled", "error", err)
-		}
-		cred = c
-	}
 	m.health = health.New(health.Options{
-		Log: log, Trip: m.breakers.Trip, Credential: cred,
+		Log: log, Trip: m.breakers.Trip,
+		Credential: func() *syscall.Credential {
+			cred, err := m.pluginUser()
+			if err != nil {
+				m.log.Error("plugin health command not run", "error", err)
+			}
+			return cred
+		},
 		WorkDir: func(id string) string {
 			d := filepath.Join(m.settings.Load().WorkDir, id)
 			if fi, err := os.Stat(d); err == nil && fi.IsDir() {
@@ -134,6 +137,25 @@ func New(cfg config.Plugins, pool *pgxpool.Pool, store *mailstore.Store, blobs b
 		},
 	})
 	return m
+}
+
+// pluginUser is the user plugin processes run as: nil unless the agent
+// runs as root; then plugins.run_as, created the first time a plugin
+// needs it (not at start), and remembered.
+func (m *Manager) pluginUser() (*syscall.Credential, error) {
+	if os.Geteuid() != 0 {
+		return nil, nil
+	}
+	m.userMu.Lock()
+	defer m.userMu.Unlock()
+	if m.user == nil {
+		c, err := sysuser.Ensure(m.settings.Load().RunAs)
+		if err != nil {
+			return nil, fmt.Errorf("plugins.run_as: %w", err)
+		}
+		m.user = c
+	}
+	return m.user, nil
 }
 
 // RunHealth polls the plugins' health checks until ctx ends.
@@ -151,7 +173,7 @@ func breakerSettings(c config.Plugins) breaker.Settings {
 
 // Apply takes the settings that change live (retries, breaker thresholds).
 func (m *Manager) Apply(cfg config.Plugins) {
-	m.settings.Store(&cfg)
+	m.keepSettings(cfg)
 	m.breakers.Apply(breakerSettings(cfg))
 }
 
@@ -269,12 +291,11 @@ func (m *Manager) runner(p plugins.Installed, cfg *config.Plugins, netw netpolic
 	if err := os.Mkdir(work, 0o700); err != nil && !os.IsExist(err) {
 		return nil, err
 	}
-	var cred *syscall.Credential
-	if os.Geteuid() == 0 {
-		var err error
-		if cred, err = sysuser.Ensure(cfg.RunAs); err != nil {
-			return nil, fmt.Errorf("plugins.run_as: %w", err)
-		}
+	cred, err := m.pluginUser()
+	if err != nil {
+		return nil, err
+	}
+	if cred != nil {
 		if err := os.Chown(work, int(cred.Uid), int(cred.Gid)); err != nil {
 			return nil, err
 		}
@@ -436,11 +457,19 @@ func (m *Manager) ResetBreaker(id string) {
 	m.log.Info("plugin circuit breaker reset by an admin", "plugin_id", id)
 }
 
+// keepSettings keeps cfg and its retry waits, parsed once (config validation
+// has checked them).
+func (m *Manager) keepSettings(cfg config.Plugins) {
+	waits, err := config.ParseBackoff(cfg.RetryBackoff)
+	if err != nil || len(waits) == 0 {
+		waits = []time.Duration{time.Minute}
+	}
+	m.settings.Store(&cfg)
+	m.waits.Store(&waits)
+}
+
 // backoff is the wait before retry number attempt (1-based).
 func (m *Manager) backoff(attempt int) time.Duration {
-	waits, err := config.ParseBackoff(m.settings.Load().RetryBackoff)
-	if err != nil || len(waits) == 0 {
-		return time.Minute
-	}
+	waits := *m.waits.Load()
 	return waits[min(max(attempt, 1), len(waits))-1]
 }

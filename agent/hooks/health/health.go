@@ -95,15 +95,15 @@ type Result struct {
 
 // Options configure a Checker. Zero values take the defaults.
 type Options struct {
-	Interval   time.Duration           // between rounds of checks; default 30s
-	Timeout    time.Duration           // bounds each check; default 5s
-	TripAfter  int                     // errors in a row that trip the breaker; default 3
-	Trip       func(id, reason string) // called once per streak that reaches TripAfter
-	Log        *slog.Logger            // default: slog.Default()
-	Now        func() time.Time        // the clock for CheckedAt; default time.Now
-	Credential *syscall.Credential     // commands run as this user; required when the agent runs as root
-	WorkDir    func(id string) string  // commands' working directory and HOME; default (or ""): the plugin's directory
-	HTTPClient *http.Client            // for HTTP checks; default: no proxy (redirects are never followed)
+	Interval   time.Duration              // between rounds of checks; default 30s
+	Timeout    time.Duration              // bounds each check; default 5s
+	TripAfter  int                        // errors in a row that trip the breaker; default 3
+	Trip       func(id, reason string)    // called once per streak that reaches TripAfter
+	Log        *slog.Logger               // default: slog.Default()
+	Now        func() time.Time           // the clock for CheckedAt; default time.Now
+	Credential func() *syscall.Credential // the user commands run as, asked for when one runs; required (non-nil result) when the agent runs as root
+	WorkDir    func(id string) string     // commands' working directory and HOME; default (or ""): the plugin's directory
+	HTTPClient *http.Client               // for HTTP checks; default: no proxy (redirects are never followed)
 }
 
 // Checker polls the health checks of a set of plugins. Safe for concurrent use.
@@ -443,7 +443,11 @@ func (c *Checker) checkHTTP(ctx context.Context, m *manifest.Manifest) (status, 
 
 // checkCommand runs m's health command.
 func (c *Checker) checkCommand(ctx context.Context, m *manifest.Manifest) (status, detail string) {
-	if c.opts.Credential == nil && c.euid() == 0 {
+	var cred *syscall.Credential
+	if c.opts.Credential != nil {
+		cred = c.opts.Credential()
+	}
+	if cred == nil && c.euid() == 0 {
 		return StatusError, "health_cmd not run: the agent runs as root and no plugin user is set (Options.Credential)"
 	}
 	path, err := program(m)
@@ -464,7 +468,7 @@ func (c *Checker) checkCommand(ctx context.Context, m *manifest.Manifest) (statu
 		"LANG=C.UTF-8",
 		"MAIRUST_PLUGIN_ID=" + m.ID,
 	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: c.opts.Credential}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Credential: cred}
 	cmd.Cancel = func() error { return procgroup.Kill(cmd.Process.Pid) }
 	cmd.WaitDelay = waitDelay
 	stdout := &headWriter{max: MaxDetailBytes * 2}

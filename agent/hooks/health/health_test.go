@@ -306,7 +306,7 @@ func TestCommandCredential(t *testing.T) {
 		t.Fatal(err)
 	}
 	const nobody = 65534
-	e := newEnv(t, Options{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}})
+	e := newEnv(t, Options{Credential: func() *syscall.Credential { return &syscall.Credential{Uid: nobody, Gid: nobody} }})
 	e.c.Set([]*manifest.Manifest{m})
 	r := checkNow(t, e.c, "c-cred")
 	wantResult(t, r, StatusOK)
