@@ -225,14 +225,18 @@ func (a *Accounts) UserByID(ctx context.Context, id int64) (User, error) {
 // whether it succeeded, from which address and over what (api, imap).
 // tenant is "" when the address is no user's.
 func (a *Accounts) RecordLogin(ctx context.Context, tenant, actor string, ok bool, ip, via string) error {
+	return a.RecordEvent(ctx, tenant, "auth.login", actor, map[string]any{"ok": ok, "ip": ip, "via": via})
+}
+
+// RecordEvent adds an entry to the admin log (events); tenant "" records
+// it without one.
+func (a *Accounts) RecordEvent(ctx context.Context, tenant, kind, actor string, detail map[string]any) error {
 	var t *string
 	if tenant != "" {
 		t = &tenant
 	}
-	_, err := a.pool.Exec(ctx, `INSERT INTO events(tenant_id, kind, actor, detail) VALUES($1, 'auth.login', $2, $3)`,
-		t, actor, map[string]any{"ok": ok, "ip": ip, "via": via})
-	if err != nil {
-		return fmt.Errorf("accounts: record login: %w", err)
+	if _, err := a.pool.Exec(ctx, `INSERT INTO events(tenant_id, kind, actor, detail) VALUES($1, $2, $3, $4)`, t, kind, actor, detail); err != nil {
+		return fmt.Errorf("accounts: record %s: %w", kind, err)
 	}
 	return nil
 }

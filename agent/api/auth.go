@@ -275,11 +275,7 @@ func (s *Server) revokeToken(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) event(r *http.Request, tenant, kind, actor string, detail map[string]any) {
 	ip, _, _ := net.SplitHostPort(r.RemoteAddr)
 	detail["ip"] = ip
-	var t *string
-	if tenant != "" {
-		t = &tenant
-	}
-	if _, err := s.pool.Exec(r.Context(), `INSERT INTO events(tenant_id, kind, actor, detail) VALUES($1, $2, $3, $4)`, t, kind, actor, detail); err != nil {
+	if err := s.accounts.RecordEvent(r.Context(), tenant, kind, actor, detail); err != nil {
 		s.log.Warn("could not record event", "kind", kind, "error", err)
 	}
 }

@@ -157,11 +157,14 @@ func (s *session) fetchMessages(w *imapserver.FetchWriter, part []int, msgs []ma
 
 // needsContent says whether the items asked need the message's content
 // beyond whole-message sections, which are streamed.
-func needsContent(o *imap.FetchOptions) bool {
-	if o.Envelope || o.BodyStructure != nil || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0 {
-		return true
-	}
-	return slices.ContainsFunc(o.BodySection, func(b *imap.FetchItemBodySection) bool { return !wholeMessage(b) })
+func needsContent(o *imap.FetchOptions) bool { return o.Envelope || needsWhole(o) }
+
+// needsWhole says whether the items asked need the whole message in
+// memory: anything but an envelope (the header alone) and whole-message
+// sections (streamed).
+func needsWhole(o *imap.FetchOptions) bool {
+	return o.BodyStructure != nil || len(o.BinarySection) > 0 || len(o.BinarySectionSize) > 0 ||
+		slices.ContainsFunc(o.BodySection, func(b *imap.FetchItemBodySection) bool { return !wholeMessage(b) })
 }
 
 // wholeMessage is BODY[] (or BODY.PEEK[], RFC822), maybe partial.
@@ -184,8 +187,7 @@ func (s *session) parse(m mailstore.Message, o *imap.FetchOptions) (p parsed) {
 		return parsed{err: fmt.Errorf("imap: message %d: %w", m.ID, err)}
 	}
 	defer r.Close()
-	if o.BodyStructure == nil && len(o.BinarySection) == 0 && len(o.BinarySectionSize) == 0 &&
-		!slices.ContainsFunc(o.BodySection, func(b *imap.FetchItemBodySection) bool { return !wholeMessage(b) }) {
+	if !needsWhole(o) {
 		return parsed{envelope: envelope(bufio.NewReader(r))}
 	}
 	data, err := io.ReadAll(io.LimitReader(r, m.Size+1))

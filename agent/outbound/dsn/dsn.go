@@ -284,37 +284,23 @@ func humanText(mta string, rcpts []Recipient) string {
 		return s + "\r\n"
 	}
 	var b strings.Builder
+	section := func(intro string, rcs []Recipient) {
+		if len(rcs) == 0 {
+			return
+		}
+		b.WriteString(intro + "\r\n\r\n")
+		for _, rc := range rcs {
+			b.WriteString(line(rc))
+		}
+		b.WriteString("\r\n")
+	}
 	fmt.Fprintf(&b, "This is the mail system at %s.\r\n\r\n", mta)
-	if len(failed) > 0 {
-		b.WriteString("Your message could not be delivered to the following recipients.\r\nThis is a permanent error; it will not be retried.\r\n\r\n")
-		for _, rc := range failed {
-			b.WriteString(line(rc))
-		}
-		b.WriteString("\r\n")
-	}
-	if len(delayed) > 0 {
-		b.WriteString("Delivery to the following recipients has been delayed.\r\nThe mail system will keep trying; no action is needed yet.\r\n\r\n")
-		for _, rc := range delayed {
-			b.WriteString(line(rc))
-		}
-		b.WriteString("\r\n")
-	}
+	section("Your message could not be delivered to the following recipients.\r\nThis is a permanent error; it will not be retried.", failed)
+	section("Delivery to the following recipients has been delayed.\r\nThe mail system will keep trying; no action is needed yet.", delayed)
 	b.WriteString("----\r\n\r\n")
 	fmt.Fprintf(&b, "%s のメールシステムからのお知らせです。\r\n\r\n", mta)
-	if len(failed) > 0 {
-		b.WriteString("次の宛先にメールを配送できませんでした。恒久的なエラーのため、再送は行いません。\r\n\r\n")
-		for _, rc := range failed {
-			b.WriteString(line(rc))
-		}
-		b.WriteString("\r\n")
-	}
-	if len(delayed) > 0 {
-		b.WriteString("次の宛先への配送が遅れています。引き続き再送を試みますので、現時点での対応は不要です。\r\n\r\n")
-		for _, rc := range delayed {
-			b.WriteString(line(rc))
-		}
-		b.WriteString("\r\n")
-	}
+	section("次の宛先にメールを配送できませんでした。恒久的なエラーのため、再送は行いません。", failed)
+	section("次の宛先への配送が遅れています。引き続き再送を試みますので、現時点での対応は不要です。", delayed)
 	return b.String()
 }
 
