@@ -26,6 +26,7 @@ import (
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/internal/clientip"
 	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/connlimit"
 	"github.com/mairust/mairust/internal/ratelimit"
 )
 
@@ -62,9 +63,7 @@ type Server struct {
 	logins   *ratelimit.Limiter
 	maxPerIP atomic.Int64
 
-	mu    sync.Mutex
-	perIP map[string]int
-	open  int
+	conns connlimit.Counter
 }
 
 // New returns a server. tlsCfg is used for STARTTLS and for listeners
@@ -74,7 +73,6 @@ func New(cfg config.IMAP, tlsCfg *tls.Config, acc *accounts.Accounts, store *mai
 		cfg: cfg, accounts: acc, store: store, blobs: blobs, tls: tlsCfg,
 		log:    log.With("component", "imap"),
 		logins: ratelimit.New(cfg.LoginsPerIPMinute),
-		perIP:  map[string]int{},
 	}
 	s.maxPerIP.Store(int64(cfg.MaxConnectionsPerIP))
 	s.watch = newWatcher(store, cfg.IdlePoll, s.log)
@@ -140,17 +138,11 @@ func (l *limitListener) Accept() (net.Conn, error) {
 		}
 		ip := clientip.Of(c.RemoteAddr())
 		s := l.srv
-		s.mu.Lock()
-		full := s.open >= s.cfg.MaxConnections
-		over := s.perIP[ip] >= int(s.maxPerIP.Load())
-		if !full && !over {
-			s.open++
-			s.perIP[ip]++
-			s.mu.Unlock()
+		ok, full := s.conns.Acquire(ip, s.cfg.MaxConnections, int(s.maxPerIP.Load()))
+		if ok {
 			sessionsActive.Inc()
 			return &countedConn{Conn: c, srv: s, ip: ip}, nil
 		}
-		s.mu.Unlock()
 		reason := "per_ip"
 		text := "* BYE Too many connections from your address, try again later\r\n"
 		if full {
@@ -173,13 +165,7 @@ type countedConn struct {
 
 func (c *countedConn) Close() error {
 	c.once.Do(func() {
-		s := c.srv
-		s.mu.Lock()
-		s.open--
-		if s.perIP[c.ip]--; s.perIP[c.ip] <= 0 {
-			delete(s.perIP, c.ip)
-		}
-		s.mu.Unlock()
+		c.srv.conns.Release(c.ip)
 		sessionsActive.Dec()
 	})
 	return c.Conn.Close()

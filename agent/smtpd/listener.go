@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/mairust/mairust/internal/clientip"
+	"github.com/mairust/mairust/internal/connlimit"
 )
 
 // listener enforces the connection limits before the greeting: a client over
@@ -16,9 +17,9 @@ type listener struct {
 	net.Listener
 	srv *Server
 
+	limit connlimit.Counter
 	mu    sync.Mutex
-	perIP map[string]int
-	conns map[*conn]struct{}
+	conns map[*conn]struct{} // for the drain
 }
 
 func (l *listener) Accept() (net.Conn, error) {
@@ -28,18 +29,15 @@ func (l *listener) Accept() (net.Conn, error) {
 			return nil, err
 		}
 		ip := clientip.Of(c.RemoteAddr())
-		l.mu.Lock()
-		full := len(l.conns) >= l.srv.cfg.MaxConnections
-		over := l.perIP[ip] >= int(l.srv.maxPerIP.Load())
-		if !full && !over {
-			l.perIP[ip]++
+		ok, full := l.limit.Acquire(ip, l.srv.cfg.MaxConnections, int(l.srv.maxPerIP.Load()))
+		if ok {
 			tc := &conn{Conn: c, l: l, ip: ip}
+			l.mu.Lock()
 			l.conns[tc] = struct{}{}
 			l.mu.Unlock()
 			sessionsActive.Inc()
 			return tc, nil
 		}
-		l.mu.Unlock()
 		reason := "too many connections from your address"
 		if full {
 			reason = "too many connections"
@@ -71,9 +69,7 @@ func (l *listener) release(c *conn) {
 		return
 	}
 	delete(l.conns, c)
-	if l.perIP[c.ip]--; l.perIP[c.ip] <= 0 {
-		delete(l.perIP, c.ip)
-	}
+	l.limit.Release(c.ip)
 	sessionsActive.Dec()
 }
 

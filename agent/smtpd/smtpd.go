@@ -87,7 +87,7 @@ func (s *Server) Apply(cfg config.SMTP) {
 
 // Serve accepts connections on l until Shutdown.
 func (s *Server) Serve(l net.Listener) error {
-	s.ln = &listener{Listener: l, srv: s, perIP: map[string]int{}, conns: map[*conn]struct{}{}}
+	s.ln = &listener{Listener: l, srv: s, conns: map[*conn]struct{}{}}
 	err := s.srv.Serve(s.ln)
 	if errors.Is(err, smtp.ErrServerClosed) {
 		return nil
