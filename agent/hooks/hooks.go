@@ -206,7 +206,7 @@ func (m *Manager) Load(ctx context.Context) error {
 			next[p.ID()] = &plugin{installed: p, run: old.run, network: old.network} // a running process stays
 			continue
 		}
-		netw, err := network(p.Manifest, cfg)
+		netw, err := netpolicy.For(p.Manifest.Network, os.Geteuid() == 0, cfg.AllowUnlimitedNetwork)
 		if err != nil {
 			m.log.Error("plugin not loaded", "plugin_id", p.ID(), "error", err)
 			continue
@@ -234,17 +234,6 @@ func (m *Manager) Load(ctx context.Context) error {
 	m.health.Set(mfs)
 	m.hookDeliveries()
 	return nil
-}
-
-// network decides how the plugin's network mode is enforced. go-plugin
-// starts process plugins itself, so for them only none (clone flags) is
-// enforced; their other modes are reported declarative.
-func network(mf *manifest.Manifest, cfg *config.Plugins) (netpolicy.Enforcement, error) {
-	e, err := netpolicy.For(mf.Network, os.Geteuid() == 0, cfg.AllowUnlimitedNetwork)
-	if err != nil || mf.Kind != manifest.KindProcess || mf.Network == manifest.NetworkNone || !e.Enforced {
-		return e, err
-	}
-	return netpolicy.Enforcement{Mode: mf.Network, Declarative: "process plugins: only network = none is enforced so far; this mode is declarative (the plugin has the agent's network)"}, nil
 }
 
 // sameRuntime reports whether a reloaded plugin can keep its runner: the

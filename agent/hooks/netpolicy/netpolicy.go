@@ -9,6 +9,7 @@
 //     user and group are set; without root, with an unprivileged user
 //     namespace (CLONE_NEWUSER, the current user mapped to itself) if the
 //     kernel allows one, else the mode is declarative only.
+//
 //   - local-only, as root: a new network namespace whose loopback the
 //     agent brings up before the plugin starts, so 127.0.0.1 and ::1 work
 //     inside it but the host's loopback services are not reachable. The
@@ -19,12 +20,18 @@
 //     Without root, declarative only (an unprivileged plugin could not
 //     bring lo up without keeping CAP_NET_ADMIN).
 //
-// Outside Linux nothing is enforced. For probes the kernel once per
-// process; a mode it cannot enforce is declarative only, never an error.
-//   - outbound-limited: declarative only; nothing filters DNS, ports or
-//     network_allow yet.
+//   - outbound-limited, with or without root: Landlock (Linux 6.7+) lets
+//     the plugin open TCP connections to ports 53, 80 and 443 only. The
+//     rule is set on a locked OS thread of the agent that the plugin is
+//     forked from and that is then thrown away. Landlock filters ports,
+//     not addresses, and not UDP: network_allow and "DNS only" for UDP
+//     stay declarative.
+//
 //   - unlimited: nothing to enforce; refused unless the administrator
 //     allows it.
+//
+// Outside Linux nothing is enforced. For probes the kernel once per
+// process; a mode it cannot enforce is declarative only, never an error.
 package netpolicy
 
 import (
@@ -58,6 +65,7 @@ const (
 	mechNetns                        // CLONE_NEWNET (root)
 	mechUserns                       // CLONE_NEWUSER|CLONE_NEWNET (unprivileged)
 	mechNetnsLoopUp                  // a namespace made on a locked thread, lo up (root)
+	mechLandlock                     // a Landlock TCP port filter set on a locked thread
 )
 
 // Texts of How and Declarative.
@@ -66,14 +74,16 @@ const (
 	howNoneUserns = howNone + " (unprivileged user namespace)"
 	howLocalOnly  = "own network namespace with its loopback up: own loopback only; the host's 127.0.0.1 services are not reachable, nor any other address"
 	declLocalOnly = "local-only is not enforced without root: the plugin has the agent's network"
-	declOutbound  = "outbound-limited is not enforced (no proxy or connect filter yet): DNS only, ports 80/443 and network_allow are declarative; the plugin has the agent's network"
+	howOutbound   = "TCP connections to ports 53, 80 and 443 only (Landlock)"
+	declOutbound  = "destination addresses (network_allow) and UDP are not filtered: Landlock filters TCP ports only"
 	declUnlimited = "unlimited: nothing to enforce; the plugin has the agent's network (allowed by plugins.allow_unlimited_network)"
 )
 
 // Probes of what the kernel allows, each run once; variables for tests.
 var (
-	probeNetns  = onceErr(func() error { return inNetns(func() error { return nil }) })
-	probeUserns = onceErr(probeUsernsOnce)
+	probeNetns    = onceErr(func() error { return inNetns(func() error { return nil }) })
+	probeUserns   = onceErr(probeUsernsOnce)
+	probeLandlock = onceErr(probeLandlockOnce)
 )
 
 func onceErr(f func() error) func() error {
@@ -119,7 +129,11 @@ func For(m manifest.Network, privileged, unlimitedAllowed bool) (Enforcement, er
 		e.Enforced, e.How, e.mech = true, howLocalOnly, mechNetnsLoopUp
 		return e, nil
 	case manifest.NetworkOutboundLimited:
-		e.Declarative = declOutbound
+		if err := probeLandlock(); err != nil {
+			e.Declarative = "outbound-limited is not enforced: no TCP port filter (" + err.Error() + "); the plugin has the agent's network"
+			return e, nil
+		}
+		e.Enforced, e.How, e.Declarative, e.mech = true, howOutbound, declOutbound, mechLandlock
 		return e, nil
 	case manifest.NetworkUnlimited:
 		if !unlimitedAllowed {

@@ -37,10 +37,21 @@ func Start(e Enforcement, cmd *exec.Cmd) error {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	Apply(e, cmd.SysProcAttr)
-	if e.mech == mechNetnsLoopUp {
-		return inNetns(cmd.Start)
+	return Run(e, cmd.Start)
+}
+
+// Run calls f, which starts a process whose attributes Apply has set, on
+// a thread that carries what the attributes cannot: local-only's
+// namespace, outbound-limited's port filter. For the other mechanisms it
+// is f().
+func Run(e Enforcement, f func() error) error {
+	switch e.mech {
+	case mechNetnsLoopUp:
+		return inNetns(f)
+	case mechLandlock:
+		return inLandlock(outboundPorts, f)
 	}
-	return cmd.Start()
+	return f()
 }
 
 // inNetns runs f on an OS thread moved into a new network namespace

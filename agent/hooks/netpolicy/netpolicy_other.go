@@ -14,8 +14,13 @@ func inNetns(func() error) error { return errNotLinux }
 
 func probeUsernsOnce() error { return errNotLinux }
 
+func probeLandlockOnce() error { return errNotLinux }
+
 // Apply does nothing: For enforces nothing outside Linux.
 func Apply(Enforcement, *syscall.SysProcAttr) {}
 
 // Start is cmd.Start: For enforces nothing outside Linux.
 func Start(_ Enforcement, cmd *exec.Cmd) error { return cmd.Start() }
+
+// Run is f(): For enforces nothing outside Linux.
+func Run(_ Enforcement, f func() error) error { return f() }

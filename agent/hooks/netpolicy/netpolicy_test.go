@@ -24,12 +24,13 @@ func needRoot(t *testing.T) {
 }
 
 // stubProbes makes the kernel probes answer err (nil: supported) for one test.
-func stubProbes(t *testing.T, netns, userns error) {
+func stubProbes(t *testing.T, netns, userns, landlock error) {
 	t.Helper()
-	oldNetns, oldUserns := probeNetns, probeUserns
+	oldNetns, oldUserns, oldLandlock := probeNetns, probeUserns, probeLandlock
 	probeNetns = func() error { return netns }
 	probeUserns = func() error { return userns }
-	t.Cleanup(func() { probeNetns, probeUserns = oldNetns, oldUserns })
+	probeLandlock = func() error { return landlock }
+	t.Cleanup(func() { probeNetns, probeUserns, probeLandlock = oldNetns, oldUserns, oldLandlock })
 }
 
 func TestFor(t *testing.T) {
@@ -42,10 +43,10 @@ func TestFor(t *testing.T) {
 	}
 	noNS := errors.New("operation not permitted")
 	cases := []struct {
-		mode                   manifest.Network
-		privileged, allowUnlim bool
-		netns, userns          error // probe results
-		want                   want
+		mode                    manifest.Network
+		privileged, allowUnlim  bool
+		netns, userns, landlock error // probe results
+		want                    want
 	}{
 		{mode: manifest.NetworkNone, privileged: true,
 			want: want{enforced: true, mech: mechNetns, how: "no network at all"}},
@@ -62,9 +63,12 @@ func TestFor(t *testing.T) {
 		{mode: manifest.NetworkLocalOnly,
 			want: want{decl: "local-only is not enforced without root"}},
 		{mode: manifest.NetworkOutboundLimited, privileged: true,
-			want: want{decl: "outbound-limited is not enforced (no proxy or connect filter yet): DNS only, ports 80/443 and network_allow are declarative"}},
+			want: want{enforced: true, mech: mechLandlock, how: "TCP connections to ports 53, 80 and 443 only (Landlock)",
+				decl: "destination addresses (network_allow) and UDP are not filtered"}},
 		{mode: manifest.NetworkOutboundLimited,
-			want: want{decl: "outbound-limited is not enforced"}},
+			want: want{enforced: true, mech: mechLandlock, how: "ports 53, 80 and 443 only", decl: "UDP are not filtered"}},
+		{mode: manifest.NetworkOutboundLimited, landlock: errors.New("Landlock ABI 3 has no TCP port rules"),
+			want: want{decl: "outbound-limited is not enforced: no TCP port filter (Landlock ABI 3 has no TCP port rules)"}},
 		{mode: manifest.NetworkUnlimited, privileged: true, want: want{err: ErrUnlimitedNotAllowed}},
 		{mode: manifest.NetworkUnlimited, want: want{err: ErrUnlimitedNotAllowed}},
 		{mode: manifest.NetworkUnlimited, privileged: true, allowUnlim: true,
@@ -73,7 +77,7 @@ func TestFor(t *testing.T) {
 			want: want{decl: "unlimited: nothing to enforce"}},
 	}
 	for _, c := range cases {
-		stubProbes(t, c.netns, c.userns)
+		stubProbes(t, c.netns, c.userns, c.landlock)
 		e, err := For(c.mode, c.privileged, c.allowUnlim)
 		name := string(c.mode) + " privileged=" + map[bool]string{true: "yes", false: "no"}[c.privileged]
 		if c.want.err != nil {
@@ -114,13 +118,16 @@ func TestProbes(t *testing.T) {
 	if err := probeUserns(); err != nil {
 		t.Fatalf("user namespace: %v", err)
 	}
-	for _, mode := range []manifest.Network{manifest.NetworkNone, manifest.NetworkLocalOnly} {
+	if err := probeLandlock(); err != nil {
+		t.Fatalf("outbound-limited needs Landlock's TCP port rules (Linux 6.7+): %v", err)
+	}
+	for _, mode := range []manifest.Network{manifest.NetworkNone, manifest.NetworkLocalOnly, manifest.NetworkOutboundLimited} {
 		for _, privileged := range []bool{true, false} {
 			e, err := For(mode, privileged, false)
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := privileged || mode == manifest.NetworkNone; e.Enforced != want {
+			if want := privileged || mode != manifest.NetworkLocalOnly; e.Enforced != want {
 				t.Errorf("%s privileged=%v: %s", mode, privileged, e)
 			}
 		}
@@ -128,7 +135,7 @@ func TestProbes(t *testing.T) {
 }
 
 func TestString(t *testing.T) {
-	stubProbes(t, nil, nil)
+	stubProbes(t, nil, nil, nil)
 	for _, c := range []struct {
 		mode manifest.Network
 		priv bool
@@ -137,7 +144,7 @@ func TestString(t *testing.T) {
 		{manifest.NetworkNone, true, "network none: enforced: own network namespace with only a loopback that is down: no network at all"},
 		{manifest.NetworkLocalOnly, true, "network local-only: enforced: own network namespace with its loopback up: own loopback only; the host's 127.0.0.1 services are not reachable, nor any other address"},
 		{manifest.NetworkLocalOnly, false, "network local-only: declarative only: local-only is not enforced without root: the plugin has the agent's network"},
-		{manifest.NetworkOutboundLimited, true, "network outbound-limited: declarative only: outbound-limited is not enforced (no proxy or connect filter yet): DNS only, ports 80/443 and network_allow are declarative; the plugin has the agent's network"},
+		{manifest.NetworkOutboundLimited, false, "network outbound-limited: enforced: TCP connections to ports 53, 80 and 443 only (Landlock); declarative only: destination addresses (network_allow) and UDP are not filtered: Landlock filters TCP ports only"},
 		{manifest.NetworkUnlimited, true, "network unlimited: not restricted: unlimited: nothing to enforce; the plugin has the agent's network (allowed by plugins.allow_unlimited_network)"},
 	} {
 		e, err := For(c.mode, c.priv, true)
@@ -154,7 +161,7 @@ func TestString(t *testing.T) {
 }
 
 func TestApply(t *testing.T) {
-	stubProbes(t, nil, nil)
+	stubProbes(t, nil, nil, nil)
 	e, _ := For(manifest.NetworkNone, true, false)
 	attr := &syscall.SysProcAttr{Setpgid: true}
 	Apply(e, attr)

@@ -43,9 +43,7 @@ type ProcessOptions struct {
 	WorkDir    string              // working directory and HOME; the plugin's directory if empty
 	Credential *syscall.Credential // run as this user and group (set when the agent runs as root)
 	Log        io.Writer           // if set, gets the plugin's standard output and error and go-plugin's warnings
-	// Network is applied to the process (a new network namespace for none;
-	// go-plugin starts the process, so modes that need more than clone
-	// flags are the caller's to report as declarative).
+	// Network is enforced on the process (see netpolicy).
 	Network netpolicy.Enforcement
 }
 
@@ -294,7 +292,7 @@ func (p *Process) start() (*proc, error) {
 		cfg.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
 	pr := &proc{client: plugin.NewClient(cfg), cmd: cmd, sockDir: sockDir}
-	if err := pr.connect(); err != nil {
+	if err := netpolicy.Run(p.opts.Network, pr.connect); err != nil {
 		pr.stop()
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			sum, _ := manifest.FileSHA256(path)

@@ -506,3 +506,36 @@ func (b *syncBuffer) waitFor(t *testing.T, s string) {
 	defer b.mu.Unlock()
 	t.Fatalf("log lacks %q:\n%s", s, b.buf.String())
 }
+
+// A process plugin's network mode is enforced on it, and the agent still
+// reaches it over its socket.
+func TestProcessNetwork(t *testing.T) {
+	if os.Geteuid() != 0 {
+		t.Fatal("this test makes network namespaces, which needs root; run the tests as root (CI does)")
+	}
+	host, hostAccepted := testListener(t, "127.0.0.1:0")
+	allowed, allowedAccepted := outboundListener(t)
+	for _, c := range []struct {
+		mode          manifest.Network
+		host, allowed string // what the plugin gets dialing them
+	}{
+		{manifest.NetworkNone, "~network is unreachable", "~network is unreachable"},
+		{manifest.NetworkLocalOnly, "~connection refused", "~connection refused"},
+		{manifest.NetworkOutboundLimited, "~permission denied", "ok"},
+	} {
+		m := installPlugin(t, t.TempDir(), "testplugin", 10*time.Second, "dial", host, allowed)
+		p := newProcess(t, m, ProcessOptions{Network: enforcement(t, c.mode, true)})
+		res, err := p.Run(context.Background(), testEvent(m.ID))
+		if err != nil {
+			t.Fatalf("%s: %v", c.mode, err)
+		}
+		wantMeta(t, res.Metadata, map[string]string{host: c.host, allowed: c.allowed})
+		p.Close()
+		hostAccepted(0)
+		allowedAccepted(map[bool]int{true: 1}[c.allowed == "ok"])
+	}
+	if err := dialOnce(host); err != nil {
+		t.Fatalf("the agent lost its own network: %v", err)
+	}
+	hostAccepted(1)
+}

@@ -324,16 +324,17 @@ func TestNewStdinRefusesOtherKinds(t *testing.T) {
 const netProbeID = "runner-netprobe"
 
 func init() {
-	if os.Getenv("MAIRUST_PLUGIN_ID") == netProbeID && len(os.Args) == 2 {
-		netProbe(os.Args[1])
+	if os.Getenv("MAIRUST_PLUGIN_ID") == netProbeID && len(os.Args) >= 2 && len(os.Args) <= 3 {
+		netProbe(os.Args[1], os.Args[2:]...)
 		os.Exit(0)
 	}
 }
 
 // netProbe is a stdin plugin reporting what network it has: whether it can
-// dial host (the test's listener), listen and dial itself on 127.0.0.1
-// and ::1, its uid, the interfaces in /proc/net/dev and whether lo is up.
-func netProbe(host string) {
+// dial host (the test's listener) and allowed (another, on a port
+// outbound-limited allows), listen and dial itself on 127.0.0.1 and ::1,
+// its uid, the interfaces in /proc/net/dev and whether lo is up.
+func netProbe(host string, allowed ...string) {
 	io.Copy(io.Discard, os.Stdin)
 	md := map[string]string{"uid": strconv.Itoa(os.Getuid())}
 	result := func(err error) string {
@@ -343,6 +344,9 @@ func netProbe(host string) {
 		return "ok"
 	}
 	md["dial_host"] = result(dialOnce(host))
+	for _, a := range allowed {
+		md["dial_allowed"] = result(dialOnce(a))
+	}
 	md["self4"] = result(dialSelf("tcp4", "127.0.0.1:0"))
 	md["self6"] = result(dialSelf("tcp6", "[::1]:0"))
 	var names []string
@@ -410,7 +414,19 @@ func netProbePlugin(t *testing.T) (m *manifest.Manifest, accepted func(want int)
 		t.Fatal(err)
 	}
 
-	l, err := net.Listen("tcp4", "127.0.0.1:0")
+	addr, accepted := testListener(t, "127.0.0.1:0")
+	m = &manifest.Manifest{ID: netProbeID, Kind: manifest.KindStdin, Timeout: 30 * time.Second,
+		Command: "netprobe", Args: []string{addr}, Dir: dir}
+	return m, accepted
+}
+
+// testListener listens on addr and returns its address and accepted,
+// which checks how many connections it has had since the last call. Call
+// accepted once the dialer is done: a connection it made is accepted
+// already or waits in the backlog.
+func testListener(t *testing.T, addr string) (string, func(want int)) {
+	t.Helper()
+	l, err := net.Listen("tcp4", addr)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -426,23 +442,19 @@ func netProbePlugin(t *testing.T) (m *manifest.Manifest, accepted func(want int)
 			conns <- struct{}{}
 		}
 	}()
-	m = &manifest.Manifest{ID: netProbeID, Kind: manifest.KindStdin, Timeout: 30 * time.Second,
-		Command: "netprobe", Args: []string{l.Addr().String()}, Dir: dir}
-	// Called once the plugin has exited: a connection it made is accepted
-	// already or waits in the backlog.
-	return m, func(want int) {
+	return l.Addr().String(), func(want int) {
 		t.Helper()
 		deadline := time.After(10 * time.Second)
 		for n := range want {
 			select {
 			case <-conns:
 			case <-deadline:
-				t.Fatalf("the test's listener accepted %d connections, want %d", n, want)
+				t.Fatalf("the listener on %s accepted %d connections, want %d", l.Addr(), n, want)
 			}
 		}
 		select {
 		case <-conns:
-			t.Errorf("the test's listener accepted more than %d connections", want)
+			t.Errorf("the listener on %s accepted more than %d connections", l.Addr(), want)
 		case <-time.After(50 * time.Millisecond):
 		}
 	}
@@ -528,6 +540,39 @@ func TestStdinNetworkLocalOnly(t *testing.T) {
 		}
 		wantMeta(t, res.Metadata, want)
 		accepted(0)
+		if err := dialOnce(m.Args[0]); err != nil {
+			t.Fatalf("the agent lost its own network: %v", err)
+		}
+		accepted(1)
+	}
+}
+
+// outboundListener listens on 127.0.0.7:443, a port outbound-limited
+// allows (a loopback address of its own, so nothing else holds the port).
+func outboundListener(t *testing.T) (string, func(int)) {
+	t.Helper()
+	return testListener(t, "127.0.0.7:443")
+}
+
+// outbound-limited: TCP to ports 53, 80 and 443 only, whatever the address.
+func TestStdinNetworkOutboundLimited(t *testing.T) {
+	m, accepted := netProbePlugin(t)
+	allowed, allowedAccepted := outboundListener(t)
+	m.Args = append(m.Args, allowed)
+	r, err := NewStdin(m, StdinOptions{Credential: nobody, Network: enforcement(t, manifest.NetworkOutboundLimited, true)})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for range 2 {
+		res, err := r.Run(context.Background(), testEvent(m.ID))
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantMeta(t, res.Metadata, map[string]string{"uid": "65534", "lo": "up",
+			"dial_host": "~permission denied", "self4": "~permission denied", "dial_allowed": "ok"})
+		accepted(0)
+		allowedAccepted(1)
+		// The agent keeps its network.
 		if err := dialOnce(m.Args[0]); err != nil {
 			t.Fatalf("the agent lost its own network: %v", err)
 		}

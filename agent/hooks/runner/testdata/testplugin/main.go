@@ -2,13 +2,17 @@
 // argument is how it misbehaves: sleep (never answers), crash (panics during
 // the call), garbage (answers what is not a Result), flood (answers too
 // much), degraded (is unhealthy), child (starts a child that holds its
-// standard error). A second argument names a file to which it appends its
-// pid when it starts (and then its child's).
+// standard error), dial (answers, in its metadata, whether it could open a
+// TCP connection to each of its further arguments). Otherwise a second
+// argument names a file to which it appends its pid when it starts (and
+// then its child's).
 package main
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"strings"
@@ -37,6 +41,19 @@ func (s *server) PostReceive(ctx context.Context, _ *pluginv1.EventRequest) (*pl
 		return &pluginv1.ResultReply{ResultJson: []byte("not json")}, nil
 	case "flood":
 		return &pluginv1.ResultReply{ResultJson: []byte(`{"log":"` + strings.Repeat("x", 1<<20) + `"}`)}, nil
+	case "dial":
+		md := map[string]string{}
+		for _, addr := range os.Args[2:] {
+			md[addr] = "ok"
+			c, err := net.DialTimeout("tcp", addr, 5*time.Second)
+			if err != nil {
+				md[addr] = "error: " + err.Error()
+				continue
+			}
+			c.Close()
+		}
+		res, err := json.Marshal(map[string]any{"metadata": md})
+		return &pluginv1.ResultReply{ResultJson: res}, err
 	}
 	return &pluginv1.ResultReply{ResultJson: []byte(`{"tags":["ok"]}`)}, nil
 }
@@ -49,7 +66,7 @@ func (s *server) Health(context.Context, *pluginv1.HealthRequest) (*pluginv1.Hea
 }
 
 func main() {
-	if len(os.Args) > 2 {
+	if len(os.Args) > 2 && os.Args[1] != "dial" {
 		f, err := os.OpenFile(os.Args[2], os.O_WRONLY|os.O_APPEND|os.O_CREATE, 0o666)
 		if err != nil {
 			panic(err)
