@@ -4,7 +4,7 @@
 # directory, loads it with `mairust bench smtp` without plugins, installs
 # an example plugin (classifier: the go-plugin process plugin, built here;
 # subject-tagger: the stdin shell script) and loads it again, then times
-# how long the queued post_receive jobs take to drain.
+# how long the queued post_receive jobs (up to 32 messages each) take to drain.
 # Usage: scripts/bench-hooks.sh [messages] [conns] [classifier|subject-tagger]
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -37,5 +37,6 @@ done_jobs=$(sql "SELECT count(*) FROM river_job WHERE kind = 'post_receive' AND 
 first=$(sql "SELECT extract(epoch FROM min(created_at)) FROM river_job WHERE kind = 'post_receive'")
 last=$(sql "SELECT extract(epoch FROM max(finalized_at)) FROM river_job WHERE kind = 'post_receive'")
 failed=$(sql "SELECT count(*) FROM river_job WHERE kind = 'post_receive' AND state <> 'completed'")
-awk -v n="$done_jobs" -v a="$first" -v b="$last" -v f="$failed" -v w="$(echo "$end - $start" | bc)" \
-  'BEGIN { printf "  hook jobs %d completed (%d not) in %.1f s from the first enqueue: %.0f jobs/s; queue drained %.1f s after the load ended\n", n, f, b - a, n / (b - a), w }'
+hooked=$(sql "SELECT coalesce(sum(jsonb_array_length(args->'message_ids')), 0) FROM river_job WHERE kind = 'post_receive' AND state = 'completed'")
+awk -v n="$done_jobs" -v m="$hooked" -v a="$first" -v b="$last" -v f="$failed" -v w="$(echo "$end - $start" | bc)" \
+  'BEGIN { printf "  hook jobs %d completed (%d not), %d messages, in %.1f s from the first enqueue: %.0f jobs/s, %.0f messages/s; queue drained %.1f s after the load ended\n", n, f, m, b - a, n / (b - a), m / (b - a), w }'

@@ -300,9 +300,9 @@ func (m *Manager) runner(p plugins.Installed, cfg *config.Plugins, netw netpolic
 	}
 	switch mf.Kind {
 	case manifest.KindStdin:
-		return runner.NewStdin(mf, runner.StdinOptions{WorkDir: work, Credential: cred, Log: log, Network: netw})
+		return runner.NewStdin(mf, runner.StdinOptions{WorkDir: work, Credential: cred, Log: log, Network: netw, Nice: cfg.Nice})
 	case manifest.KindProcess:
-		return runner.NewProcess(mf, runner.ProcessOptions{WorkDir: work, Credential: cred, Log: log, Network: netw})
+		return runner.NewProcess(mf, runner.ProcessOptions{WorkDir: work, Credential: cred, Log: log, Network: netw, Nice: cfg.Nice})
 	}
 	return nil, fmt.Errorf("plugin kind %s is not supported by this agent yet", mf.Kind)
 }
@@ -376,18 +376,19 @@ func (m *Manager) hookDeliveries() {
 	m.store.OnDeliver(m.enqueue)
 }
 
-// enqueue is the delivery hook: one post_receive job per message and
-// subscribed plugin, in the delivery's transaction.
+// enqueue is the delivery hook: post_receive jobs for each subscribed
+// plugin, of up to maxBatch of the messages each, in the delivery's
+// transaction.
 func (m *Manager) enqueue(ctx context.Context, tx pgx.Tx, ids []int64) error {
 	subs := m.subscribed(manifest.PostReceive)
 	if len(subs) == 0 {
 		return nil
 	}
 	opts := &river.InsertOpts{Queue: Queue, MaxAttempts: m.settings.Load().Retries + 1}
-	params := make([]river.InsertManyParams, 0, len(ids)*len(subs))
-	for _, id := range ids {
+	params := make([]river.InsertManyParams, 0, len(subs)*(len(ids)/maxBatch+1))
+	for chunk := range slices.Chunk(ids, maxBatch) {
 		for _, p := range subs {
-			params = append(params, river.InsertManyParams{Args: PostReceiveArgs{MessageID: id, PluginID: p.installed.ID()}, InsertOpts: opts})
+			params = append(params, river.InsertManyParams{Args: PostReceiveArgs{MessageIDs: chunk, PluginID: p.installed.ID()}, InsertOpts: opts})
 		}
 	}
 	_, err := m.jobs.Load().InsertManyTx(ctx, tx, params)

@@ -2,6 +2,7 @@ package hooks
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -9,6 +10,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -47,7 +49,7 @@ type world struct {
 func newWorld(t testing.TB, mutate func(*config.Plugins)) *world {
 	t.Helper()
 	ctx := context.Background()
-	w := &world{t: t, pool: accountstest.NewDatabase(t, "hooks", "alice@example.test")}
+	w := &world{t: t, pool: accountstest.NewDatabase(t, "hooks", "alice@example.test", "bob@example.test")}
 	if err := jobs.Migrate(ctx, w.pool); err != nil {
 		t.Fatal(err)
 	}
@@ -300,6 +302,51 @@ func TestJobsSurviveRestart(t *testing.T) {
 	data, _ := os.ReadFile(filepath.Join(w.cfg.WorkDir, "counter", "calls"))
 	if strings.Count(string(data), "x") != 3 {
 		t.Fatalf("plugin calls: %q; want exactly 3", data)
+	}
+}
+
+// TestBatchKeepsGoodResults: the messages of one delivery transaction are
+// one job; a message whose call fails goes on alone (retried, then
+// permanent-failed) while the others' results are applied.
+func TestBatchKeepsGoodResults(t *testing.T) {
+	w := newWorld(t, func(c *config.Plugins) { c.Retries = 1 })
+	// Fails for bob, tags alice's message; counts its calls per user.
+	w.install("picky", "read_headers = true\nwrite_tags = true",
+		`ev=$(cat); case "$ev" in *'"user":"bob@'*) echo bob >> calls; exit 3;; esac; echo alice >> calls; echo '{"tags":["seen"]}'`)
+	w.start()
+	ctx := context.Background()
+	bob, err := accounts.New(w.pool).Lookup(ctx, "bob@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw := "From: a@remote.test\r\nTo: alice@example.test, bob@example.test\r\nSubject: both\r\n\r\nhi\r\n"
+	ids, err := w.store.Deliver(ctx, mailstore.Delivery{MailFrom: "a@remote.test", Recipients: []accounts.Recipient{w.alice, bob}, Data: []byte(raw)})
+	if err != nil || len(ids) != 2 {
+		t.Fatalf("deliver: %v %v", ids, err)
+	}
+	args := func(ev *river.Event) (a PostReceiveArgs) {
+		if err := json.Unmarshal(ev.Job.EncodedArgs, &a); err != nil {
+			t.Fatal(err)
+		}
+		return a
+	}
+	if ev := w.wait(); ev.Kind != river.EventKindJobCompleted || !slices.Equal(args(ev).MessageIDs, ids) {
+		t.Fatalf("batch job: %s %s", ev.Kind, ev.Job.EncodedArgs)
+	}
+	if got := w.tags(ids[0]); fmt.Sprint(got) != "[seen]" {
+		t.Errorf("alice's message tags %v, want [seen]", got)
+	}
+	alone := w.wait()
+	if a := args(alone); alone.Kind != river.EventKindJobFailed || alone.Job.State != rivertype.JobStateDiscarded || alone.Job.Attempt != 1 ||
+		!slices.Equal(a.MessageIDs, ids[1:]) || a.PriorAttempts != 1 {
+		t.Fatalf("bob's job: %s %s after %d attempts, %s", alone.Kind, alone.Job.State, alone.Job.Attempt, alone.Job.EncodedArgs)
+	}
+	if got := w.tags(ids[1]); len(got) != 0 {
+		t.Errorf("bob's message tags %v", got)
+	}
+	data, _ := os.ReadFile(filepath.Join(w.cfg.WorkDir, "picky", "calls"))
+	if got := strings.Fields(string(data)); strings.Count(string(data), "alice") != 1 || strings.Count(string(data), "bob") != 2 {
+		t.Errorf("calls %v: want alice once, bob twice (plugins.retries = 1)", got)
 	}
 }
 

@@ -188,3 +188,28 @@ func TestMoveCallsJunkHookInItsTransaction(t *testing.T) {
 		t.Errorf("hook called on failed moves: %+v", calls)
 	}
 }
+
+// WithOwners returns each live message with its owner, whoever that is,
+// and leaves out the deleted and the missing.
+func TestWithOwners(t *testing.T) {
+	f := setup(t)
+	ctx := context.Background()
+	ids := f.deliver(t, "for both\r\n", f.alice, f.bob)
+	gone := f.deliver(t, "deleted\r\n", f.alice)[0]
+	if err := f.store.Delete(ctx, f.alice.UserID, gone); err != nil {
+		t.Fatal(err)
+	}
+	got, err := f.store.WithOwners(ctx, append(ids, gone, 999999))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 2 {
+		t.Fatalf("%d messages, want 2: %+v", len(got), got)
+	}
+	for i, r := range []accounts.Recipient{f.alice, f.bob} {
+		o := got[ids[i]]
+		if o.ID != ids[i] || o.UserID != r.UserID || o.Address != r.Address || o.Folder != "INBOX" || o.MailFrom != "s@remote.test" {
+			t.Errorf("message %d: %+v, want %s's", ids[i], o, r.Address)
+		}
+	}
+}

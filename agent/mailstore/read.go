@@ -247,23 +247,39 @@ func (s *Store) MoveTx(ctx context.Context, tx pgx.Tx, userID, id int64, folder 
 	return m, s.junkMove(ctx, tx, userID, m, isJunk)
 }
 
-// WithOwner returns a message that is not deleted, whoever owns it, with
-// its owner's id and address: for the agent's own jobs, never for a
-// user's request. ErrNotFound when there is no such message.
-func (s *Store) WithOwner(ctx context.Context, id int64) (m Message, userID int64, address string, err error) {
+// Owned is a message with its owner.
+type Owned struct {
+	Message
+	UserID  int64
+	Address string
+}
+
+// WithOwners returns those of the messages ids that are not deleted,
+// whoever owns them, with their owners: for the agent's own jobs, never
+// for a user's request. A message gone is left out.
+func (s *Store) WithOwners(ctx context.Context, ids []int64) (map[int64]Owned, error) {
+	// The ids are looked up first, by the primary key: with the deleted_at
+	// filter beside them the planner may AND in the partial index of the
+	// live messages, which grows with the mailbox.
 	rows, err := s.pool.Query(ctx, `
+		WITH m AS MATERIALIZED (SELECT * FROM messages WHERE id = ANY($1))
 		SELECT `+messageColumns+`, u.id, u.address
-		FROM messages m JOIN folders f ON f.id = m.folder_id JOIN mail_users u ON u.id = m.user_id
-		WHERE m.id = $1 AND m.deleted_at IS NULL`, id)
+		FROM m JOIN folders f ON f.id = m.folder_id JOIN mail_users u ON u.id = m.user_id
+		WHERE m.deleted_at IS NULL`, ids)
 	if err != nil {
-		return Message{}, 0, "", fmt.Errorf("mailstore: get: %w", err)
+		return nil, fmt.Errorf("mailstore: get: %w", err)
 	}
-	m, err = pgx.CollectExactlyOneRow(rows, scanMessage(&userID, &address))
-	if errors.Is(err, pgx.ErrNoRows) {
-		return Message{}, 0, "", ErrNotFound
+	defer rows.Close()
+	found := make(map[int64]Owned, len(ids))
+	for rows.Next() {
+		var o Owned
+		if o.Message, err = scanMessage(&o.UserID, &o.Address)(rows); err != nil {
+			return nil, fmt.Errorf("mailstore: get: %w", err)
+		}
+		found[o.ID] = o
 	}
-	if err != nil {
-		return Message{}, 0, "", fmt.Errorf("mailstore: get: %w", err)
+	if err := rows.Err(); err != nil {
+		return nil, fmt.Errorf("mailstore: get: %w", err)
 	}
-	return m, userID, address, nil
+	return found, nil
 }

@@ -133,6 +133,7 @@ type Plugins struct {
 	LogDir                string        `yaml:"log_dir" doc:"Where each plugin's stderr goes (<id>.log, rotated by size). Empty: data_dir/logs/plugins."`
 	RunAs                 string        `yaml:"run_as" doc:"System user (and its group) plugin processes run as when the agent runs as root; created by mairust plugin install when missing."`
 	Workers               int           `yaml:"workers" doc:"Hook jobs run at once by this agent (1-256); a plugin call mostly waits, so more than the cores."`
+	Nice                  int           `yaml:"nice" doc:"Nice value plugin processes start with (0-19): above 0 they yield the CPU to receiving mail, and catch up when it is idle."`
 	MergeLogs             bool          `yaml:"merge_logs" doc:"Also write each line a plugin logs into the agent's log, with plugin_id."`
 	AllowUnlimitedNetwork bool          `yaml:"allow_unlimited_network" doc:"Let plugins that declare network = unlimited run (an admin decision); otherwise they are refused."`
 	Retries               int           `yaml:"retries" reload:"live" doc:"Retries of a failed post_receive job before it is marked permanent-failed (0-10)."`
@@ -191,6 +192,7 @@ func Default() Config {
 			RunAs:              "mairust-plugin",
 			MergeLogs:          true,
 			Workers:            16,
+			Nice:               10,
 			Retries:            3,
 			RetryBackoff:       "30s,2m,10m",
 			BreakerFailures:    10,

@@ -230,6 +230,7 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"jobs.rescue_after", c.Jobs.RescueAfter < time.Second || c.Jobs.RescueAfter > 24*time.Hour, "must be between 1s and 24h"},
 		{"plugins.run_as", c.Plugins.RunAs == "" || strings.ContainsAny(c.Plugins.RunAs, " \t:/"), "must be a system user name"},
 		{"plugins.workers", c.Plugins.Workers < 1 || c.Plugins.Workers > 256, "must be between 1 and 256"},
+		{"plugins.nice", c.Plugins.Nice < 0 || c.Plugins.Nice > 19, "must be between 0 and 19"},
 		{"plugins.retries", c.Plugins.Retries < 0 || c.Plugins.Retries > 10, "must be between 0 and 10"},
 		{"plugins.retry_backoff", !validBackoff(c.Plugins.RetryBackoff), "must be durations of at least 1s, comma-separated, e.g. 30s,2m,10m"},
 		{"plugins.breaker_consecutive_failures", c.Plugins.BreakerFailures < 1, "must be at least 1"},

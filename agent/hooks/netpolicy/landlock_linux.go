@@ -2,7 +2,6 @@ package netpolicy
 
 import (
 	"fmt"
-	"runtime"
 	"unsafe"
 
 	"golang.org/x/sys/unix"
@@ -40,25 +39,6 @@ func probeLandlockOnce() error {
 		return fmt.Errorf("Landlock ABI %d has no TCP port rules (%d needed, Linux 6.7)", abi, landlockNetABI)
 	}
 	return nil
-}
-
-// inLandlock runs f on an OS thread that Landlock allows TCP connections
-// to ports only; processes f starts inherit it. The restriction cannot be
-// lifted, so the thread is never reused: its goroutine ends locked to it
-// and the runtime ends the thread. New threads never come from a locked
-// one (the runtime makes them from a clean template thread), so the rest
-// of the agent keeps its network.
-func inLandlock(ports []uint64, f func() error) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread()
-		if err := restrictTCPConnect(ports); err != nil {
-			done <- fmt.Errorf("Landlock TCP port filter: %w", err)
-			return
-		}
-		done <- f()
-	}()
-	return <-done
 }
 
 // restrictTCPConnect limits the calling thread's TCP connections to ports.

@@ -27,66 +27,85 @@ func Apply(e Enforcement, attr *syscall.SysProcAttr) {
 	}
 }
 
-// Start starts cmd with e enforced; with the zero Enforcement it is
-// cmd.Start. cmd.SysProcAttr is made if nil.
-func Start(e Enforcement, cmd *exec.Cmd) error {
-	if e.mech == mechNone {
-		return cmd.Start()
-	}
+// Start starts cmd with e enforced and the nice value nice; with the zero
+// Enforcement and nice 0 it is cmd.Start. cmd.SysProcAttr is made if nil.
+func Start(e Enforcement, nice int, cmd *exec.Cmd) error {
 	if cmd.SysProcAttr == nil {
 		cmd.SysProcAttr = &syscall.SysProcAttr{}
 	}
 	Apply(e, cmd.SysProcAttr)
-	return Run(e, cmd.Start)
+	return Run(e, nice, cmd.Start)
 }
 
 // Run calls f, which starts a process whose attributes Apply has set, on
-// a thread that carries what the attributes cannot: local-only's
-// namespace, outbound-limited's port filter. For the other mechanisms it
-// is f().
-func Run(e Enforcement, f func() error) error {
-	switch e.mech {
-	case mechNetnsLoopUp:
-		return inNetns(f)
-	case mechLandlock:
-		return inLandlock(outboundPorts, f)
+// a thread that carries what the attributes cannot and the process
+// inherits: local-only's namespace, outbound-limited's port filter, the
+// nice value (per thread in Linux, so set before the fork every thread of
+// the process has it). Without any of those it is f().
+func Run(e Enforcement, nice int, f func() error) error {
+	if e.mech != mechNetnsLoopUp && e.mech != mechLandlock && nice == 0 {
+		return f()
 	}
-	return f()
-}
-
-// inNetns runs f on an OS thread moved into a new network namespace
-// whose loopback is up; processes f starts are forked from that thread and
-// stay in the namespace. The thread then goes back to its namespace; if it
-// cannot, it is never reused: its goroutine ends locked to it, so the
-// runtime ends the thread (or, the main thread, parks it for good).
-func inNetns(f func() error) error {
 	done := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread()
-		back, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
-		if err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("network namespace: %w", err)
-			return
-		}
-		defer back.Close()
-		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
-			runtime.UnlockOSThread()
-			done <- fmt.Errorf("new network namespace: %w", err)
-			return
-		}
-		err = loopbackUp()
-		if err != nil {
-			err = fmt.Errorf("bringing up lo in the new network namespace: %w", err)
-		} else {
+		reusable, err := prepareThread(e, nice)
+		if err == nil {
 			err = f()
 		}
-		if unix.Setns(int(back.Fd()), unix.CLONE_NEWNET) == nil {
+		if reusable() {
 			runtime.UnlockOSThread()
 		}
+		// Otherwise the goroutine ends locked to the thread, so the runtime
+		// ends the thread (or, the main thread, parks it for good). New
+		// threads never come from a locked one (the runtime makes them from a
+		// clean template thread), so the rest of the agent keeps its network
+		// and priority.
 		done <- err
 	}()
 	return <-done
+}
+
+// prepareThread sets e and nice on the calling, locked thread. reusable,
+// called once the process is started, puts back what can be put back and
+// reports whether the thread is as it was.
+func prepareThread(e Enforcement, nice int) (reusable func() bool, err error) {
+	reusable = func() bool { return false }
+	if nice != 0 {
+		// Raising it is for good without CAP_SYS_NICE: the thread is not reused.
+		if err := unix.Setpriority(unix.PRIO_PROCESS, 0, nice); err != nil {
+			return reusable, fmt.Errorf("nice %d: %w", nice, err)
+		}
+	}
+	switch e.mech {
+	case mechNetnsLoopUp:
+		back, err := os.Open(fmt.Sprintf("/proc/self/task/%d/ns/net", unix.Gettid()))
+		if err != nil {
+			return func() bool { return nice == 0 }, fmt.Errorf("network namespace: %w", err)
+		}
+		if err := unix.Unshare(unix.CLONE_NEWNET); err != nil {
+			back.Close()
+			return func() bool { return nice == 0 }, fmt.Errorf("new network namespace: %w", err)
+		}
+		reusable = func() bool {
+			defer back.Close()
+			return unix.Setns(int(back.Fd()), unix.CLONE_NEWNET) == nil && nice == 0
+		}
+		if err := loopbackUp(); err != nil {
+			return reusable, fmt.Errorf("bringing up lo in the new network namespace: %w", err)
+		}
+	case mechLandlock:
+		if err := restrictTCPConnect(outboundPorts); err != nil {
+			return reusable, fmt.Errorf("Landlock TCP port filter: %w", err)
+		}
+	}
+	return reusable, nil
+}
+
+// inNetns runs f on a thread in a new network namespace whose loopback is
+// up (the probe of local-only).
+func inNetns(f func() error) error {
+	return Run(Enforcement{mech: mechNetnsLoopUp}, 0, f)
 }
 
 // loopbackUp brings up lo in the calling thread's network namespace.

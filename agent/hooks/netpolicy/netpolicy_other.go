@@ -19,8 +19,10 @@ func probeLandlockOnce() error { return errNotLinux }
 // Apply does nothing: For enforces nothing outside Linux.
 func Apply(Enforcement, *syscall.SysProcAttr) {}
 
-// Start is cmd.Start: For enforces nothing outside Linux.
-func Start(_ Enforcement, cmd *exec.Cmd) error { return cmd.Start() }
+// Start is cmd.Start: For enforces nothing outside Linux, and the nice
+// value is not set.
+func Start(_ Enforcement, _ int, cmd *exec.Cmd) error { return cmd.Start() }
 
-// Run is f(): For enforces nothing outside Linux.
-func Run(_ Enforcement, f func() error) error { return f() }
+// Run is f(): For enforces nothing outside Linux, and the nice value is
+// not set.
+func Run(_ Enforcement, _ int, f func() error) error { return f() }

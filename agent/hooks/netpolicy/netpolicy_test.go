@@ -9,9 +9,12 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/mairust/mairust/agent/plugins/manifest"
 )
@@ -205,7 +208,8 @@ func netns(t *testing.T, task string) string {
 }
 
 // helperEnv makes the test binary print, instead of running tests, its
-// network namespace, whether lo is up and its interfaces, one a line.
+// network namespace, whether lo is up, its interfaces and the nice values
+// of its threads, one a line.
 const helperEnv = "NETPOLICY_TEST_HELPER=1"
 
 func init() {
@@ -228,8 +232,34 @@ func init() {
 			lo = map[bool]string{true: "up", false: "down"}[i.Flags&net.FlagUp != 0]
 		}
 	}
-	fmt.Printf("%s\n%s\n%s\n", ns, lo, strings.Join(names, " "))
+	fmt.Printf("%s\n%s\n%s\n%s\n", ns, lo, strings.Join(names, " "), strings.Join(threadNices(true), " "))
 	os.Exit(0)
+}
+
+// threadNices lists the distinct nice values of this process's threads
+// but the main thread when main is false (a goroutine that ends locked to
+// the main thread parks it for good instead of ending it).
+func threadNices(main bool) []string {
+	tasks, err := os.ReadDir("/proc/self/task")
+	if err != nil {
+		panic(err)
+	}
+	var nices []string
+	for _, task := range tasks {
+		if !main && task.Name() == strconv.Itoa(os.Getpid()) {
+			continue
+		}
+		stat, err := os.ReadFile(filepath.Join("/proc/self/task", task.Name(), "stat"))
+		if err != nil {
+			continue // the thread ended meanwhile
+		}
+		// Fields after the command's closing parenthesis: state is 3, nice 19.
+		_, rest, _ := strings.Cut(string(stat), ") ")
+		if f := strings.Fields(rest); len(f) > 16 && !slices.Contains(nices, f[16]) {
+			nices = append(nices, f[16])
+		}
+	}
+	return nices
 }
 
 // Start runs the command in a namespace of its own, and leaves none of the
@@ -242,25 +272,31 @@ func TestStart(t *testing.T) {
 	}
 	mine := netns(t, "")
 	for _, c := range []struct {
-		e   Enforcement
-		own bool   // a namespace of its own
-		lo  string // up or down, in its own namespace
+		e    Enforcement
+		nice int
+		own  bool   // a namespace of its own
+		lo   string // up or down, in its own namespace
 	}{
-		{Enforcement{}, false, ""},
-		{mustFor(t, manifest.NetworkOutboundLimited, true), false, ""},
-		{mustFor(t, manifest.NetworkNone, true), true, "down"},
-		{mustFor(t, manifest.NetworkNone, false), true, "down"},
-		{mustFor(t, manifest.NetworkLocalOnly, true), true, "up"},
+		{Enforcement{}, 0, false, ""},
+		{Enforcement{}, 5, false, ""},
+		{mustFor(t, manifest.NetworkOutboundLimited, true), 0, false, ""},
+		{mustFor(t, manifest.NetworkNone, true), 0, true, "down"},
+		{mustFor(t, manifest.NetworkNone, false), 0, true, "down"},
+		{mustFor(t, manifest.NetworkLocalOnly, true), 0, true, "up"},
+		{mustFor(t, manifest.NetworkLocalOnly, true), 7, true, "up"},
 	} {
 		cmd := exec.Command(self)
 		cmd.Env = []string{helperEnv, "GORACE=atexit_sleep_ms=0"} // a race build would wait 1s at exit
-		out, err := startOutput(c.e, cmd)
+		out, err := startOutput(c.e, c.nice, cmd)
 		if err != nil {
 			t.Fatalf("%s: %v", c.e, err)
 		}
 		lines := strings.Split(out, "\n")
-		if len(lines) != 4 {
+		if len(lines) != 5 {
 			t.Fatalf("%s: output %q", c.e, out)
+		}
+		if want := strconv.Itoa(c.nice); lines[3] != want {
+			t.Errorf("%s nice %d: the threads' nice values are %q, want all %s", c.e, c.nice, lines[3], want)
 		}
 		if own := lines[0] != mine; own != c.own {
 			t.Errorf("%s: namespace %s, the test's %s", c.e, lines[0], mine)
@@ -269,16 +305,28 @@ func TestStart(t *testing.T) {
 			t.Errorf("%s: lo %s, interfaces %q; want lo %s and no other interface", c.e, lines[1], lines[2], c.lo)
 		}
 	}
-	// The thread the local-only namespace was made on went back.
+	// The thread the local-only namespace was made on went back, and the
+	// niced ones were thrown away.
 	if stray := strayThreads(t, mine); len(stray) != 0 {
 		t.Errorf("threads %v are in another network namespace", stray)
 	}
+	// (a thrown-away thread ends just after its process started; the main
+	// thread, if it was the one, stays parked).
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		nices := threadNices(false)
+		if len(nices) == 1 && nices[0] == "0" {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the test's threads have nice values %q, want all 0", nices)
+		}
+	}
 }
 
-func startOutput(e Enforcement, cmd *exec.Cmd) (string, error) {
+func startOutput(e Enforcement, nice int, cmd *exec.Cmd) (string, error) {
 	var out strings.Builder
 	cmd.Stdout = &out
-	if err := Start(e, cmd); err != nil {
+	if err := Start(e, nice, cmd); err != nil {
 		return "", err
 	}
 	err := cmd.Wait()

@@ -45,6 +45,7 @@ type ProcessOptions struct {
 	Log        io.Writer           // if set, gets the plugin's standard output and error and go-plugin's warnings
 	// Network is enforced on the process (see netpolicy).
 	Network netpolicy.Enforcement
+	Nice    int // the process's nice value (0-19)
 }
 
 // Process calls a process plugin: a long-running program started on first
@@ -292,7 +293,7 @@ func (p *Process) start() (*proc, error) {
 		cfg.SecureConfig = &plugin.SecureConfig{Checksum: sum, Hash: sha256.New()}
 	}
 	pr := &proc{client: plugin.NewClient(cfg), cmd: cmd, sockDir: sockDir}
-	if err := netpolicy.Run(p.opts.Network, pr.connect); err != nil {
+	if err := netpolicy.Run(p.opts.Network, p.opts.Nice, pr.connect); err != nil {
 		pr.stop()
 		if errors.Is(err, plugin.ErrChecksumsDoNotMatch) {
 			sum, _ := manifest.FileSHA256(path)

@@ -431,7 +431,7 @@ func TestProcessCredential(t *testing.T) {
 	}
 	m := installClassifier(t, dir)
 	const nobody = 65534
-	p := newProcess(t, m, ProcessOptions{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}})
+	p := newProcess(t, m, ProcessOptions{Credential: &syscall.Credential{Uid: nobody, Gid: nobody}, Nice: 3})
 	res, err := p.Run(context.Background(), mailEvent(m, "free prize winner", ""))
 	wantTag(t, res, err, "likely-spam")
 	pid := runningPid(t, p)
@@ -440,6 +440,9 @@ func TestProcessCredential(t *testing.T) {
 		if !strings.Contains(st, want) {
 			t.Errorf("/proc/%d/status lacks %q:\n%s", pid, want, st)
 		}
+	}
+	if _, rest, _ := strings.Cut(procFile(t, pid, "stat"), ") "); len(strings.Fields(rest)) < 17 || strings.Fields(rest)[16] != "3" {
+		t.Errorf("/proc/%d/stat: nice is not 3: %s", pid, rest)
 	}
 	p.Close()
 	procgrouptest.WaitGone(t, pid)

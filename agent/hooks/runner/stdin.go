@@ -35,6 +35,7 @@ type StdinOptions struct {
 	// Network is how the plugin's network mode is enforced (see
 	// netpolicy.For); the zero value changes nothing.
 	Network netpolicy.Enforcement
+	Nice    int // the command's nice value (0-19)
 }
 
 // Stdin runs a stdin plugin's command once per event: the event as JSON on
@@ -127,7 +128,7 @@ func (s *Stdin) Run(ctx context.Context, ev sdk.Event) (sdk.Result, error) {
 	stderr := &tailWriter{max: StderrTailBytes}
 	cmd.Stdout, cmd.Stderr = stdout, stderr
 
-	if err := netpolicy.Start(s.opts.Network, cmd); err != nil {
+	if err := netpolicy.Start(s.opts.Network, s.opts.Nice, cmd); err != nil {
 		if ctx.Err() != nil {
 			return sdk.Result{}, ctxFailure(ctx, m.ID, m.Timeout.String())
 		}
