@@ -33,10 +33,10 @@ type netPortAttr struct {
 func probeLandlockOnce() error {
 	abi, _, errno := unix.Syscall(unix.SYS_LANDLOCK_CREATE_RULESET, 0, 0, unix.LANDLOCK_CREATE_RULESET_VERSION)
 	if errno != 0 {
-		return fmt.Errorf("Landlock: %w", errno)
+		return fmt.Errorf("landlock: %w", errno)
 	}
 	if abi < landlockNetABI {
-		return fmt.Errorf("Landlock ABI %d has no TCP port rules (%d needed, Linux 6.7)", abi, landlockNetABI)
+		return fmt.Errorf("landlock ABI %d has no TCP port rules (%d needed, Linux 6.7)", abi, landlockNetABI)
 	}
 	return nil
 }

@@ -96,7 +96,7 @@ func prepareThread(e Enforcement, nice int) (reusable func() bool, err error) {
 		}
 	case mechLandlock:
 		if err := restrictTCPConnect(outboundPorts); err != nil {
-			return reusable, fmt.Errorf("Landlock TCP port filter: %w", err)
+			return reusable, fmt.Errorf("landlock TCP port filter: %w", err)
 		}
 	}
 	return reusable, nil
