@@ -388,11 +388,11 @@ func TestValidate(t *testing.T) {
 		"outbound_policy.max_per_hour",
 		"outbound_policy.spike_ratio",
 		"outbound_policy.auto_reenable_after_hours",
-		`outbound_whitelist[newsletter].max_rate: "5000 msgs/hr": unit "msgs/hr" must be msgs/minute, msgs/hour or msgs/day`,
-		`outbound_whitelist[other].accounts: "news@company.test" is already in profile "newsletter"`,
-		"outbound_whitelist[other]: outbound_policy.suspend_threshold: must be above warn_threshold 0.9",
-		"outbound_whitelist[#3].id: is empty",
-		`outbound_whitelist[#3].accounts: "x" is not an address`,
+		`outbound_whitelist[0].max_rate: profile "newsletter": "5000 msgs/hr": unit "msgs/hr" must be msgs/minute, msgs/hour or msgs/day`,
+		`outbound_whitelist[1].accounts: profile "other": "news@company.test" is already in profile "newsletter"`,
+		`outbound_whitelist[1].suspend_threshold: profile "other": must be above warn_threshold 0.9`,
+		"outbound_whitelist[2].id: profile #3: is empty",
+		`outbound_whitelist[2].accounts: profile #3: "x" is not an address`,
 	} {
 		if !strings.Contains(err.Error(), want) {
 			t.Errorf("missing %q in:\n%v", want, err)

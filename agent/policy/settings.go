@@ -86,41 +86,50 @@ const RateLimitedText = "Sending rate limit exceeded for this account. Please tr
 
 // Weights are the factors' weights in the score.
 type Weights struct {
-	Rate    float64 `yaml:"rate"`
-	Content float64 `yaml:"content"`
-	History float64 `yaml:"history"`
+	Rate    float64 `yaml:"rate" reload:"live" doc:"Weight of the rate factor (0-1; the three weights sum to 1)."`
+	Content float64 `yaml:"content" reload:"live" doc:"Weight of the content factor: the outgoing message's spam score (0-1)."`
+	History float64 `yaml:"history" reload:"live" doc:"Weight of the history factor: recent bounces, complaints, warnings and suspensions (0-1)."`
 }
 
 // Profile is a whitelist profile for a legitimate bulk sender.
 type Profile struct {
 	ID          string   `yaml:"id"`
 	Accounts    []string `yaml:"accounts"`
-	MaxRate     string   `yaml:"max_rate"`
+	MaxRate     string   `yaml:"max_rate"` // "N msgs/minute|hour|day"
 	Description string   `yaml:"description"`
 	// Optional thresholds replacing the global ones for these accounts.
 	WarnThreshold    *float64 `yaml:"warn_threshold"`
 	SuspendThreshold *float64 `yaml:"suspend_threshold"`
 }
 
-// Settings configure the engine. Keys in error messages are named after the
-// yaml tags under "outbound_policy" (and "outbound_whitelist").
+// Settings configure the engine: the outbound_policy section of
+// mairust.yaml, and its top-level outbound_whitelist list. Keys in errors
+// are named after the yaml tags.
 type Settings struct {
 	Weights                 Weights   `yaml:"weights"`
-	WarnThreshold           float64   `yaml:"warn_threshold"`
-	SuspendThreshold        float64   `yaml:"suspend_threshold"`
-	MaxPerHour              int       `yaml:"max_per_hour"`
-	MaxPerDay               int       `yaml:"max_per_day"`
-	MaxNewRecipientsPerHour int       `yaml:"max_new_recipients_per_hour"`
-	BaselineDays            int       `yaml:"baseline_days"`
-	BaselineFloor           float64   `yaml:"baseline_floor"`
-	SpikeRatio              float64   `yaml:"spike_ratio"`
-	SoftLimitFraction       float64   `yaml:"soft_limit_fraction"`
-	SoftLimitHours          int       `yaml:"soft_limit_hours"`
-	AutoReenableAfterHours  int       `yaml:"auto_reenable_after_hours"`
-	RecordRetentionDays     int       `yaml:"record_retention_days"`
-	StatsRetentionDays      int       `yaml:"stats_retention_days"`
-	Whitelist               []Profile `yaml:"outbound_whitelist"`
+	WarnThreshold           float64   `yaml:"warn_threshold" reload:"live" doc:"Score from which a message is let through with a warning and the account is soft-limited."`
+	SuspendThreshold        float64   `yaml:"suspend_threshold" reload:"live" doc:"Score from which the message is refused and the account suspended from sending."`
+	MaxPerHour              int       `yaml:"max_per_hour" reload:"live" doc:"Messages an account may send in any hour; beyond it 450 (and the rate factor is 1)."`
+	MaxPerDay               int       `yaml:"max_per_day" reload:"live" doc:"Messages an account may send in any 24 hours; beyond it 450."`
+	MaxNewRecipientsPerHour int       `yaml:"max_new_recipients_per_hour" reload:"live" doc:"Distinct recipients the account never wrote to before that count as the rate factor's full usage in an hour."`
+	BaselineDays            int       `yaml:"baseline_days" reload:"live" doc:"Days of the account's own sending that make its baseline (median hourly volume)."`
+	BaselineFloor           float64   `yaml:"baseline_floor" reload:"live" doc:"Lowest baseline, in messages an hour, so that a quiet account may still send a few."`
+	SpikeRatio              float64   `yaml:"spike_ratio" reload:"live" doc:"Hourly volume, as a multiple of the baseline, at which the spike term of the rate factor reaches 1."`
+	SoftLimitFraction       float64   `yaml:"soft_limit_fraction" reload:"live" doc:"Share of the hourly cap a warned (soft-limited) account keeps."`
+	SoftLimitHours          int       `yaml:"soft_limit_hours" reload:"live" doc:"How long a warning's soft limit lasts."`
+	AutoReenableAfterHours  int       `yaml:"auto_reenable_after_hours" reload:"live" doc:"Hours after which a suspended account returns to the soft-limited state by itself; 0: never (an admin releases it)."`
+	RecordRetentionDays     int       `yaml:"record_retention_days" reload:"live" doc:"Days the per-message outbound records are kept (shorter for GDPR)."`
+	StatsRetentionDays      int       `yaml:"stats_retention_days" reload:"live" doc:"Days the hourly and daily outbound statistics are kept."`
+	Whitelist               []Profile `yaml:"-"` // outbound_whitelist, a top-level list
 }
+
+// SettingError is a problem with one setting.
+type SettingError struct {
+	Key string // e.g. outbound_policy.max_per_hour, outbound_whitelist[0].max_rate
+	Msg string
+}
+
+func (e *SettingError) Error() string { return e.Key + ": " + e.Msg }
 
 // DefaultSettings are the documented defaults.
 func DefaultSettings() Settings {
@@ -205,7 +214,7 @@ type compiled struct {
 func (s Settings) compile() (*compiled, error) {
 	var errs []error
 	bad := func(key, format string, args ...any) {
-		errs = append(errs, fmt.Errorf("outbound_policy.%s: %s", key, fmt.Sprintf(format, args...)))
+		errs = append(errs, &SettingError{Key: "outbound_policy." + key, Msg: fmt.Sprintf(format, args...)})
 	}
 	frac := func(key string, v float64) {
 		if math.IsNaN(v) || v < 0 || v > 1 {
@@ -218,17 +227,17 @@ func (s Settings) compile() (*compiled, error) {
 	if sum := s.Weights.Rate + s.Weights.Content + s.Weights.History; math.Abs(sum-1) > 1e-9 {
 		bad("weights", "rate + content + history must be 1 (got %v)", sum)
 	}
-	thresholds := func(prefix string, warn, suspend float64) {
+	thresholds := func(report func(key, format string, args ...any), warn, suspend float64) {
 		if !(warn > 0 && warn <= 1) {
-			bad(prefix+"warn_threshold", "must be above 0 and at most 1 (got %v)", warn)
+			report("warn_threshold", "must be above 0 and at most 1 (got %v)", warn)
 		}
 		if !(suspend > 0 && suspend <= 1) {
-			bad(prefix+"suspend_threshold", "must be above 0 and at most 1 (got %v)", suspend)
+			report("suspend_threshold", "must be above 0 and at most 1 (got %v)", suspend)
 		} else if suspend <= warn {
-			bad(prefix+"suspend_threshold", "must be above warn_threshold %v (got %v)", warn, suspend)
+			report("suspend_threshold", "must be above warn_threshold %v (got %v)", warn, suspend)
 		}
 	}
-	thresholds("", s.WarnThreshold, s.SuspendThreshold)
+	thresholds(bad, s.WarnThreshold, s.SuspendThreshold)
 	positive := func(key string, v int) {
 		if v <= 0 {
 			bad(key, "must be at least 1 (got %d)", v)
@@ -256,18 +265,24 @@ func (s Settings) compile() (*compiled, error) {
 	c := &compiled{Settings: s, byAccount: map[string]*profile{}}
 	seen := map[string]bool{}
 	for i, p := range s.Whitelist {
-		name := p.ID
-		if name == "" {
-			name = fmt.Sprintf("#%d", i+1)
-			errs = append(errs, fmt.Errorf("outbound_whitelist[%s].id: is empty", name))
+		key := fmt.Sprintf("outbound_whitelist[%d]", i)
+		badProfile := func(field, format string, args ...any) {
+			name := fmt.Sprintf("profile %q: ", p.ID)
+			if p.ID == "" {
+				name = fmt.Sprintf("profile #%d: ", i+1)
+			}
+			errs = append(errs, &SettingError{Key: key + "." + field, Msg: name + fmt.Sprintf(format, args...)})
+		}
+		if p.ID == "" {
+			badProfile("id", "is empty")
 		} else if seen[p.ID] {
-			errs = append(errs, fmt.Errorf("outbound_whitelist[%s].id: is used by another profile", name))
+			badProfile("id", "is used by another profile")
 		}
 		seen[p.ID] = true
 		pf := &profile{Profile: p, warn: s.WarnThreshold, suspend: s.SuspendThreshold}
 		r, err := ParseRate(p.MaxRate)
 		if err != nil {
-			errs = append(errs, fmt.Errorf("outbound_whitelist[%s].max_rate: %v", name, err))
+			badProfile("max_rate", "%v", err)
 		}
 		pf.rate = r
 		if p.WarnThreshold != nil {
@@ -277,26 +292,22 @@ func (s Settings) compile() (*compiled, error) {
 			pf.suspend = *p.SuspendThreshold
 		}
 		if p.WarnThreshold != nil || p.SuspendThreshold != nil {
-			n := len(errs)
-			thresholds("", pf.warn, pf.suspend)
-			for j := n; j < len(errs); j++ {
-				errs[j] = fmt.Errorf("outbound_whitelist[%s]: %w", name, errs[j])
-			}
+			thresholds(badProfile, pf.warn, pf.suspend)
 		}
 		if len(p.Accounts) == 0 {
-			errs = append(errs, fmt.Errorf("outbound_whitelist[%s].accounts: is empty", name))
+			badProfile("accounts", "is empty")
 		}
 		for _, a := range p.Accounts {
-			key := normalize(a)
-			if key == "" || !strings.Contains(key, "@") {
-				errs = append(errs, fmt.Errorf("outbound_whitelist[%s].accounts: %q is not an address", name, a))
+			k := normalize(a)
+			if k == "" || !strings.Contains(k, "@") {
+				badProfile("accounts", "%q is not an address", a)
 				continue
 			}
-			if other, dup := c.byAccount[key]; dup {
-				errs = append(errs, fmt.Errorf("outbound_whitelist[%s].accounts: %q is already in profile %q", name, a, other.ID))
+			if other, dup := c.byAccount[k]; dup {
+				badProfile("accounts", "%q is already in profile %q", a, other.ID)
 				continue
 			}
-			c.byAccount[key] = pf
+			c.byAccount[k] = pf
 		}
 	}
 	if len(errs) > 0 {

@@ -16,8 +16,8 @@ import (
 func init() {
 	register(&command{name: "admin outbound", summary: "sending state of accounts under the Outbound Policy Engine"})
 	registerDBCommand("admin outbound status", "ACCOUNT", "show whether ACCOUNT may send (allowed, soft-limited or suspended) and why", nil,
-		func(ctx context.Context, _ config.Config, pool *pgxpool.Pool, account string) error {
-			e, err := policy.New(pool, policy.DefaultSettings(), nil)
+		func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, account string) error {
+			e, err := policy.New(pool, cfg.PolicySettings(), nil)
 			if err != nil {
 				return err
 			}
@@ -43,11 +43,11 @@ func init() {
 		func(fs *flag.FlagSet) {
 			fs.StringVar(&why, "why", "", "why the suspension is lifted (required; it is logged)")
 		},
-		func(ctx context.Context, _ config.Config, pool *pgxpool.Pool, account string) error {
+		func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, account string) error {
 			if why == "" {
 				return errors.New("--why is required: say why the account may send again (it is logged)")
 			}
-			e, err := policy.New(pool, policy.DefaultSettings(), nil)
+			e, err := policy.New(pool, cfg.PolicySettings(), nil)
 			if err != nil {
 				return err
 			}

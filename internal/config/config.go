@@ -10,6 +10,8 @@ package config
 import (
 	"path/filepath"
 	"time"
+
+	"github.com/mairust/mairust/agent/policy"
 )
 
 // Config is the whole of mairust.yaml.
@@ -28,6 +30,17 @@ type Config struct {
 	Jobs      Jobs      `yaml:"jobs"`
 	RateLimit RateLimit `yaml:"ratelimit"`
 	Spam      Spam      `yaml:"spam"`
+
+	OutboundPolicy    policy.Settings  `yaml:"outbound_policy"`
+	OutboundWhitelist []policy.Profile `yaml:"outbound_whitelist" reload:"live" doc:"Whitelist profiles for legitimate bulk senders, each evaluated under its own max_rate instead of the hourly, daily and baseline limits: a list of {id, accounts: [addresses], max_rate: \"N msgs/minute|hour|day\", description, and optionally warn_threshold and suspend_threshold}."`
+}
+
+// PolicySettings are the Outbound Policy Engine's settings: outbound_policy
+// with the outbound_whitelist profiles.
+func (c Config) PolicySettings() policy.Settings {
+	s := c.OutboundPolicy
+	s.Whitelist = c.OutboundWhitelist
+	return s
 }
 
 // Log sets logging.
@@ -211,6 +224,8 @@ func Default() Config {
 		},
 		RateLimit: RateLimit{UserPerMinute: 60, AdminIPPerMinute: 30},
 		Spam:      Spam{Timeout: 10 * time.Second, OnError: "accept"},
+
+		OutboundPolicy: policy.DefaultSettings(),
 	}
 }
 

@@ -341,6 +341,8 @@ func TestDiff(t *testing.T) {
 			v.SetBool(!v.Bool())
 		case reflect.Float64:
 			v.SetFloat(v.Float() / 2)
+		case reflect.Slice:
+			v.Set(reflect.Append(v, reflect.New(v.Type().Elem()).Elem()))
 		default:
 			v.SetInt(v.Int() + 1)
 		}
@@ -447,5 +449,63 @@ func TestExampleParsesToDefaults(t *testing.T) {
 		if len(line) > 80 {
 			t.Errorf("line longer than 80: %q", line)
 		}
+	}
+}
+
+// The outbound policy and its whitelist: a list of mappings, each checked
+// strictly, errors naming the item's key, its line and the profile.
+func TestOutboundPolicy(t *testing.T) {
+	clearEnv(t)
+	const good = `outbound_policy:
+  weights:
+    rate: 0.5
+    content: 0.3
+    history: 0.2
+  max_per_hour: 300
+outbound_whitelist:
+  - id: newsletter
+    accounts: ["news@company.test"]
+    max_rate: "5000 msgs/hour"
+    description: Official newsletter
+  - id: alerts
+    accounts: [alerts@company.test, ops@company.test]
+    max_rate: 100 msgs/minute
+    suspend_threshold: 0.95
+`
+	c, err := Parse([]byte(good), testFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.PolicySettings()
+	if s.Weights.Rate != 0.5 || s.MaxPerHour != 300 || s.MaxPerDay != 1000 || len(s.Whitelist) != 2 ||
+		s.Whitelist[0].MaxRate != "5000 msgs/hour" || len(s.Whitelist[1].Accounts) != 2 ||
+		s.Whitelist[1].SuspendThreshold == nil || *s.Whitelist[1].SuspendThreshold != 0.95 || s.Whitelist[1].WarnThreshold != nil {
+		t.Fatalf("settings %+v", s)
+	}
+	for _, tt := range []struct {
+		name, yaml, key string
+		line            int
+		msg             string
+	}{
+		{"bad max_rate", "outbound_whitelist:\n  - id: news\n    accounts: [n@c.test]\n    max_rate: 5000 msgs/hr\n",
+			"outbound_whitelist[0].max_rate", 4, `profile "news": "5000 msgs/hr": unit "msgs/hr"`},
+		{"missing max_rate", "outbound_whitelist:\n  - id: a\n    accounts: [a@c.test]\n    max_rate: 1 msgs/day\n  - id: b\n    accounts: [b@c.test]\n",
+			"outbound_whitelist[1].max_rate", 0, `profile "b": "" is not of the form`},
+		{"unknown key in a profile", "outbound_whitelist:\n  - id: a\n    rate: 5\n", "outbound_whitelist[0].rate", 3, "unknown key"},
+		{"not a list", "outbound_whitelist: newsletter\n", "outbound_whitelist", 1, "must be a list"},
+		{"item not a mapping", "outbound_whitelist:\n  - newsletter\n", "outbound_whitelist[0]", 2, "must be a mapping"},
+		{"accounts not a list", "outbound_whitelist:\n  - id: a\n    accounts: a@c.test\n", "outbound_whitelist[0].accounts", 3, "must be a list"},
+		{"weights", "outbound_policy:\n  weights:\n    rate: 0.9\n", "outbound_policy.weights", 2, "must be 1"},
+		{"threshold", "outbound_policy:\n  suspend_threshold: 0.3\n", "outbound_policy.suspend_threshold", 2, "must be above warn_threshold"},
+	} {
+		_, err := Parse([]byte(tt.yaml), testFile)
+		var ke *KeyError
+		if !errors.As(err, &ke) || ke.Key != tt.key || ke.Line != tt.line || !strings.Contains(ke.Msg, tt.msg) {
+			t.Errorf("%s: %v; want %s at line %d: …%s…", tt.name, err, tt.key, tt.line, tt.msg)
+		}
+	}
+	long := "outbound_whitelist:\n" + strings.Repeat("  - id: x\n", maxListItems+1)
+	if _, err := Parse([]byte(long), testFile); err == nil || !strings.Contains(err.Error(), "at most 1000") {
+		t.Errorf("a list of %d items: %v", maxListItems+1, err)
 	}
 }

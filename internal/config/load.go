@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"gopkg.in/yaml.v3"
+
+	"github.com/mairust/mairust/agent/policy"
 )
 
 // MaxFileBytes bounds the size of a configuration file.
@@ -100,7 +102,9 @@ func decodeStrict(n *yaml.Node, v reflect.Value, prefix, name string, lines map[
 	fields := map[string]int{}
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
-		fields[yamlName(t.Field(i))] = i
+		if n := yamlName(t.Field(i)); n != "-" {
+			fields[n] = i
+		}
 	}
 	seen := map[string]bool{}
 	for i := 0; i+1 < len(n.Content); i += 2 {
@@ -125,18 +129,66 @@ func decodeStrict(n *yaml.Node, v reflect.Value, prefix, name string, lines map[
 			}
 			continue
 		}
-		scalar := val
-		if scalar.Kind == yaml.AliasNode {
-			scalar = scalar.Alias
+		if fv.Kind() == reflect.Slice {
+			if err := decodeList(val, fv, key, name, lines); err != nil {
+				return err
+			}
+			continue
 		}
-		if scalar.Kind != yaml.ScalarNode {
-			return &KeyError{File: name, Key: key, Line: val.Line, Msg: "must be a single " + typeName(fv.Type()) + ", not a mapping or list"}
+		if err := decodeScalar(val, fv, key, name); err != nil {
+			return err
 		}
-		// yaml.v3 would truncate 1.5 to 1 for an integer field.
-		isInt := fv.Kind() >= reflect.Int && fv.Kind() <= reflect.Int64
-		if err := val.Decode(fv.Addr().Interface()); err != nil || (isInt && scalar.ShortTag() == "!!float") {
-			return &KeyError{File: name, Key: key, Line: val.Line, Msg: fmt.Sprintf("%q is not a valid %s", scalar.Value, typeName(fv.Type()))}
+	}
+	return nil
+}
+
+// maxListItems bounds the items of a list in the file.
+const maxListItems = 1000
+
+// decodeList decodes a sequence into a slice of scalars or of mappings
+// (each decoded strictly; the keys of item i are key[i].name).
+func decodeList(n *yaml.Node, v reflect.Value, key, name string, lines map[string]int) error {
+	if n.Kind == yaml.ScalarNode && n.Tag == "!!null" || n.Kind == yaml.SequenceNode && len(n.Content) == 0 {
+		v.Set(reflect.Zero(v.Type()))
+		return nil
+	}
+	if n.Kind != yaml.SequenceNode {
+		return &KeyError{File: name, Key: key, Line: n.Line, Msg: "must be a list"}
+	}
+	if len(n.Content) > maxListItems {
+		return &KeyError{File: name, Key: key, Line: n.Line, Msg: fmt.Sprintf("has %d items; at most %d", len(n.Content), maxListItems)}
+	}
+	list := reflect.MakeSlice(v.Type(), len(n.Content), len(n.Content))
+	for i, item := range n.Content {
+		ik := fmt.Sprintf("%s[%d]", key, i)
+		lines[ik] = item.Line
+		var err error
+		if list.Index(i).Kind() == reflect.Struct {
+			err = decodeStrict(item, list.Index(i), ik+".", name, lines)
+		} else {
+			err = decodeScalar(item, list.Index(i), ik, name)
 		}
+		if err != nil {
+			return err
+		}
+	}
+	v.Set(list)
+	return nil
+}
+
+// decodeScalar decodes one scalar (or, for a pointer, null) into fv.
+func decodeScalar(val *yaml.Node, fv reflect.Value, key, name string) error {
+	scalar := val
+	if scalar.Kind == yaml.AliasNode {
+		scalar = scalar.Alias
+	}
+	if scalar.Kind != yaml.ScalarNode {
+		return &KeyError{File: name, Key: key, Line: val.Line, Msg: "must be a single " + typeName(fv.Type()) + ", not a mapping or list"}
+	}
+	// yaml.v3 would truncate 1.5 to 1 for an integer field.
+	isInt := fv.Kind() >= reflect.Int && fv.Kind() <= reflect.Int64
+	if err := val.Decode(fv.Addr().Interface()); err != nil || (isInt && scalar.ShortTag() == "!!float") {
+		return &KeyError{File: name, Key: key, Line: val.Line, Msg: fmt.Sprintf("%q is not a valid %s", scalar.Value, typeName(fv.Type()))}
 	}
 	return nil
 }
@@ -175,6 +227,9 @@ func walkFields(v reflect.Value, prefix string, fn func(key string, f reflect.St
 	t := v.Type()
 	for i := 0; i < t.NumField(); i++ {
 		f := t.Field(i)
+		if yamlName(f) == "-" {
+			continue
+		}
 		key := prefix + yamlName(f)
 		if f.Type.Kind() == reflect.Struct {
 			walkFields(v.Field(i), key+".", fn)
@@ -261,6 +316,12 @@ func Validate(c Config, name string, lines map[string]int) error {
 		if ch.bad {
 			return fail(ch.key, "%s", ch.msg)
 		}
+	}
+	var se *policy.SettingError
+	if err := c.PolicySettings().Validate(); errors.As(err, &se) {
+		return fail(se.Key, "%s", se.Msg)
+	} else if err != nil {
+		return err
 	}
 	return nil
 }

@@ -25,10 +25,14 @@ func defaultLeaves() []leaf {
 	return ls
 }
 
-// section is the top-level group a key belongs to; "" for top-level keys.
+// section is the top-level group a key belongs to: "" for top-level
+// keys, the key itself for a top-level list.
 func (l leaf) section() string {
 	if i := strings.IndexByte(l.key, '.'); i >= 0 {
 		return l.key[:i]
+	}
+	if l.field.Type.Kind() == reflect.Slice {
+		return l.key
 	}
 	return ""
 }
@@ -104,18 +108,20 @@ func Example() string {
 	var b strings.Builder
 	b.WriteString("# mairust.yaml: every key at its default (printed by `mairust config example`).\n")
 	b.WriteString("# Any key may be left out; docs/configuration.md describes them all.\n")
-	current := "-"
+	var open []string // the mappings the previous key was in
 	for _, l := range defaultLeaves() {
-		s, indent := l.section(), ""
-		if s != "" {
-			indent = "  "
+		parts := strings.Split(l.key, ".")
+		parents := parts[:len(parts)-1]
+		same := 0
+		for same < len(open) && same < len(parents) && open[same] == parents[same] {
+			same++
 		}
-		if s != "" && s != current {
-			fmt.Fprintf(&b, "\n%s:\n", s)
-		} else {
-			b.WriteString("\n")
+		b.WriteString("\n")
+		for i := same; i < len(parents); i++ {
+			fmt.Fprintf(&b, "%s%s:\n", strings.Repeat("  ", i), parents[i])
 		}
-		current = s
+		open = parents
+		indent := strings.Repeat("  ", len(parents))
 		comment := l.field.Tag.Get("doc")
 		if l.live() {
 			comment += " Applied live by mairust reload."
@@ -130,7 +136,7 @@ func Example() string {
 		if l.def.Kind() == reflect.String {
 			v = strconv.Quote(v)
 		}
-		fmt.Fprintf(&b, "%s%s: %s\n", indent, l.key[strings.LastIndexByte(l.key, '.')+1:], v)
+		fmt.Fprintf(&b, "%s%s: %s\n", indent, parts[len(parts)-1], v)
 	}
 	return b.String()
 }
@@ -144,6 +150,14 @@ func kindName(t reflect.Type) string {
 		return "boolean"
 	case t.Kind() >= reflect.Int && t.Kind() <= reflect.Int64:
 		return "integer"
+	case t.Kind() == reflect.Float64:
+		return "number"
+	case t.Kind() == reflect.Pointer:
+		return kindName(t.Elem())
+	case t.Kind() == reflect.Slice && t.Elem().Kind() == reflect.Struct:
+		return "list of mappings"
+	case t.Kind() == reflect.Slice:
+		return "list of " + kindName(t.Elem())
 	default:
 		return t.Kind().String()
 	}
