@@ -16,6 +16,7 @@ import (
 	"github.com/mairust/mairust/agent/mailparse"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/spam"
+	"github.com/mairust/mairust/internal/smtputil"
 )
 
 // session is one SMTP connection after EHLO/HELO.
@@ -195,29 +196,12 @@ func (ss *session) receivedHeader(now time.Time) string {
 		proto += "S"
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (MaiRust) with %s id %s", sanitize(ss.c.Hostname()), ss.ip, ss.s.cfg.Hostname, proto, ss.id)
+	fmt.Fprintf(&b, "Received: from %s ([%s])\r\n\tby %s (MaiRust) with %s id %s", smtputil.HeloName(ss.c.Hostname()), ss.ip, ss.s.cfg.Hostname, proto, ss.id)
 	if len(ss.rcpts) == 1 {
 		fmt.Fprintf(&b, "\r\n\tfor <%s>", ss.rcpts[0].Address)
 	}
 	fmt.Fprintf(&b, ";\r\n\t%s\r\n", now.Format(time.RFC1123Z))
 	return b.String()
-}
-
-// sanitize keeps a client-supplied name from breaking the header.
-func sanitize(s string) string {
-	s = strings.Map(func(r rune) rune {
-		if r < 0x21 || r == 0x7f || r == '(' || r == ')' {
-			return -1
-		}
-		return r
-	}, s)
-	if len(s) > 255 {
-		s = s[:255]
-	}
-	if s == "" {
-		return "unknown"
-	}
-	return s
 }
 
 // Reset ends the transaction (RSET, or after DATA).

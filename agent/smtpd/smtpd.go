@@ -11,7 +11,6 @@ import (
 	"crypto/tls"
 	"encoding/hex"
 	"errors"
-	"fmt"
 	"log/slog"
 	"net"
 	"sync/atomic"
@@ -25,6 +24,7 @@ import (
 	"github.com/mairust/mairust/internal/clientip"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/ratelimit"
+	"github.com/mairust/mairust/internal/smtputil"
 )
 
 // Recipients resolves RCPT TO addresses.
@@ -70,7 +70,7 @@ func New(cfg config.SMTP, tlsConfig *tls.Config, rcpts Recipients, store Deliver
 	srv.WriteTimeout = cfg.WriteTimeout
 	srv.TLSConfig = tlsConfig
 	srv.EnableSMTPUTF8 = true
-	srv.ErrorLog = errorLog{s.log}
+	srv.ErrorLog = smtputil.ErrorLog{Log: s.log}
 	s.srv = srv
 	return s
 }
@@ -135,9 +135,3 @@ func newID() string {
 	rand.Read(b)
 	return hex.EncodeToString(b)
 }
-
-// errorLog sends go-smtp's own messages to slog.
-type errorLog struct{ log *slog.Logger }
-
-func (e errorLog) Printf(format string, v ...any) { e.log.Warn(fmt.Sprintf(format, v...)) }
-func (e errorLog) Println(v ...any)               { e.log.Warn(fmt.Sprint(v...)) }
