@@ -31,10 +31,12 @@ import (
 	"github.com/mairust/mairust/agent/hooks/health"
 	"github.com/mairust/mairust/agent/imapd"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/outbound/queue"
 	"github.com/mairust/mairust/agent/retention"
 	"github.com/mairust/mairust/agent/smtpd"
 	"github.com/mairust/mairust/agent/spam"
 	"github.com/mairust/mairust/agent/spamlearn"
+	"github.com/mairust/mairust/agent/submission"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/database"
 	"github.com/mairust/mairust/internal/groupcommit"
@@ -65,7 +67,9 @@ type Info struct {
 	APIAddr   string
 	IMAPAddr  string // "" when imap.listen is empty
 	IMAPSAddr string // "" when imap.tls_listen is empty
-	Pool      *pgxpool.Pool
+	// Submission listeners: "" when not listening.
+	SubmissionAddr, SubmissionsAddr string
+	Pool                            *pgxpool.Pool
 }
 
 // Agent is a running data plane.
@@ -79,6 +83,7 @@ type Agent struct {
 	api       *api.Server
 	imap      *imapd.Server
 	hooks     *hooks.Manager
+	out       *outbound
 	pool      *pgxpool.Pool
 	startedAt time.Time
 }
@@ -122,7 +127,8 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer store.Close()
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
-	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), hooks.Collectors(), health.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors()} {
+	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), hooks.Collectors(), health.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors(),
+		submission.Collectors(), queue.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 
@@ -172,16 +178,17 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if err != nil {
 		return err
 	}
-	// IMAP listeners are optional: an empty address opens none.
-	var imapLn, imapsLn net.Listener
+	// IMAP and submission listeners are optional: an empty address opens none.
+	var imapLn, imapsLn, subLn, subsLn net.Listener
 	for _, l := range []struct {
-		key, addr string
-		ln        *net.Listener
-	}{{"imap.listen", cfg.IMAP.Listen, &imapLn}, {"imap.tls_listen", cfg.IMAP.TLSListen, &imapsLn}} {
+		key, addr, what string
+		ln              *net.Listener
+	}{{"imap.listen", cfg.IMAP.Listen, "IMAP", &imapLn}, {"imap.tls_listen", cfg.IMAP.TLSListen, "IMAP", &imapsLn},
+		{"submission.listen", cfg.Submission.Listen, "mail", &subLn}, {"submission.tls_listen", cfg.Submission.TLSListen, "mail", &subsLn}} {
 		if l.addr == "" {
 			continue
 		}
-		if *l.ln, err = listen(l.key, l.addr, " (is another IMAP server running there? a port below 1024 needs root)"); err != nil {
+		if *l.ln, err = listen(l.key, l.addr, " (is another "+l.what+" server running there? a port below 1024 needs root)"); err != nil {
 			return err
 		}
 	}
@@ -189,6 +196,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
 	river.AddWorker(workers, &spamlearn.Worker{Pool: pool, Store: store, Blobs: blobs, Scanner: a.spam})
+	if a.out, err = newOutbound(cfg, pool, store, a.spam, tlsCfg, workers, a.log); err != nil {
+		return err
+	}
 	a.hooks = hooks.New(pluginSettings(cfg), pool, store, blobs, a.log)
 	if err := a.hooks.Load(ctx); err != nil {
 		return err
@@ -197,7 +207,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	defer a.hooks.Close()
 	a.api.SetPlugins(a.hooks)
 	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)},
-		jobs.Options{Queues: map[string]int{hooks.Queue: cfg.Plugins.Workers}, RescueAfter: cfg.Jobs.RescueAfter}, a.log)
+		jobs.Options{Queues: map[string]int{hooks.Queue: cfg.Plugins.Workers, queue.QueueName: cfg.Outbound.Workers}, RescueAfter: cfg.Jobs.RescueAfter}, a.log)
 	if err != nil {
 		return err
 	}
@@ -206,7 +216,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	a.hooks.Start(jobClient)
 	go a.hooks.RunHealth(ctx)
 
-	errc := make(chan error, 5)
+	errc := make(chan error, 7)
 	go func() { errc <- a.smtp.Serve(smtpLn) }()
 	info := Info{SMTPAddr: smtpLn.Addr().String(), HTTPAddr: httpLn.Addr().String(), APIAddr: apiLn.Addr().String(), Pool: pool}
 	if imapLn != nil {
@@ -216,6 +226,14 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if imapsLn != nil {
 		info.IMAPSAddr = imapsLn.Addr().String()
 		go func() { errc <- a.imap.ServeTLS(imapsLn) }()
+	}
+	if subLn != nil {
+		info.SubmissionAddr = subLn.Addr().String()
+		go func() { errc <- a.out.server.Serve587(subLn) }()
+	}
+	if subsLn != nil {
+		info.SubmissionsAddr = subsLn.Addr().String()
+		go func() { errc <- a.out.server.ServeTLS465(subsLn) }()
 	}
 	for _, hs := range []struct {
 		srv *http.Server
@@ -228,7 +246,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 		}()
 	}
 	a.log.Info("agent started", "component", "agent", "smtp", info.SMTPAddr, "http", info.HTTPAddr, "api", info.APIAddr,
-		"imap", info.IMAPAddr, "imaps", info.IMAPSAddr, "storage", cfg.Storage.Backend)
+		"imap", info.IMAPAddr, "imaps", info.IMAPSAddr, "submission", info.SubmissionAddr, "submissions", info.SubmissionsAddr, "storage", cfg.Storage.Backend)
 	if opts.Ready != nil {
 		opts.Ready(info)
 	}
@@ -261,7 +279,10 @@ func (a *Agent) shutdown(jobClient *jobs.Client, httpSrvs ...*http.Server) {
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.SMTP.ShutdownTimeout)
 	defer cancel()
 	start := time.Now()
-	a.smtp.Shutdown(ctx)
+	var wg sync.WaitGroup
+	wg.Go(func() { a.smtp.Shutdown(ctx) })
+	wg.Go(func() { a.out.server.Shutdown(ctx) })
+	wg.Wait()
 	a.log.Info("smtp sessions finished", "component", "agent", "duration_ms", time.Since(start).Milliseconds())
 	jctx, jcancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer jcancel()
@@ -305,6 +326,9 @@ func (a *Agent) Reload() (config.Changes, error) {
 	}
 	a.api.ApplyLimits(applied.RateLimit)
 	a.imap.Apply(applied.IMAP)
+	if err := a.out.policy.Apply(applied.PolicySettings()); err != nil {
+		a.log.Error("outbound policy settings not applied; the previous ones stay", "component", "agent", "error", err)
+	}
 	a.hooks.Apply(pluginSettings(applied))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

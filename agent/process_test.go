@@ -38,8 +38,10 @@ type proc struct {
 	http string
 	api  string
 	imap string // STARTTLS
-	log  *proctest.Output
-	done chan error
+	// submission (STARTTLS)
+	submission string
+	log        *proctest.Output
+	done       chan error
 }
 
 // setup makes a database with one user and a config file for an agent.
@@ -64,7 +66,11 @@ api:
 imap:
   listen: %s
   tls_listen: %s
-%s`, dataDir, url, proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), extra)
+submission:
+  listen: %s
+  tls_listen: %s
+%s`, dataDir, url, proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t),
+		proctest.FreeAddr(t), proctest.FreeAddr(t), extra)
 	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -79,7 +85,7 @@ func startAgent(t *testing.T, cfgPath string) *proc {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p := &proc{log: &proctest.Output{}, done: make(chan error, 1), smtp: cfg.SMTP.Listen, http: cfg.HTTP.Listen, api: cfg.API.Listen, imap: cfg.IMAP.Listen}
+	p := &proc{log: &proctest.Output{}, done: make(chan error, 1), smtp: cfg.SMTP.Listen, http: cfg.HTTP.Listen, api: cfg.API.Listen, imap: cfg.IMAP.Listen, submission: cfg.Submission.Listen}
 	p.cmd = exec.Command(bin, "agent", "--config", cfgPath)
 	stderr, _ := p.cmd.StderrPipe()
 	if err := p.cmd.Start(); err != nil {

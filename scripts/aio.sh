@@ -14,10 +14,14 @@ wait_for() {
 
 # start_aio DATA [aio flags...]: aio with its data in DATA, user
 # user@bench.test (password bench-password); sets aio_pid and returns once
-# it is healthy and has printed its banner.
+# it is healthy and has printed its banner. IMAP and submission listen on
+# loopback, on the SMTP port + 1000 to + 1003.
 start_aio() {
   local data=$1; shift
+  local p=$((${smtp##*:} + 1000))
   "$bin" aio "$@" --data-dir "$data" --smtp-listen "$smtp" --http-listen "$http" --api-listen "$api" \
+    --imap-listen 127.0.0.1:$p --imaps-listen 127.0.0.1:$((p + 1)) \
+    --submission-listen 127.0.0.1:$((p + 2)) --submissions-listen 127.0.0.1:$((p + 3)) \
     --domain bench.test --admin user@bench.test --admin-password bench-password --log-format text \
     >"$data/aio.out" 2>"$data/aio.log" &
   aio_pid=$!

@@ -15,7 +15,7 @@ chmod 711 "$dir"
 smtp=127.0.0.1:2636 http=127.0.0.1:8636 api=127.0.0.1:8637
 . scripts/aio.sh
 trap 'kill -TERM $aio_pid 2>/dev/null; wait $aio_pid 2>/dev/null; rm -rf "$dir"' EXIT
-start_aio "$dir" --imap-listen 127.0.0.1:1636 --imaps-listen 127.0.0.1:1637
+start_aio "$dir"
 sql() { psql -qtA "host=$dir/db/run dbname=mairust user=mairust" -c "$1"; }
 load() { "$bin" bench smtp --addr $smtp --conns "$conns" --messages "$msgs" --size 10k --to user@bench.test | grep -E "rate|latency"; }
 "$bin" bench smtp --addr $smtp --conns "$conns" --messages 2000 --size 10k --to user@bench.test >/dev/null

@@ -132,6 +132,20 @@ func New(pool *pgxpool.Pool, secret []byte) (*Store, error) {
 	return &Store{pool: pool, aead: aead}, nil
 }
 
+// SecretFile is where, under data_dir, the secret that seals the private
+// keys is kept; back it up with the database.
+const SecretFile = "dkim.key"
+
+// Open opens the keys with the sealing secret under dataDir, made on first
+// use.
+func Open(pool *pgxpool.Pool, dataDir string) (*Store, error) {
+	secret, err := LoadOrCreateSecret(filepath.Join(dataDir, SecretFile))
+	if err != nil {
+		return nil, err
+	}
+	return New(pool, secret)
+}
+
 // LoadOrCreateSecret reads the key-encryption secret from path, creating it
 // (32 random bytes, mode 0600) when it does not exist.
 func LoadOrCreateSecret(path string) ([]byte, error) {

@@ -24,6 +24,20 @@ func (s *Store) Folder(ctx context.Context, userID int64, name string) (Folder, 
 	return f, nil
 }
 
+// SpecialFolder returns the id of the user's folder with the special use
+// special (inbox, sent, junk or trash); ErrNoFolder when there is none.
+func (s *Store) SpecialFolder(ctx context.Context, userID int64, special string) (int64, error) {
+	var id int64
+	err := s.pool.QueryRow(ctx, `SELECT id FROM folders WHERE user_id = $1 AND special = $2`, userID, special).Scan(&id)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, ErrNoFolder
+	}
+	if err != nil {
+		return 0, fmt.Errorf("mailstore: folder: %w", err)
+	}
+	return id, nil
+}
+
 // FolderStates returns the folders with the given ids that still exist,
 // by id: one query for any number of watched folders.
 func (s *Store) FolderStates(ctx context.Context, ids []int64) (map[int64]Folder, error) {

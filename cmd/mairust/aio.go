@@ -21,6 +21,7 @@ func init() {
 		rf                                 runFlags
 		dataDir, smtpListen, httpListen    string
 		apiListen, imapListen, imapsListen string
+		subListen, subsListen              string
 		domain, admin, adminPW, hostname   string
 	)
 	c.run = func(args []string) error {
@@ -32,6 +33,8 @@ func init() {
 		fs.StringVar(&apiListen, "api-listen", "", "REST API address; overrides api.listen")
 		fs.StringVar(&imapListen, "imap-listen", "", "IMAP (STARTTLS) address; overrides imap.listen (without --config: 127.0.0.1:1143)")
 		fs.StringVar(&imapsListen, "imaps-listen", "", "IMAPS address; overrides imap.tls_listen (without --config: 127.0.0.1:1993)")
+		fs.StringVar(&subListen, "submission-listen", "", "submission (STARTTLS) address; overrides submission.listen (without --config: 127.0.0.1:1587)")
+		fs.StringVar(&subsListen, "submissions-listen", "", "submission with implicit TLS address; overrides submission.tls_listen (without --config: 127.0.0.1:1465)")
 		fs.StringVar(&hostname, "hostname", "", "SMTP host name; overrides smtp.hostname")
 		fs.StringVar(&domain, "domain", "example.test", "first mail domain, created on first start")
 		fs.StringVar(&admin, "admin", "", "first (admin) mail user, created on first start (default admin@<domain>)")
@@ -50,8 +53,9 @@ func init() {
 			if rf.config == "" {
 				c.SMTP.Listen = "127.0.0.1:2525"
 				c.IMAP.Listen, c.IMAP.TLSListen = "127.0.0.1:1143", "127.0.0.1:1993"
+				c.Submission.Listen, c.Submission.TLSListen = "127.0.0.1:1587", "127.0.0.1:1465"
 			}
-			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&apiListen, &c.API.Listen}, {&imapListen, &c.IMAP.Listen}, {&imapsListen, &c.IMAP.TLSListen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}} {
+			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&apiListen, &c.API.Listen}, {&imapListen, &c.IMAP.Listen}, {&imapsListen, &c.IMAP.TLSListen}, {&subListen, &c.Submission.Listen}, {&subsListen, &c.Submission.TLSListen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}} {
 				if *o.flag != "" {
 					*o.field = *o.flag
 				}
@@ -135,6 +139,9 @@ func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw s
 	fmt.Printf("  Webmail   http://%s/   (REST API under /api/v1)\n", info.APIAddr)
 	if info.IMAPAddr != "" || info.IMAPSAddr != "" {
 		fmt.Printf("  IMAP      %s (STARTTLS)   IMAPS %s   (read-only)\n", orNone(info.IMAPAddr), orNone(info.IMAPSAddr))
+	}
+	if info.SubmissionAddr != "" || info.SubmissionsAddr != "" {
+		fmt.Printf("  Submit    %s (STARTTLS, AUTH)   %s (TLS)\n", orNone(info.SubmissionAddr), orNone(info.SubmissionsAddr))
 	}
 	fmt.Printf("  Metrics   http://%s/metrics   Health: http://%s/health\n", info.HTTPAddr, info.HTTPAddr)
 	fmt.Printf("  Data      %s (mail in mail/, %s)\n", dataDir, db)

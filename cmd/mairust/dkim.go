@@ -4,7 +4,6 @@ import (
 	"context"
 	"flag"
 	"fmt"
-	"path/filepath"
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -12,19 +11,6 @@ import (
 	"github.com/mairust/mairust/agent/dkim"
 	"github.com/mairust/mairust/internal/config"
 )
-
-// dkimSecretFile is where the key that seals DKIM private keys is kept,
-// under data_dir; back it up with the database.
-const dkimSecretFile = "dkim.key"
-
-// dkimStore opens the DKIM keys with the data dir's sealing secret.
-func dkimStore(cfg config.Config, pool *pgxpool.Pool) (*dkim.Store, error) {
-	secret, err := dkim.LoadOrCreateSecret(filepath.Join(cfg.DataDir, dkimSecretFile))
-	if err != nil {
-		return nil, err
-	}
-	return dkim.New(pool, secret)
-}
 
 // printKey shows a key and the DNS record to publish for it.
 func printKey(k dkim.Key) {
@@ -54,7 +40,7 @@ func init() {
 				if err != nil {
 					return err
 				}
-				store, err := dkimStore(cfg, pool)
+				store, err := dkim.Open(pool, cfg.DataDir)
 				if err != nil {
 					return err
 				}
@@ -78,7 +64,7 @@ func init() {
 	registerDBCommand("admin dkim list", "", "list the DKIM keys and the DNS records to publish",
 		nil,
 		func(ctx context.Context, cfg config.Config, pool *pgxpool.Pool, _ string) error {
-			store, err := dkimStore(cfg, pool)
+			store, err := dkim.Open(pool, cfg.DataDir)
 			if err != nil {
 				return err
 			}

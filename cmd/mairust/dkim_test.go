@@ -10,6 +10,7 @@ import (
 	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/mairust/mairust/agent/accounts/accountstest"
+	"github.com/mairust/mairust/agent/dkim"
 )
 
 // TestAdminDKIM generates, rotates and lists a domain's DKIM keys through
@@ -34,7 +35,7 @@ func TestAdminDKIM(t *testing.T) {
 	if out, code := run(t, "admin", "dkim", "generate", "--config", cfg, "nowhere.test"); code == 0 {
 		t.Fatalf("a key for a domain the agent does not host:\n%s", out)
 	}
-	if fi, err := os.Stat(filepath.Join(dataDir, dkimSecretFile)); err != nil || fi.Mode().Perm() != 0o600 {
+	if fi, err := os.Stat(filepath.Join(dataDir, dkim.SecretFile)); err != nil || fi.Mode().Perm() != 0o600 {
 		t.Fatalf("sealing secret: %v, %v", fi, err)
 	}
 }

@@ -126,7 +126,8 @@ func startAIO(t *testing.T, dataDir string, extra ...string) *aioProc {
 		args = append(args, "--api-listen", proctest.FreeAddr(t))
 	}
 	if !slices.Contains(extra, "--imap-listen") {
-		args = append(args, "--imap-listen", proctest.FreeAddr(t), "--imaps-listen", proctest.FreeAddr(t))
+		args = append(args, "--imap-listen", proctest.FreeAddr(t), "--imaps-listen", proctest.FreeAddr(t),
+			"--submission-listen", proctest.FreeAddr(t), "--submissions-listen", proctest.FreeAddr(t))
 	}
 	p.cmd = exec.Command(proctest.Binary(t), append(args, extra...)...)
 	p.cmd.Stdout, p.cmd.Stderr = &p.stdout, &p.stderr

@@ -31,6 +31,8 @@ type Config struct {
 	RateLimit RateLimit `yaml:"ratelimit"`
 	Spam      Spam      `yaml:"spam"`
 
+	Submission        Submission       `yaml:"submission"`
+	Outbound          Outbound         `yaml:"outbound"`
 	OutboundPolicy    policy.Settings  `yaml:"outbound_policy"`
 	OutboundWhitelist []policy.Profile `yaml:"outbound_whitelist" reload:"live" doc:"Whitelist profiles for legitimate bulk senders, each evaluated under its own max_rate instead of the hourly, daily and baseline limits: a list of {id, accounts: [addresses], max_rate: \"N msgs/minute|hour|day\", description, and optionally warn_threshold and suspend_threshold}."`
 }
@@ -133,6 +135,30 @@ type IMAP struct {
 	IdlePoll            time.Duration `yaml:"idle_poll" doc:"How often the agent looks for changes in the folders that IMAP clients have selected (IDLE and NOOP see new mail within it; 100ms-1m)."`
 }
 
+// Submission is authenticated mail submission over SMTP (users sending).
+type Submission struct {
+	Listen              string `yaml:"listen" doc:"Address of the submission listener with STARTTLS required before AUTH (port 587). Empty: none."`
+	TLSListen           string `yaml:"tls_listen" doc:"Address of the submission listener with TLS from the first byte (port 465). Empty: none."`
+	MaxConnections      int    `yaml:"max_connections" doc:"Most submission connections open at once, all clients together."`
+	MaxConnectionsPerIP int    `yaml:"max_connections_per_ip" doc:"Most submission connections open at once from one client IP address."`
+	LoginsPerIPMinute   int    `yaml:"logins_per_ip_per_minute" doc:"Most AUTH attempts per minute from one client IP address."`
+}
+
+// Outbound is the delivery of submitted mail to other servers.
+type Outbound struct {
+	Workers           int           `yaml:"workers" doc:"Delivery jobs run at once by this agent (1-256)."`
+	MaxPerDestination int           `yaml:"max_per_destination" doc:"Most SMTP sessions open at once to one destination (a domain's MX, a static route or the smarthost)."`
+	Lifetime          time.Duration `yaml:"lifetime" doc:"How long a message is retried after temporary failures (1m, 5m, 15m, 30m, 1h, 2h, 4h, then every 4h) before it bounces with 5.4.7."`
+	DNSServer         string        `yaml:"dns_server" doc:"host:port of the DNS server for MX lookups. Empty: the system's resolver."`
+	Port              int           `yaml:"port" doc:"Port of MX hosts (25; another only for tests)."`
+	Routes            []string      `yaml:"routes" doc:"Static routes, each \"domain=host:port\" (more hosts separated by commas, tried in order): mail for the domain goes there instead of to its MX."`
+	Smarthost         string        `yaml:"smarthost" doc:"host:port that all mail not statically routed is relayed through. Empty: MX delivery."`
+	SmarthostTLS      string        `yaml:"smarthost_tls" doc:"TLS to the smarthost: starttls (required, certificate verified), implicit (port 465 style) or none."`
+	SmarthostUsername string        `yaml:"smarthost_username" doc:"AUTH PLAIN user at the smarthost. Empty: no AUTH."`
+	SmarthostPassword string        `yaml:"smarthost_password" env:"MAIRUST_OUTBOUND_SMARTHOST_PASSWORD" doc:"AUTH PLAIN password at the smarthost."`
+	PlainFallback     bool          `yaml:"plain_fallback" doc:"When an MX host's STARTTLS handshake fails, deliver again without TLS (opportunistic TLS, RFC 7435)."`
+}
+
 // Jobs configures the background jobs (River on PostgreSQL).
 type Jobs struct {
 	RescueAfter time.Duration `yaml:"rescue_after" doc:"A job still marked running this long after it started (its agent died) is run again by another agent or after a restart (1s-24h). Keep it above the longest job; the default job timeout is 1m or this, whichever is shorter."`
@@ -221,6 +247,21 @@ func Default() Config {
 			MaxConnectionsPerIP: 50,
 			LoginsPerIPMinute:   30,
 			IdlePoll:            time.Second,
+		},
+		Submission: Submission{
+			Listen:              ":587",
+			TLSListen:           ":465",
+			MaxConnections:      1000,
+			MaxConnectionsPerIP: 50,
+			LoginsPerIPMinute:   30,
+		},
+		Outbound: Outbound{
+			Workers:           16,
+			MaxPerDestination: 5,
+			Lifetime:          120 * time.Hour,
+			Port:              25,
+			SmarthostTLS:      "starttls",
+			PlainFallback:     true,
 		},
 		RateLimit: RateLimit{UserPerMinute: 60, AdminIPPerMinute: 30},
 		Spam:      Spam{Timeout: 10 * time.Second, OnError: "accept"},

@@ -281,6 +281,18 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"imap.max_connections", c.IMAP.MaxConnections < 1, "must be at least 1"},
 		{"imap.max_connections_per_ip", c.IMAP.MaxConnectionsPerIP < 1, "must be at least 1"},
 		{"imap.logins_per_ip_per_minute", c.IMAP.LoginsPerIPMinute < 1, "must be at least 1"},
+		{"submission.listen", c.Submission.Listen != "" && !validAddr(c.Submission.Listen), "must be host:port, or empty for no submission listener"},
+		{"submission.tls_listen", c.Submission.TLSListen != "" && !validAddr(c.Submission.TLSListen), "must be host:port, or empty for no listener"},
+		{"submission.max_connections", c.Submission.MaxConnections < 1, "must be at least 1"},
+		{"submission.max_connections_per_ip", c.Submission.MaxConnectionsPerIP < 1, "must be at least 1"},
+		{"submission.logins_per_ip_per_minute", c.Submission.LoginsPerIPMinute < 1, "must be at least 1"},
+		{"outbound.workers", c.Outbound.Workers < 1 || c.Outbound.Workers > 256, "must be between 1 and 256"},
+		{"outbound.max_per_destination", c.Outbound.MaxPerDestination < 1, "must be at least 1"},
+		{"outbound.lifetime", c.Outbound.Lifetime < time.Minute, "must be at least 1m"},
+		{"outbound.dns_server", c.Outbound.DNSServer != "" && !validAddr(c.Outbound.DNSServer), "must be host:port, or empty for the system's resolver"},
+		{"outbound.port", c.Outbound.Port < 1 || c.Outbound.Port > 65535, "must be a port number"},
+		{"outbound.smarthost", c.Outbound.Smarthost != "" && !validAddr(c.Outbound.Smarthost), "must be host:port, or empty for MX delivery"},
+		{"outbound.smarthost_tls", !oneOf(c.Outbound.SmarthostTLS, "starttls", "implicit", "none"), "must be starttls, implicit or none"},
 		{"imap.idle_poll", c.IMAP.IdlePoll < 100*time.Millisecond || c.IMAP.IdlePoll > time.Minute, "must be between 100ms and 1m"},
 		{"jobs.rescue_after", c.Jobs.RescueAfter < time.Second || c.Jobs.RescueAfter > 24*time.Hour, "must be between 1s and 24h"},
 		{"plugins.run_as", c.Plugins.RunAs == "" || strings.ContainsAny(c.Plugins.RunAs, " \t:/"), "must be a system user name"},
@@ -315,6 +327,11 @@ func Validate(c Config, name string, lines map[string]int) error {
 	for _, ch := range checks {
 		if ch.bad {
 			return fail(ch.key, "%s", ch.msg)
+		}
+	}
+	for i, r := range c.Outbound.Routes {
+		if _, _, err := ParseRoute(r); err != nil {
+			return fail(fmt.Sprintf("outbound.routes[%d]", i), "%v", err)
 		}
 	}
 	var se *policy.SettingError
@@ -389,4 +406,22 @@ func ParseBackoff(s string) ([]time.Duration, error) {
 func validBackoff(s string) bool {
 	_, err := ParseBackoff(s)
 	return err == nil
+}
+
+// ParseRoute parses an outbound.routes entry, "domain=host:port" with more
+// host:port separated by commas.
+func ParseRoute(s string) (domain string, hosts []string, err error) {
+	domain, list, ok := strings.Cut(s, "=")
+	domain = strings.ToLower(strings.TrimSpace(domain))
+	if !ok || domain == "" || strings.ContainsAny(domain, " @") {
+		return "", nil, fmt.Errorf("%q is not domain=host:port", s)
+	}
+	for _, h := range strings.Split(list, ",") {
+		h = strings.TrimSpace(h)
+		if !validAddr(h) {
+			return "", nil, fmt.Errorf("%q: %q is not host:port", s, h)
+		}
+		hosts = append(hosts, h)
+	}
+	return domain, hosts, nil
 }

@@ -1,0 +1,234 @@
+package agent_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os/exec"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/emersion/go-msgauth/dkim"
+	"github.com/emersion/go-sasl"
+	"github.com/emersion/go-smtp"
+	"github.com/jackc/pgx/v5/pgxpool"
+
+	mdkim "github.com/mairust/mairust/agent/dkim"
+	"github.com/mairust/mairust/agent/policy"
+	"github.com/mairust/mairust/internal/proctest"
+)
+
+// sink is an SMTP server on loopback standing for the rest of the
+// Internet: it takes every message except for refused@, which it refuses
+// with 550.
+type sink struct {
+	mu   sync.Mutex
+	msgs []sunk
+	got  chan struct{}
+}
+
+type sunk struct {
+	from string
+	to   []string
+	data []byte
+}
+
+func newSink(t *testing.T) (*sink, string) {
+	t.Helper()
+	s := &sink{got: make(chan struct{}, 100)}
+	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }))
+	srv.Domain = "sink.remote.test"
+	srv.AllowInsecureAuth = true
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	go srv.Serve(l)
+	t.Cleanup(func() { srv.Close() })
+	return s, l.Addr().String()
+}
+
+// wait returns the next message the sink took.
+func (s *sink) wait(t *testing.T) sunk {
+	t.Helper()
+	select {
+	case <-s.got:
+	case <-time.After(time.Minute):
+		t.Fatal("the sink got no message within a minute")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.msgs[len(s.msgs)-1]
+}
+
+type sinkSession struct {
+	s    *sink
+	from string
+	to   []string
+}
+
+func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error { ss.from = from; return nil }
+func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
+	if strings.HasPrefix(to, "refused@") {
+		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
+	}
+	ss.to = append(ss.to, to)
+	return nil
+}
+func (ss *sinkSession) Data(r io.Reader) error {
+	data, err := io.ReadAll(r)
+	if err != nil {
+		return err
+	}
+	ss.s.mu.Lock()
+	ss.s.msgs = append(ss.s.msgs, sunk{ss.from, ss.to, data})
+	ss.s.mu.Unlock()
+	ss.s.got <- struct{}{}
+	return nil
+}
+func (ss *sinkSession) Reset()        {}
+func (ss *sinkSession) Logout() error { return nil }
+
+// submit sends a message over the submission listener (STARTTLS, AUTH
+// PLAIN) and returns the server's error, nil on 250.
+func submit(addr, user, pw string, to []string, body string) error {
+	c, err := smtp.DialStartTLS(addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		return err
+	}
+	defer c.Close()
+	if err := c.Auth(sasl.NewPlainClient("", user, pw)); err != nil {
+		return err
+	}
+	msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: %s\r\nDate: %s\r\nMessage-ID: <%d@example.test>\r\n\r\n%s\r\n",
+		user, strings.Join(to, ", "), body, time.Now().Format(time.RFC1123Z), time.Now().UnixNano(), body)
+	if err := c.SendMail(user, to, strings.NewReader(msg)); err != nil {
+		return err
+	}
+	return c.Quit()
+}
+
+// folderCount counts the user's live messages in the folder with the
+// special use special.
+func folderCount(t *testing.T, pool *pgxpool.Pool, user, special string) int {
+	t.Helper()
+	var n int
+	err := pool.QueryRow(context.Background(), `SELECT count(*) FROM messages m JOIN folders f ON f.id = m.folder_id
+		JOIN mail_users u ON u.id = m.user_id WHERE u.address = $1 AND f.special = $2 AND m.deleted_at IS NULL`, user, special).Scan(&n)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// waitFor polls cond for up to a minute.
+func waitFor(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%s: not within a minute", what)
+		}
+	}
+}
+
+// TestSubmissionDeliversSigned: alice submits over 587 with AUTH; the agent
+// signs with example.test's DKIM key, delivers to the sink through a
+// static route, files a copy in her Sent folder; a recipient the sink
+// refuses comes back as a bounce in her INBOX.
+func TestSubmissionDeliversSigned(t *testing.T) {
+	s, sinkAddr := newSink(t)
+	cfgPath, _, pool := setup(t, "outbound:\n  routes: [\"remote.test="+sinkAddr+"\"]\n")
+	if out, err := exec.Command(proctest.Binary(t), "admin", "dkim", "generate", "--config", cfgPath, "example.test").CombinedOutput(); err != nil {
+		t.Fatalf("dkim generate: %v\n%s", err, out)
+	}
+	p := startAgent(t, cfgPath)
+	const alice = "alice@example.test"
+	if err := submit(p.submission, alice, "pw-"+alice, []string{"bob@remote.test"}, "hello bob"); err != nil {
+		t.Fatalf("submit: %v\n%s", err, p.logs())
+	}
+	m := s.wait(t)
+	if m.from != alice || len(m.to) != 1 || m.to[0] != "bob@remote.test" || !bytes.Contains(m.data, []byte("hello bob")) {
+		t.Fatalf("the sink got from %q to %v:\n%s", m.from, m.to, m.data)
+	}
+	verifs, err := dkim.VerifyWithOptions(bytes.NewReader(m.data), &dkim.VerifyOptions{LookupTXT: txtLookup(t, pool)})
+	if err != nil || len(verifs) != 1 || verifs[0].Err != nil || verifs[0].Domain != "example.test" {
+		t.Fatalf("DKIM: %+v, %v\n%s", verifs, err, m.data)
+	}
+	waitFor(t, "the copy in Sent", func() bool { return folderCount(t, pool, alice, "sent") == 1 })
+
+	// A 550 at the destination: a bounce in alice's INBOX.
+	before := folderCount(t, pool, alice, "inbox")
+	if err := submit(p.submission, alice, "pw-"+alice, []string{"refused@remote.test"}, "nobody home"); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	waitFor(t, "the bounce", func() bool { return folderCount(t, pool, alice, "inbox") == before+1 })
+	var subject, from string
+	if err := pool.QueryRow(context.Background(), `SELECT m.subject, m.mail_from FROM messages m JOIN mail_users u ON u.id = m.user_id
+		WHERE u.address = $1 ORDER BY m.id DESC LIMIT 1`, alice).Scan(&subject, &from); err != nil {
+		t.Fatal(err)
+	}
+	if from != "" || !strings.Contains(subject, "Undelivered Mail") {
+		t.Errorf("bounce from %q subject %q", from, subject)
+	}
+}
+
+// txtLookup answers DKIM TXT queries from the keys in the database.
+func txtLookup(t *testing.T, pool *pgxpool.Pool) func(string) ([]string, error) {
+	return func(name string) ([]string, error) {
+		store, err := mdkim.New(pool, make([]byte, 32)) // listing needs no private key
+		if err != nil {
+			return nil, err
+		}
+		keys, err := store.List(context.Background(), "example.test")
+		if err != nil {
+			return nil, err
+		}
+		for _, k := range keys {
+			if n, v := mdkim.TXTRecord(k); n == name {
+				return []string{v}, nil
+			}
+		}
+		return nil, fmt.Errorf("no TXT record %s", name)
+	}
+}
+
+// TestSubmissionPolicySuspends: an account sending a burst walks from
+// allow through warn to suspend and gets the exact 550 text.
+func TestSubmissionPolicySuspends(t *testing.T) {
+	_, sinkAddr := newSink(t)
+	cfgPath, _, _ := setup(t, `outbound:
+  routes: ["remote.test=`+sinkAddr+`"]
+outbound_policy:
+  weights: {rate: 1, content: 0, history: 0}
+  max_per_hour: 10
+  soft_limit_fraction: 1
+`)
+	p := startAgent(t, cfgPath)
+	const alice = "alice@example.test"
+	var last error
+	sent := 0
+	for i := range 12 {
+		last = submit(p.submission, alice, "pw-"+alice, []string{fmt.Sprintf("r%d@remote.test", i)}, "burst")
+		if last != nil {
+			break
+		}
+		sent++
+	}
+	var se *smtp.SMTPError
+	if !errors.As(last, &se) || se.Code != 550 || se.EnhancedCode != (smtp.EnhancedCode{5, 7, 1}) || se.Message != policy.SuspendedText {
+		t.Fatalf("after %d messages: %#v; want 550 5.7.1 %s\n%s", sent, last, policy.SuspendedText, p.logs())
+	}
+	if sent != 7 {
+		t.Errorf("%d messages went out before the suspension; want 7 (the 8th scores 0.8)", sent)
+	}
+	// Suspended: the next one too.
+	if err := submit(p.submission, alice, "pw-"+alice, []string{"x@remote.test"}, "again"); err == nil || !strings.Contains(err.Error(), policy.SuspendedText) {
+		t.Fatalf("while suspended: %v", err)
+	}
+}
