@@ -12,7 +12,7 @@ func TestHeloName(t *testing.T) {
 		"mail.example.com":        "mail.example.com",
 		"[192.0.2.1]":             "[192.0.2.1]",
 		"evil (x)\r\nX-Bad: y\\z": "evilxX-Bad:yz",
-		"メール.example":            ".example",
+		"メール.example":             ".example",
 		"":                        "unknown",
 		" ()":                     "unknown",
 		strings.Repeat("a", 300):  strings.Repeat("a", 255),
