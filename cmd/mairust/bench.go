@@ -53,6 +53,7 @@ func init() {
 		fs.StringVar(&o.From, "from", "bench@localhost", "sender `address`")
 		to := fs.String("to", "postmaster@localhost", "comma-separated recipient `addresses`")
 		fs.BoolVar(&o.StartTLS, "starttls", false, "require STARTTLS")
+		fs.StringVar(&o.Auth, "auth", "", "`user:password` to authenticate with AUTH PLAIN (submission); use with --starttls")
 		fs.BoolVar(&o.InsecureSkipVerify, "insecure-skip-verify", false, "accept any server certificate")
 		fs.StringVar(&o.Helo, "helo", helo, "EHLO `name`")
 		fs.DurationVar(&o.Timeout, "timeout", smtpload.DefaultTimeout, "deadline for connecting and for each message")

@@ -11,6 +11,7 @@ import (
 	"net"
 	"net/smtp"
 	"net/textproto"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -29,6 +30,7 @@ type Options struct {
 	From               string        // envelope and header sender (bench@localhost)
 	To                 []string      // recipients of every message (postmaster@localhost)
 	StartTLS           bool          // require STARTTLS before sending
+	Auth               string        // "user:password": AUTH PLAIN (after STARTTLS when required)
 	InsecureSkipVerify bool          // accept any server certificate
 	Helo               string        // EHLO name (localhost)
 	Timeout            time.Duration // deadline of a connection setup and of each transaction (30s)
@@ -267,6 +269,10 @@ func (s *session) setup(o Options) error {
 		if err := c.StartTLS(cfg); err != nil {
 			return err
 		}
+	}
+	if o.Auth != "" {
+		user, pw, _ := strings.Cut(o.Auth, ":")
+		return c.Auth(smtp.PlainAuth("", user, pw, host))
 	}
 	return nil
 }

@@ -9,6 +9,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log"
@@ -20,6 +21,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 )
 
@@ -31,6 +33,7 @@ type sink struct {
 	rcptEvery int         // answer 550 to every rcptEvery-th RCPT
 	onData    func(int)   // called with the number of each message received
 	tls       *tls.Config // offer STARTTLS with this
+	auth      string      // "user:password": require AUTH PLAIN with it before MAIL
 
 	mu       sync.Mutex
 	sessions int
@@ -102,14 +105,38 @@ func (s *sink) check(m []byte) error {
 }
 
 type sinkSession struct {
-	s     *sink
-	isTLS bool
+	s      *sink
+	isTLS  bool
+	authed bool
+}
+
+// AuthMechanisms offers PLAIN when the sink requires AUTH.
+func (ss *sinkSession) AuthMechanisms() []string {
+	if ss.s.auth == "" {
+		return nil
+	}
+	return []string{sasl.Plain}
+}
+
+func (ss *sinkSession) Auth(string) (sasl.Server, error) {
+	return sasl.NewPlainServer(func(_, user, pw string) error {
+		if user+":"+pw != ss.s.auth {
+			return errors.New("bad credentials")
+		}
+		ss.authed = true
+		return nil
+	}), nil
 }
 
 func (ss *sinkSession) Reset()        {}
 func (ss *sinkSession) Logout() error { return nil }
 
-func (ss *sinkSession) Mail(string, *smtp.MailOptions) error { return nil }
+func (ss *sinkSession) Mail(string, *smtp.MailOptions) error {
+	if ss.s.auth != "" && !ss.authed {
+		return smtp.ErrAuthRequired
+	}
+	return nil
+}
 
 func (ss *sinkSession) Rcpt(string, *smtp.RcptOptions) error {
 	s := ss.s
@@ -243,6 +270,26 @@ func TestRunStartTLS(t *testing.T) {
 	s.verify()
 	if res.OK != 30 || res.Failed != 0 || s.plain != 0 {
 		t.Errorf("ok %d, failed %d, %d sent in the clear; want 30, 0, 0", res.OK, res.Failed, s.plain)
+	}
+}
+
+func TestRunAuth(t *testing.T) {
+	s := &sink{t: t, size: 2048, tls: selfSigned(t), auth: "user@bench.test:secret"}
+	o := Options{Addr: s.start(), Conns: 2, Messages: 10, Size: s.size, StartTLS: true, InsecureSkipVerify: true, Auth: "user@bench.test:wrong"}
+	res, err := Run(context.Background(), o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != 0 || res.Failed != 10 {
+		t.Errorf("wrong password: ok %d, failed %d; want 0, 10", res.OK, res.Failed)
+	}
+	o.Auth = s.auth
+	if res, err = Run(context.Background(), o); err != nil {
+		t.Fatal(err)
+	}
+	s.verify()
+	if res.OK != 10 || res.Failed != 0 {
+		t.Errorf("ok %d, failed %d (%v); want 10, 0", res.OK, res.Failed, res.Failures)
 	}
 }
 
