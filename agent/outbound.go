@@ -1,6 +1,7 @@
 package agent
 
 import (
+	"context"
 	"crypto/tls"
 	"log/slog"
 
@@ -25,6 +26,18 @@ type outbound struct {
 	policy *policy.Engine
 	queue  *queue.Queue
 	server *submission.Server
+	submit *submit.Submitter
+}
+
+// outboundAdmin joins the policy engine's sending states and the queue's
+// delivery log for the API (api.OutboundAdmin).
+type outboundAdmin struct {
+	*policy.Engine
+	queue *queue.Queue
+}
+
+func (o outboundAdmin) Log(ctx context.Context, tenantID string, userID int64, limit, offset int) ([]queue.LogEntry, error) {
+	return o.queue.Log(ctx, tenantID, userID, limit, offset)
 }
 
 // newOutbound builds the sending side and registers the delivery workers.
@@ -48,6 +61,7 @@ func newOutbound(cfg config.Config, pool *pgxpool.Pool, store *mailstore.Store, 
 	acc := accounts.New(pool)
 	sub := &submit.Submitter{Pool: pool, Accounts: acc, Store: store, Queue: o.queue, Policy: o.policy,
 		Signer: dkim.NewSigner(keys), Scanner: scanner, Log: log.With("component", "submit")}
+	o.submit = sub
 	s := cfg.Submission
 	o.server, err = submission.New(submission.Config{Hostname: cfg.SMTP.Hostname, TLSConfig: tlsCfg,
 		MaxMessageBytes: cfg.SMTP.MaxMessageBytes, MaxRecipients: cfg.SMTP.MaxRecipients,

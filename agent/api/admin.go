@@ -25,21 +25,28 @@ const (
 // demoted or disabled administrator loses access at once.
 func (s *Server) adminOnly(h func(http.ResponseWriter, *http.Request) error) http.HandlerFunc {
 	return s.authed(s.rate.clientIP(func(w http.ResponseWriter, r *http.Request) error {
-		p := caller(r)
-		u, err := s.accounts.UserByID(r.Context(), p.ID)
-		if errors.Is(err, accounts.ErrBadCredentials) {
-			w.Header().Set("WWW-Authenticate", `Bearer realm="mairust"`)
-			return problem(http.StatusUnauthorized, "Authorization", "the account is disabled or deleted")
-		}
+		u, err := s.currentUser(w, r)
 		if err != nil {
 			return err
 		}
 		if !u.Admin {
 			return problem(http.StatusForbidden, "", "%s is not an administrator", u.Address)
 		}
+		p := caller(r)
 		p.User = u
 		return h(w, r.WithContext(context.WithValue(r.Context(), principalKey{}, p)))
 	}))
+}
+
+// currentUser reads the caller from the database, so that a disabled or
+// deleted account is refused at once whatever its token says.
+func (s *Server) currentUser(w http.ResponseWriter, r *http.Request) (accounts.User, error) {
+	u, err := s.accounts.UserByID(r.Context(), caller(r).ID)
+	if errors.Is(err, accounts.ErrBadCredentials) {
+		w.Header().Set("WWW-Authenticate", `Bearer realm="mairust"`)
+		return u, problem(http.StatusUnauthorized, "Authorization", "the account is disabled or deleted")
+	}
+	return u, err
 }
 
 // adminError answers an error of the accounts administration functions;

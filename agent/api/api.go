@@ -1,8 +1,9 @@
 // Package api serves the agent's REST API under /api/v1: sign-in (access
-// JWTs, refresh tokens, API tokens), the owner's messages and folders, and
-// the admin's users, domains and logs. Errors are RFC 9457 problem JSON.
-// It reads and changes mail through the account and mail stores; it does
-// not speak SMTP.
+// JWTs, refresh tokens, API tokens), the owner's messages and folders,
+// sending mail and its outbound state, and the admin's users, domains,
+// logs, plugins and outbound suspensions. Errors are RFC 9457 problem JSON.
+// It reads and changes mail through the account and mail stores and sends
+// through a Sender; it does not speak SMTP.
 package api
 
 import (
@@ -37,7 +38,9 @@ type Server struct {
 	keys     atomic.Pointer[keyring]
 	settings atomic.Pointer[config.API]
 	rate     *rateLimits
-	plugins  PluginAdmin // nil: no plugin endpoints
+	plugins  PluginAdmin   // nil: no plugin endpoints
+	sender   Sender        // nil: no sending
+	outbound OutboundAdmin // nil: no outbound endpoints
 	now      func() time.Time
 }
 

@@ -76,7 +76,12 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 // decode reads a JSON body of at most maxBodyBytes into v, refusing unknown
 // fields, and names the field at fault when a value has the wrong type.
 func decode(w http.ResponseWriter, r *http.Request, v any) error {
-	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, maxBodyBytes))
+	return decodeUpTo(w, r, v, maxBodyBytes)
+}
+
+// decodeUpTo is decode with a body of at most limit bytes.
+func decodeUpTo(w http.ResponseWriter, r *http.Request, v any, limit int64) error {
+	dec := json.NewDecoder(http.MaxBytesReader(w, r.Body, limit))
 	dec.DisallowUnknownFields()
 	err := dec.Decode(v)
 	var typeErr *json.UnmarshalTypeError
@@ -88,7 +93,7 @@ func decode(w http.ResponseWriter, r *http.Request, v any) error {
 		}
 		return nil
 	case errors.As(err, &maxErr):
-		return problem(http.StatusRequestEntityTooLarge, "", "the body is larger than %d bytes", maxBodyBytes)
+		return problem(http.StatusRequestEntityTooLarge, "", "the body is larger than %d bytes", limit)
 	case errors.As(err, &typeErr):
 		return problem(http.StatusBadRequest, typeErr.Field, "%s must be a JSON %s", typeErr.Field, typeErr.Type.Kind())
 	case errors.Is(err, io.EOF):

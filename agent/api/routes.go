@@ -37,15 +37,17 @@ type route struct {
 
 // pathParams describe the {name} segments of route paths.
 var pathParams = map[string]param{
-	"id":     {"id", "integer", "the object's id"},
-	"n":      {"n", "integer", "the attachment's index, from 0"},
-	"plugin": {"plugin", "string", "the plugin's id"},
+	"id":      {"id", "integer", "the object's id"},
+	"n":       {"n", "integer", "the attachment's index, from 0"},
+	"plugin":  {"plugin", "string", "the plugin's id"},
+	"account": {"account", "string", "the account's address"},
 }
 
 // Query parameters shared by several routes.
 var (
-	afterParam = param{"after", "integer", "the last id of the previous page"}
-	limitParam = param{"limit", "integer", "the page size"}
+	afterParam  = param{"after", "integer", "the last id of the previous page"}
+	limitParam  = param{"limit", "integer", "the page size"}
+	offsetParam = param{"offset", "integer", "how many entries to skip"}
 )
 
 // routes lists every endpoint. It only builds handlers (the rate limiters'
@@ -93,9 +95,18 @@ func (s *Server) routes() []route {
 		{method: "PATCH", path: "/api/v1/admin/users/{id}", summary: "Change a mail user; a new password ends its sessions", auth: authAdmin, request: accounts.UserChange{}, response: accounts.MailUser{}, status: http.StatusOK, h: s.updateUser},
 		{method: "DELETE", path: "/api/v1/admin/users/{id}", summary: "Delete a mail user and all its mail", auth: authAdmin, status: http.StatusNoContent, h: s.deleteUser},
 		{method: "GET", path: "/api/v1/admin/logs", summary: "The tenant's event log, newest first", auth: authAdmin, query: []param{
-			limitParam,
-			{"offset", "integer", "how many events to skip"},
+			limitParam, offsetParam,
 		}, response: logPage{}, status: http.StatusOK, h: s.logs},
+
+		// Sending. A message is queued durably before 202; the outbound
+		// policy's refusals are problems carrying its text.
+		{method: "POST", path: "/api/v1/send", summary: "Send a message from your address", auth: authUser, request: sendRequest{}, response: sendResponse{}, status: http.StatusAccepted,
+			h: s.rate.endpoint("send", ratelimit.Limit{PerMinute: 30, Burst: 10}, s.send)},
+		{method: "GET", path: "/api/v1/outbound/status", summary: "Your sending state (allowed, soft_limited or suspended)", auth: authUser, response: outboundStatus{}, status: http.StatusOK, h: s.myOutboundStatus},
+		{method: "GET", path: "/api/v1/outbound/log", summary: "The delivery log of your mail, newest first", auth: authUser, query: []param{limitParam, offsetParam}, response: deliveryPage{}, status: http.StatusOK, h: s.myDeliveries},
+		{method: "GET", path: "/api/v1/admin/outbound/accounts/{account}", summary: "The sending state of one of the tenant's accounts", auth: authAdmin, response: outboundStatus{}, status: http.StatusOK, h: s.accountStatus},
+		{method: "POST", path: "/api/v1/admin/outbound/accounts/{account}/release", summary: "Lift an account's suspension, saying why", auth: authAdmin, request: releaseRequest{}, response: outboundStatus{}, status: http.StatusOK, h: s.releaseAccount},
+		{method: "GET", path: "/api/v1/admin/outbound/log", summary: "The tenant's delivery log, newest first", auth: authAdmin, query: []param{limitParam, offsetParam}, response: deliveryPage{}, status: http.StatusOK, h: s.tenantDeliveries},
 
 		// The agent's plugins (agent-wide, not per tenant).
 		{method: "GET", path: "/api/v1/admin/plugins", summary: "The installed plugins with their circuit breakers", auth: authAdmin, response: pluginList{}, status: http.StatusOK, h: s.listPlugins},

@@ -13,10 +13,14 @@ const T = {
     imagesBlocked: 'Images from outside are blocked to protect your privacy.', download: 'Download',
     deleted: 'Deleted.', moved: 'Moved.', badLogin: 'Wrong address or password.', failed: 'Something went wrong: ',
     domains: 'Domains', users: 'Mail users', tokens: 'API tokens', logs: 'Logs', add: 'Add', create: 'Create',
-    revoke: 'Revoke', disable: 'Disable', enable: 'Enable', more: 'More', moreText: 'Outbound suspensions and recall alerts appear here when they are set up.',
+    revoke: 'Revoke', disable: 'Disable', enable: 'Enable', more: 'More', moreText: 'Recall alerts appear here when they are set up.',
     plugins: 'Plugins', noPlugins: 'No plugins installed (mairust plugin install DIR).', resetBreaker: 'Reset breaker', breaker: 'breaker', disabled: 'disabled', pluginLog: 'Log', health: 'health', noLog: '(nothing logged yet)',
     tokenShown: 'Copy this token now; it is not shown again: ', mail: 'Mail', noSubject: '(no subject)',
     spamScore: 'Spam score', notScanned: 'Not scanned for spam (the scanner was unavailable).',
+    compose: 'Compose', subject: 'Subject', body: 'Message', send: 'Send', cancel: 'Cancel', sent: 'Sent.',
+    suspendedBanner: 'Sending from your account is suspended',
+    outbound: 'Outbound', lookUp: 'Look up', release: 'Release', why: 'Why may it send again?', deliveries: 'Latest deliveries',
+    since: 'since', until: 'until', st_allowed: 'allowed', st_soft_limited: 'soft-limited', st_suspended: 'suspended',
   },
   ja: {
     signIn: 'ログイン', address: 'メールアドレス', password: 'パスワード', logout: 'ログアウト', admin: '管理',
@@ -25,10 +29,14 @@ const T = {
     imagesBlocked: 'プライバシー保護のため外部の画像を表示していません。', download: 'ダウンロード',
     deleted: '削除しました。', moved: '移動しました。', badLogin: 'メールアドレスまたはパスワードが違います。', failed: 'エラーが発生しました: ',
     domains: 'ドメイン', users: 'メールユーザー', tokens: 'API トークン', logs: 'ログ', add: '追加', create: '作成',
-    revoke: '取り消す', disable: '無効にする', enable: '有効にする', more: 'その他', moreText: '送信停止、リコール通知は設定後にここに表示されます。',
+    revoke: '取り消す', disable: '無効にする', enable: '有効にする', more: 'その他', moreText: 'リコール通知は設定後にここに表示されます。',
     plugins: 'プラグイン', noPlugins: 'プラグインはインストールされていません（mairust plugin install DIR）。', resetBreaker: 'ブレーカーをリセット', breaker: 'ブレーカー', disabled: '無効', pluginLog: 'ログ', health: 'ヘルス', noLog: '（ログはまだありません）',
     tokenShown: 'このトークンは今だけ表示されます。コピーしてください: ', mail: 'メール', noSubject: '(件名なし)',
     spamScore: '迷惑メールスコア', notScanned: '迷惑メール判定は行われていません（スキャナが利用できませんでした）。',
+    compose: '新規作成', subject: '件名', body: '本文', send: '送信', cancel: 'キャンセル', sent: '送信しました。',
+    suspendedBanner: 'あなたのアカウントは送信一時停止中です',
+    outbound: '送信状況', lookUp: '照会', release: '停止を解除', why: '解除の理由', deliveries: '最近の配送',
+    since: '開始', until: '終了予定', st_allowed: '送信可', st_soft_limited: '送信制限中', st_suspended: '送信停止中',
   },
 };
 
@@ -39,6 +47,7 @@ const t = (k) => T[state.lang][k] || k;
 function applyLang() {
   document.documentElement.lang = state.lang;
   for (const el of document.querySelectorAll('[data-t]')) el.textContent = t(el.dataset.t);
+  for (const el of document.querySelectorAll('[data-tp]')) el.placeholder = t(el.dataset.tp);
   $('lang').textContent = state.lang === 'ja' ? 'English' : '日本語';
 }
 
@@ -90,13 +99,14 @@ async function refresh() {
 }
 
 function show(view) {
-  for (const v of ['login-view', 'mail-view', 'admin-view']) $(v).hidden = v !== view;
+  for (const v of ['login-view', 'mail-view', 'compose-view', 'admin-view']) $(v).hidden = v !== view;
   $('logout').hidden = view === 'login-view';
+  $('compose-link').hidden = view === 'login-view';
   $('admin-link').hidden = !(state.me && state.me.admin);
   $('admin-link').textContent = view === 'admin-view' ? t('mail') : t('admin');
 }
 
-function showLogin() { tokens.clear(); state.me = null; $('who').textContent = ''; show('login-view'); }
+function showLogin() { tokens.clear(); state.me = null; $('who').textContent = ''; $('suspended-banner').hidden = true; show('login-view'); }
 
 async function login(ev) {
   ev.preventDefault();
@@ -121,6 +131,7 @@ async function start() {
   state.me = await api('GET', '/me');
   $('who').textContent = state.me.address;
   show('mail-view');
+  loadOutboundStatus();
   await loadFolders();
   await loadMessages(true);
 }
@@ -249,6 +260,40 @@ async function download(id, a) {
   setTimeout(() => URL.revokeObjectURL(url), 10000);
 }
 
+// loadOutboundStatus shows the banner while the user's sending is suspended.
+async function loadOutboundStatus() {
+  try {
+    const st = await api('GET', '/outbound/status');
+    $('suspended-banner').hidden = st.state !== 'suspended';
+  } catch { $('suspended-banner').hidden = true; }
+}
+
+function showCompose() {
+  $('compose-error').textContent = '';
+  show('compose-view');
+  $('compose-form').to.focus();
+}
+
+// send posts the compose form; a refusal shows the server's problem text and
+// marks the field it names.
+async function send(ev) {
+  ev.preventDefault();
+  const f = ev.target;
+  $('compose-error').textContent = '';
+  for (const el of f.elements) el.removeAttribute('aria-invalid');
+  try {
+    await api('POST', '/send', { to: f.to.value.split(',').map((a) => a.trim()).filter(Boolean), subject: f.subject.value, text: f.text.value });
+    f.reset();
+    flash(t('sent'));
+    await start();
+  } catch (e) {
+    $('compose-error').textContent = e.message;
+    const field = e.problem && e.problem.field && f.elements[e.problem.field];
+    if (field) { field.setAttribute('aria-invalid', 'true'); field.focus(); }
+    if (e.status === 403) loadOutboundStatus();
+  }
+}
+
 async function act(fn, done) {
   try { await fn(); flash(done); closeReader(); await loadFolders(); await loadMessages(true); } catch (e) { flash(t('failed') + e.message); }
 }
@@ -258,7 +303,7 @@ async function showAdmin() {
   show('admin-view');
   $('admin-error').textContent = '';
   try {
-    await Promise.all([loadDomains(), loadUsers(), loadTokens(), loadLogs(), loadPlugins()]);
+    await Promise.all([loadDomains(), loadUsers(), loadTokens(), loadLogs(), loadPlugins(), loadOutbound()]);
   } catch (e) { $('admin-error').textContent = t('failed') + e.message; }
 }
 
@@ -320,6 +365,30 @@ async function loadPlugins() {
   $('plugin-log').hidden = !state.pluginLog;
 }
 
+// outboundLine describes an account's sending state.
+function outboundLine(st) {
+  return st.account + ': ' + t('st_' + st.state) + (st.reason ? ' (' + st.reason + ')' : '') +
+    (st.suspended_at ? ' — ' + t('since') + ' ' + fmtDate(st.suspended_at) : '') +
+    (st.soft_until ? ' — ' + t('until') + ' ' + fmtDate(st.soft_until) : '');
+}
+
+// loadOutbound shows the sending state of the account looked up, with the
+// form that lifts its suspension, and the tenant's latest deliveries.
+async function loadOutbound() {
+  const account = state.outboundAccount;
+  $('outbound-state').textContent = '';
+  $('release-form').hidden = true;
+  if (account) {
+    try {
+      const st = await api('GET', '/admin/outbound/accounts/' + encodeURIComponent(account));
+      $('outbound-state').textContent = outboundLine(st);
+      $('release-form').hidden = st.state !== 'suspended';
+    } catch (e) { state.outboundAccount = null; throw e; }
+  }
+  const log = await api('GET', '/admin/outbound/log?limit=20');
+  $('deliveries').replaceChildren(...log.deliveries.map((d) => row(fmtDate(d.at) + ' ' + d.recipient + ' ' + d.status + ' ' + d.code + (d.text ? ' ' + d.text : ''))));
+}
+
 function formHandler(id, fn) {
   $(id).addEventListener('submit', async (ev) => {
     ev.preventDefault();
@@ -339,8 +408,13 @@ document.addEventListener('DOMContentLoaded', () => {
   $('to-junk').addEventListener('click', () => act(() => api('POST', '/messages/' + state.current.id + '/move', { folder: 'Junk' }), t('moved')));
   $('to-inbox').addEventListener('click', () => act(() => api('POST', '/messages/' + state.current.id + '/move', { folder: 'INBOX' }), t('moved')));
   $('show-images').addEventListener('click', showImages);
+  $('compose-link').addEventListener('click', showCompose);
+  $('compose-cancel').addEventListener('click', () => show('mail-view'));
+  $('compose-form').addEventListener('submit', send);
   formHandler('domain-form', (f) => api('POST', '/admin/domains', { name: f.name.value }));
   formHandler('user-form', (f) => api('POST', '/admin/users', { address: f.address.value, password: f.password.value }));
+  formHandler('outbound-form', (f) => { state.outboundAccount = f.account.value.trim(); });
+  formHandler('release-form', (f) => api('POST', '/admin/outbound/accounts/' + encodeURIComponent(state.outboundAccount) + '/release', { why: f.why.value }));
   formHandler('token-form', async (f) => { const tk = await api('POST', '/tokens', { name: f.name.value }); $('new-token').textContent = t('tokenShown') + tk.token; });
   if (tokens.access || tokens.refresh) start().catch(showLogin); else showLogin();
 });
