@@ -31,7 +31,9 @@ import (
 	"github.com/mairust/mairust/agent/hooks/health"
 	"github.com/mairust/mairust/agent/imapd"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/outbound/monitor"
 	"github.com/mairust/mairust/agent/outbound/queue"
+	"github.com/mairust/mairust/agent/policy"
 	"github.com/mairust/mairust/agent/retention"
 	"github.com/mairust/mairust/agent/smtpd"
 	"github.com/mairust/mairust/agent/spam"
@@ -128,7 +130,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
 	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), hooks.Collectors(), health.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors(),
-		submission.Collectors(), queue.Collectors()} {
+		submission.Collectors(), queue.Collectors(), monitor.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 
@@ -207,7 +209,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	a.hooks.Register(workers)
 	defer a.hooks.Close()
 	a.api.SetPlugins(a.hooks)
-	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval)},
+	jobClient, err := jobs.Start(ctx, pool, workers, []*river.PeriodicJob{retention.Periodic(cfg.Retention.CleanupInterval), policy.PurgePeriodic(time.Hour)},
 		jobs.Options{Queues: map[string]int{hooks.Queue: cfg.Plugins.Workers, queue.QueueName: cfg.Outbound.Workers}, RescueAfter: cfg.Jobs.RescueAfter}, a.log)
 	if err != nil {
 		return err
@@ -293,6 +295,7 @@ func (a *Agent) shutdown(jobClient *jobs.Client, httpSrvs ...*http.Server) {
 	for _, hs := range httpSrvs {
 		hs.Shutdown(jctx)
 	}
+	a.out.monitor.Close()
 	a.log.Info("agent stopped", "component", "agent")
 }
 
@@ -330,6 +333,7 @@ func (a *Agent) Reload() (config.Changes, error) {
 	if err := a.out.policy.Apply(applied.PolicySettings()); err != nil {
 		a.log.Error("outbound policy settings not applied; the previous ones stay", "component", "agent", "error", err)
 	}
+	a.out.monitor.Apply(applied.Monitor)
 	a.hooks.Apply(pluginSettings(applied))
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()

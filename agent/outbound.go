@@ -12,6 +12,7 @@ import (
 	"github.com/mairust/mairust/agent/dkim"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/outbound/deliver"
+	"github.com/mairust/mairust/agent/outbound/monitor"
 	"github.com/mairust/mairust/agent/outbound/queue"
 	"github.com/mairust/mairust/agent/outbound/submit"
 	"github.com/mairust/mairust/agent/policy"
@@ -23,10 +24,11 @@ import (
 // outbound is the sending side: the policy engine, the delivery queue and
 // the submission server that feeds them.
 type outbound struct {
-	policy *policy.Engine
-	queue  *queue.Queue
-	server *submission.Server
-	submit *submit.Submitter
+	policy  *policy.Engine
+	queue   *queue.Queue
+	server  *submission.Server
+	submit  *submit.Submitter
+	monitor *monitor.Notifier
 }
 
 // outboundAdmin joins the policy engine's sending states and the queue's
@@ -58,9 +60,12 @@ func newOutbound(cfg config.Config, pool *pgxpool.Pool, store *mailstore.Store, 
 		return nil, err
 	}
 	o.queue.Register(workers)
+	river.AddWorker(workers, &policy.PurgeWorker{Engine: o.policy, Log: log})
+	// Made even when disabled, so that a reload can turn it on.
+	o.monitor = monitor.New(cfg.Monitor, cfg.SMTP.Hostname, log)
 	acc := accounts.New(pool)
 	sub := &submit.Submitter{Pool: pool, Accounts: acc, Store: store, Queue: o.queue, Policy: o.policy,
-		Signer: dkim.NewSigner(keys), Scanner: scanner, Log: log.With("component", "submit")}
+		Signer: dkim.NewSigner(keys), Scanner: scanner, Notifier: o.monitor, Log: log.With("component", "submit")}
 	o.submit = sub
 	s := cfg.Submission
 	o.server, err = submission.New(submission.Config{Hostname: cfg.SMTP.Hostname, TLSConfig: tlsCfg,

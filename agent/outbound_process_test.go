@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os/exec"
 	"strings"
 	"sync"
@@ -199,7 +200,8 @@ func txtLookup(t *testing.T, pool *pgxpool.Pool) func(string) ([]string, error) 
 }
 
 // TestSubmissionPolicySuspends: an account sending a burst walks from
-// allow through warn to suspend and gets the exact 550 text.
+// allow through warn to suspend and gets the exact 550 text; the monitor
+// it notifies is down, which changes nothing but a counter.
 func TestSubmissionPolicySuspends(t *testing.T) {
 	_, sinkAddr := newSink(t)
 	cfgPath, _, _ := setup(t, `outbound:
@@ -208,6 +210,10 @@ outbound_policy:
   weights: {rate: 1, content: 0, history: 0}
   max_per_hour: 10
   soft_limit_fraction: 1
+monitor:
+  enabled: true
+  url: http://`+proctest.FreeAddr(t)+`/notify
+  timeout: 1s
 `)
 	p := startAgent(t, cfgPath)
 	const alice = "alice@example.test"
@@ -231,4 +237,26 @@ outbound_policy:
 	if err := submit(p.submission, alice, "pw-"+alice, []string{"x@remote.test"}, "again"); err == nil || !strings.Contains(err.Error(), policy.SuspendedText) {
 		t.Fatalf("while suspended: %v", err)
 	}
+	// The warning was notified (and failed: nothing listens); the later
+	// notices of the account were held back by its 10-minute spacing.
+	waitFor(t, "the failed notification in the metrics", func() bool {
+		m := metrics(t, p.http)
+		return strings.Contains(m, `mairust_monitor_notifications_total{result="failed"} 1`) &&
+			strings.Contains(m, `mairust_monitor_notifications_total{result="dropped_rate"}`)
+	})
+}
+
+// metrics returns the agent's /metrics page.
+func metrics(t *testing.T, addr string) string {
+	t.Helper()
+	resp, err := http.Get("http://" + addr + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(b)
 }

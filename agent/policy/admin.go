@@ -19,31 +19,24 @@ func (e *Engine) Status(ctx context.Context, account string) (Status, error) {
 	c := e.settings.Load()
 	now := e.now()
 	account = normalize(account)
-	var st Status
-	err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-		var exists bool
-		if err := tx.QueryRow(ctx, `SELECT EXISTS(SELECT 1 FROM outbound_accounts WHERE account=$1)`, account).Scan(&exists); err != nil {
-			return err
-		}
-		if !exists {
-			st = Status{Account: account, State: Allowed}
-			return nil
-		}
-		r, err := e.lock(ctx, tx, c, account, "", now)
-		if err != nil {
-			return err
-		}
-		st = Status{Account: account, State: r.state, Reason: r.reason, By: r.by, UpdatedAt: r.updatedAt}
-		if r.softUntil != nil {
-			st.SoftUntil = *r.softUntil
-		}
-		if r.suspendedAt != nil {
-			st.SuspendedAt = *r.suspendedAt
-		}
-		return nil
+	var r row
+	err := e.inTx(ctx, func(b *pgx.Batch) { queueLock(b, account, &r) }, func(w *pgx.Batch) error {
+		var err error
+		r, err = expire(w, c, account, r, now)
+		return err
 	})
 	if err != nil {
 		return Status{}, fmt.Errorf("policy: status %s: %w", account, err)
+	}
+	if !r.found {
+		return Status{Account: account, State: Allowed}, nil
+	}
+	st := Status{Account: account, State: r.state, Reason: r.reason, By: r.by, UpdatedAt: r.updatedAt}
+	if r.softUntil != nil {
+		st.SoftUntil = *r.softUntil
+	}
+	if r.suspendedAt != nil {
+		st.SuspendedAt = *r.suspendedAt
 	}
 	return st, nil
 }
@@ -54,15 +47,16 @@ func (e *Engine) Release(ctx context.Context, account, by, why string) error {
 	c := e.settings.Load()
 	now := e.now()
 	account = normalize(account)
-	err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-		r, err := e.lock(ctx, tx, c, account, "", now)
+	var r row
+	err := e.inTx(ctx, func(b *pgx.Batch) { queueLock(b, account, &r) }, func(w *pgx.Batch) error {
+		r, err := expire(w, c, account, r, now)
 		if err != nil {
 			return err
 		}
 		if r.state != Suspended {
 			return ErrNotSuspended
 		}
-		return e.transition(ctx, tx, account, now, "release", Suspended, Allowed, by, why, nil, nil)
+		return transition(w, account, now, "release", Suspended, Allowed, by, why, nil, nil)
 	})
 	if err != nil {
 		return fmt.Errorf("policy: release %s: %w", account, err)

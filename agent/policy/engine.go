@@ -54,6 +54,7 @@ type Decision struct {
 	// (SMTPCode 550 or 450); empty otherwise.
 	Message  string
 	SMTPCode int
+	At       time.Time // when it was made
 
 	newRecipients int // this message's recipients the account never sent to
 }
@@ -106,6 +107,7 @@ func (e *Engine) Apply(s Settings) error {
 func (e *Engine) Settings() Settings { return e.settings.Load().Settings }
 
 type row struct {
+	found       bool // false: the account has no state row yet
 	state       State
 	softUntil   *time.Time
 	suspendedAt *time.Time
@@ -113,48 +115,82 @@ type row struct {
 	updatedAt   time.Time
 }
 
-// lock takes the account's state row FOR UPDATE (creating it), so that
-// evaluations of one account are serialized, and applies the transitions
-// that time alone causes (end of a soft limit, automatic re-enable).
-func (e *Engine) lock(ctx context.Context, tx pgx.Tx, c *compiled, account, tenant string, now time.Time) (row, error) {
-	if _, err := tx.Exec(ctx, `INSERT INTO outbound_accounts(account, tenant_id, updated_at) VALUES($1, $2, $3)
-		ON CONFLICT (account) DO NOTHING`, account, tenant, now); err != nil {
-		return row{}, err
+// inTx runs one transaction in two round trips: BEGIN with the statements
+// read queues (their callbacks fill in what write needs), then the
+// statements write queues with COMMIT. On an error it is rolled back.
+func (e *Engine) inTx(ctx context.Context, read func(*pgx.Batch), write func(*pgx.Batch) error) error {
+	conn, err := e.pool.Acquire(ctx)
+	if err != nil {
+		return err
 	}
-	var r row
-	var st string
-	if err := tx.QueryRow(ctx, `SELECT state, soft_until, suspended_at, reason, changed_by, updated_at
-		FROM outbound_accounts WHERE account=$1 FOR UPDATE`, account).Scan(&st, &r.softUntil, &r.suspendedAt, &r.reason, &r.by, &r.updatedAt); err != nil {
-		return row{}, err
+	// A connection still in a transaction when released (the rollback
+	// failed too, ctx done for instance) is closed by the pool, which rolls
+	// it back as well.
+	defer conn.Release()
+	b := &pgx.Batch{}
+	b.Queue("BEGIN")
+	read(b)
+	err = conn.SendBatch(ctx, b).Close()
+	if err == nil {
+		b = &pgx.Batch{}
+		if err = write(b); err == nil {
+			b.Queue("COMMIT")
+			err = conn.SendBatch(ctx, b).Close()
+		}
 	}
-	r.state = State(st)
+	if err != nil && conn.Conn().PgConn().TxStatus() != 'I' {
+		conn.Exec(ctx, "ROLLBACK")
+	}
+	return err
+}
+
+// queueCreate queues the creation of the account's state row when missing.
+func queueCreate(b *pgx.Batch, account, tenant string, now time.Time) {
+	b.Queue(`INSERT INTO outbound_accounts(account, tenant_id, updated_at) VALUES($1, $2, $3)
+		ON CONFLICT (account) DO NOTHING`, account, tenant, now)
+}
+
+// queueLock queues the read of the account's state row FOR UPDATE into r,
+// so that evaluations of one account are serialized.
+func queueLock(b *pgx.Batch, account string, r *row) {
+	b.Queue(`SELECT state, soft_until, suspended_at, reason, changed_by, updated_at
+		FROM outbound_accounts WHERE account=$1 FOR UPDATE`, account).QueryRow(func(pr pgx.Row) error {
+		var st string
+		err := pr.Scan(&st, &r.softUntil, &r.suspendedAt, &r.reason, &r.by, &r.updatedAt)
+		if errors.Is(err, pgx.ErrNoRows) {
+			return nil
+		}
+		r.found, r.state = true, State(st)
+		return err
+	})
+}
+
+// expire queues into w the transitions that time alone causes (automatic
+// re-enable, end of a soft limit) and returns the row after them.
+func expire(w *pgx.Batch, c *compiled, account string, r row, now time.Time) (row, error) {
 	if r.state == Suspended && c.AutoReenableAfterHours > 0 && r.suspendedAt != nil &&
 		!now.Before(r.suspendedAt.Add(time.Duration(c.AutoReenableAfterHours)*time.Hour)) {
 		until := now.Add(time.Duration(c.SoftLimitHours) * time.Hour)
 		why := fmt.Sprintf("automatically re-enabled after %d hours", c.AutoReenableAfterHours)
-		if err := e.transition(ctx, tx, account, now, "auto_reenable", Suspended, SoftLimited, "system", why, nil, &until); err != nil {
+		if err := transition(w, account, now, "auto_reenable", Suspended, SoftLimited, "system", why, nil, &until); err != nil {
 			return row{}, err
 		}
-		r = row{state: SoftLimited, softUntil: &until, reason: why, by: "system", updatedAt: now}
+		r = row{found: true, state: SoftLimited, softUntil: &until, reason: why, by: "system", updatedAt: now}
 	}
 	if r.state == SoftLimited && (r.softUntil == nil || !now.Before(*r.softUntil)) {
-		if err := e.transition(ctx, tx, account, now, "soft_limit_end", SoftLimited, Allowed, "system", "soft limit expired", nil, nil); err != nil {
+		if err := transition(w, account, now, "soft_limit_end", SoftLimited, Allowed, "system", "soft limit expired", nil, nil); err != nil {
 			return row{}, err
 		}
-		r = row{state: Allowed, reason: "soft limit expired", by: "system", updatedAt: now}
+		r = row{found: true, state: Allowed, reason: "soft limit expired", by: "system", updatedAt: now}
 	}
 	return r, nil
 }
 
-// transition updates the state row and logs the event.
-func (e *Engine) transition(ctx context.Context, tx pgx.Tx, account string, now time.Time, kind string, from, to State, by, why string, d *Decision, softUntil *time.Time) error {
+// transition queues the update of the state row and the event.
+func transition(w *pgx.Batch, account string, now time.Time, kind string, from, to State, by, why string, d *Decision, softUntil *time.Time) error {
 	var suspendedAt *time.Time
 	if to == Suspended {
 		suspendedAt = &now
-	}
-	if _, err := tx.Exec(ctx, `UPDATE outbound_accounts SET state=$2, soft_until=$3, suspended_at=$4, reason=$5,
-		changed_by=$6, updated_at=$7 WHERE account=$1`, account, string(to), softUntil, suspendedAt, why, by, now); err != nil {
-		return err
 	}
 	var score *float64
 	factors := []byte("{}")
@@ -165,14 +201,60 @@ func (e *Engine) transition(ctx context.Context, tx pgx.Tx, account string, now 
 			return err
 		}
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO outbound_events(account, at, kind, from_state, to_state, actor, reason, score, factors)
+	w.Queue(`UPDATE outbound_accounts SET state=$2, soft_until=$3, suspended_at=$4, reason=$5,
+		changed_by=$6, updated_at=$7 WHERE account=$1`, account, string(to), softUntil, suspendedAt, why, by, now)
+	w.Queue(`INSERT INTO outbound_events(account, at, kind, from_state, to_state, actor, reason, score, factors)
 		VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)`, account, now, kind, string(from), string(to), by, why, score, factors)
-	return err
+	return nil
+}
+
+// figures are what an evaluation reads besides the state row: counts of
+// counted messages before the one evaluated, and the account's history.
+type figures struct {
+	hour, day, window, newHour int // sliding windows; window: a profile's, when at most an hour
+	known                      int // the message's recipients the account has sent to
+	baseline                   *float64
+	history                    Counts // Sent7d, Bounces7d, Complaints30d, Warnings7d, Suspensions30d
+}
+
+// queueFigures queues the one statement that reads f. The last hour (and a
+// profile's window within it) is counted from the per-message records; the
+// last 24 hours from them for its first, partial clock hour and from
+// outbound_hourly for the rest, so that no count reads more than an hour of
+// records; one pass over outbound_hourly gives that, the baseline and the
+// week's volume.
+func queueFigures(b *pgx.Batch, c *compiled, pf *profile, account string, rcpts []string, now time.Time, f *figures) {
+	window := time.Duration(0)
+	if pf != nil {
+		window = min(pf.rate.Window, time.Hour)
+	}
+	dayAgo := now.Add(-24 * time.Hour)
+	b.Queue(`SELECT m.hour, m.win, m.new_hour, p.n + h.day, r.known, h.baseline, h.week,
+			fb.bounces, fb.complaints, ev.warnings, ev.suspensions
+		FROM (SELECT count(*) AS hour, count(*) FILTER (WHERE at > $3) AS win, coalesce(sum(new_recipients), 0) AS new_hour
+			FROM outbound_messages WHERE account=$1 AND counted AND at > $2) m,
+		(SELECT count(*) AS n FROM outbound_messages WHERE account=$1 AND counted AND at > $4 AND at < $5) p,
+		(SELECT coalesce(sum(messages) FILTER (WHERE hour >= $5), 0) AS day,
+			percentile_cont(0.5) WITHIN GROUP (ORDER BY messages) FILTER (WHERE hour >= $7 AND hour < $8 AND messages > 0) AS baseline,
+			coalesce(sum(messages) FILTER (WHERE hour >= $9), 0) AS week
+			FROM outbound_hourly WHERE account=$1 AND hour >= least($5, $7, $9)) h,
+		(SELECT count(*) AS known FROM outbound_recipients WHERE account=$1 AND recipient = ANY($6)) r,
+		(SELECT count(*) FILTER (WHERE kind='bounce' AND at > $9) AS bounces, count(*) FILTER (WHERE kind='complaint') AS complaints
+			FROM outbound_feedback WHERE account=$1 AND at > $10) fb,
+		(SELECT count(*) FILTER (WHERE kind='warn' AND at > $9) AS warnings, count(*) FILTER (WHERE kind='suspend') AS suspensions
+			FROM outbound_events WHERE account=$1 AND kind IN ('warn', 'suspend') AND at > $10) ev`,
+		account, now.Add(-time.Hour), now.Add(-window), dayAgo, dayAgo.Truncate(time.Hour).Add(time.Hour), rcpts,
+		now.Add(-time.Duration(c.BaselineDays)*24*time.Hour), now.Truncate(time.Hour),
+		now.Add(-7*24*time.Hour), now.Add(-30*24*time.Hour)).QueryRow(func(r pgx.Row) error {
+		h := &f.history
+		return r.Scan(&f.hour, &f.window, &f.newHour, &f.day, &f.known, &f.baseline,
+			&h.Sent7d, &h.Bounces7d, &h.Complaints30d, &h.Warnings7d, &h.Suspensions30d)
+	})
 }
 
 // Evaluate scores a submission, records it and any transition it causes in
 // one transaction, and returns the decision. Evaluations of one account are
-// serialized by a row lock.
+// serialized by a row lock. It takes two round trips to the database.
 func (e *Engine) Evaluate(ctx context.Context, s Submission) (Decision, error) {
 	c := e.settings.Load()
 	now := e.now()
@@ -181,57 +263,56 @@ func (e *Engine) Evaluate(ctx context.Context, s Submission) (Decision, error) {
 		return Decision{}, errors.New("policy: empty account")
 	}
 	rcpts := uniqueRecipients(s.Recipients)
+	pf := c.byAccount[account]
+	var r row
+	var f figures
 	var d Decision
-	err := pgx.BeginFunc(ctx, e.pool, func(tx pgx.Tx) error {
-		d = Decision{}
-		r, err := e.lock(ctx, tx, c, account, s.TenantID, now)
+	err := e.inTx(ctx, func(b *pgx.Batch) {
+		queueCreate(b, account, s.TenantID, now)
+		queueLock(b, account, &r)
+		queueFigures(b, c, pf, account, rcpts, now, &f)
+	}, func(w *pgx.Batch) error {
+		r, err := expire(w, c, account, r, now)
 		if err != nil {
 			return err
 		}
-		d, err = e.decide(ctx, tx, c, r, account, s, rcpts, now)
-		if err != nil {
+		if d, err = decide(w, c, pf, r, account, s, rcpts, f, now); err != nil {
 			return err
 		}
-		return e.record(ctx, tx, account, s.TenantID, rcpts, d, now)
+		if d.Action != Warn && d.Action != Suspend {
+			// Only counts are written: they become durable with the
+			// message's own commit when it is sent (WAL is flushed in
+			// order); a crash of PostgreSQL may lose those of the last
+			// refusals.
+			w.Queue("SET LOCAL synchronous_commit = off")
+		}
+		record(w, account, s.TenantID, rcpts, d, now)
+		return nil
 	})
 	if err != nil {
 		return Decision{}, fmt.Errorf("policy: evaluate %s: %w", account, err)
 	}
+	d.At = now
 	return d, nil
 }
 
-func (e *Engine) decide(ctx context.Context, tx pgx.Tx, c *compiled, r row, account string, s Submission, rcpts []string, now time.Time) (Decision, error) {
+func decide(w *pgx.Batch, c *compiled, pf *profile, r row, account string, s Submission, rcpts []string, f figures, now time.Time) (Decision, error) {
 	if r.state == Suspended {
 		return Decision{Action: Refuse, Reason: "account suspended: " + r.reason, Message: SuspendedText, SMTPCode: 550}, nil
 	}
 	var d Decision
-	pf := c.byAccount[account]
 	warnAt, suspendAt := c.WarnThreshold, c.SuspendThreshold
-	window := time.Duration(0)
+	hour, day, win := f.hour, f.day, f.window
 	if pf != nil {
 		d.Profile = pf.ID
 		warnAt, suspendAt = pf.warn, pf.suspend
-		window = pf.rate.Window
+		if pf.rate.Window > time.Hour {
+			win = day
+		}
 	}
-	// Sliding-window counts, before this message.
-	var hour, day, win, newHour int
-	if err := tx.QueryRow(ctx, `SELECT
-			count(*) FILTER (WHERE at > $2::timestamptz - interval '1 hour'),
-			count(*) FILTER (WHERE at > $2::timestamptz - interval '1 day'),
-			count(*) FILTER (WHERE at > $2::timestamptz - $3::interval),
-			coalesce(sum(new_recipients) FILTER (WHERE at > $2::timestamptz - interval '1 hour'), 0)
-		FROM outbound_messages WHERE account=$1 AND counted AND at > $2::timestamptz - interval '1 day'`,
-		account, now, window).Scan(&hour, &day, &win, &newHour); err != nil {
-		return d, err
-	}
-	var known int
-	if err := tx.QueryRow(ctx, `SELECT count(*) FROM outbound_recipients WHERE account=$1 AND recipient = ANY($2)`,
-		account, rcpts).Scan(&known); err != nil {
-		return d, err
-	}
-	newRcpts := len(rcpts) - known
-	d.newRecipients = newRcpts
-	d.Counts = Counts{Hour: hour + 1, Day: day + 1, NewRecipientsHour: newHour + newRcpts}
+	d.newRecipients = len(rcpts) - f.known
+	d.Counts = f.history
+	d.Counts.Hour, d.Counts.Day, d.Counts.NewRecipientsHour = hour+1, day+1, f.newHour+d.newRecipients
 	if pf != nil {
 		d.Counts.Window = win + 1
 	}
@@ -258,28 +339,10 @@ func (e *Engine) decide(ctx context.Context, tx pgx.Tx, c *compiled, r row, acco
 		}
 	}
 
-	// Baseline and history.
-	var baseline *float64
-	if err := tx.QueryRow(ctx, `SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY messages) FROM outbound_hourly
-		WHERE account=$1 AND hour >= $2 AND hour < $3 AND messages > 0`,
-		account, now.Add(-time.Duration(c.BaselineDays)*24*time.Hour), now.Truncate(time.Hour)).Scan(&baseline); err != nil {
-		return d, err
-	}
 	d.Counts.Baseline = c.BaselineFloor
-	if baseline != nil && *baseline > c.BaselineFloor {
-		d.Counts.Baseline = *baseline
+	if f.baseline != nil && *f.baseline > c.BaselineFloor {
+		d.Counts.Baseline = *f.baseline
 	}
-	if err := tx.QueryRow(ctx, `SELECT
-		(SELECT coalesce(sum(messages), 0) FROM outbound_hourly WHERE account=$1 AND hour >= $2),
-		(SELECT count(*) FROM outbound_feedback WHERE account=$1 AND kind='bounce' AND at > $2),
-		(SELECT count(*) FROM outbound_feedback WHERE account=$1 AND kind='complaint' AND at > $3),
-		(SELECT count(*) FROM outbound_events WHERE account=$1 AND kind='warn' AND at > $2),
-		(SELECT count(*) FROM outbound_events WHERE account=$1 AND kind='suspend' AND at > $3)`,
-		account, now.Add(-7*24*time.Hour), now.Add(-30*24*time.Hour)).Scan(
-		&d.Counts.Sent7d, &d.Counts.Bounces7d, &d.Counts.Complaints30d, &d.Counts.Warnings7d, &d.Counts.Suspensions30d); err != nil {
-		return d, err
-	}
-
 	if pf != nil {
 		d.Factors.Rate = clamp01(float64(d.Counts.Window) / float64(pf.rate.Count))
 	} else {
@@ -292,37 +355,33 @@ func (e *Engine) decide(ctx context.Context, tx pgx.Tx, c *compiled, r row, acco
 	switch {
 	case d.Score >= suspendAt:
 		d.Action, d.Reason, d.Message, d.SMTPCode = Suspend, why+" ≥ "+fmt.Sprint(suspendAt), SuspendedText, 550
-		return d, e.transition(ctx, tx, account, now, "suspend", r.state, Suspended, "policy", d.Reason, &d, nil)
+		return d, transition(w, account, now, "suspend", r.state, Suspended, "policy", d.Reason, &d, nil)
 	case d.Score >= warnAt:
 		d.Action, d.Reason = Warn, why+" ≥ "+fmt.Sprint(warnAt)
 		until := now.Add(time.Duration(c.SoftLimitHours) * time.Hour)
-		return d, e.transition(ctx, tx, account, now, "warn", r.state, SoftLimited, "policy", d.Reason, &d, &until)
+		return d, transition(w, account, now, "warn", r.state, SoftLimited, "policy", d.Reason, &d, &until)
 	default:
 		d.Action, d.Reason = Allow, why
 		return d, nil
 	}
 }
 
-func (e *Engine) record(ctx context.Context, tx pgx.Tx, account, tenant string, rcpts []string, d Decision, now time.Time) error {
+// record queues the writes that count the message: its record, its
+// recipients and the hourly and daily aggregates.
+func record(w *pgx.Batch, account, tenant string, rcpts []string, d Decision, now time.Time) {
 	sent := d.Sent()
 	newRcpts := 0
 	if sent {
 		newRcpts = d.newRecipients
-		if _, err := tx.Exec(ctx, `INSERT INTO outbound_recipients(account, recipient, first_at, last_at)
+		w.Queue(`INSERT INTO outbound_recipients(account, recipient, first_at, last_at)
 			SELECT $1, r, $3, $3 FROM unnest($2::text[]) r
-			ON CONFLICT (account, recipient) DO UPDATE SET last_at = EXCLUDED.last_at`, account, rcpts, now); err != nil {
-			return err
-		}
-		if _, err := tx.Exec(ctx, `INSERT INTO outbound_hourly(account, hour, messages) VALUES($1, $2, 1)
+			ON CONFLICT (account, recipient) DO UPDATE SET last_at = EXCLUDED.last_at`, account, rcpts, now)
+		w.Queue(`INSERT INTO outbound_hourly(account, hour, messages) VALUES($1, $2, 1)
 			ON CONFLICT (account, hour) DO UPDATE SET messages = outbound_hourly.messages + 1`,
-			account, now.Truncate(time.Hour)); err != nil {
-			return err
-		}
+			account, now.Truncate(time.Hour))
 	}
-	if _, err := tx.Exec(ctx, `INSERT INTO outbound_messages(account, tenant_id, at, recipients, new_recipients, score, decision, counted)
-		VALUES($1, $2, $3, $4, $5, $6, $7, $8)`, account, tenant, now, len(rcpts), newRcpts, d.Score, string(d.Action), sent); err != nil {
-		return err
-	}
+	w.Queue(`INSERT INTO outbound_messages(account, tenant_id, at, recipients, new_recipients, score, decision, counted)
+		VALUES($1, $2, $3, $4, $5, $6, $7, $8)`, account, tenant, now, len(rcpts), newRcpts, d.Score, string(d.Action), sent)
 	b := func(v bool) int {
 		if v {
 			return 1
@@ -333,14 +392,13 @@ func (e *Engine) record(ctx context.Context, tx pgx.Tx, account, tenant string, 
 	if sent {
 		nr = len(rcpts)
 	}
-	_, err := tx.Exec(ctx, `INSERT INTO outbound_daily AS o (account, day, tenant_id, messages, recipients, new_recipients, warned, refused, suspended)
+	w.Queue(`INSERT INTO outbound_daily AS o (account, day, tenant_id, messages, recipients, new_recipients, warned, refused, suspended)
 		VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)
 		ON CONFLICT (account, day) DO UPDATE SET messages = o.messages + EXCLUDED.messages,
 			recipients = o.recipients + EXCLUDED.recipients, new_recipients = o.new_recipients + EXCLUDED.new_recipients,
 			warned = o.warned + EXCLUDED.warned, refused = o.refused + EXCLUDED.refused, suspended = o.suspended + EXCLUDED.suspended`,
 		account, now.UTC().Format("2006-01-02"), tenant, msgs, nr, newRcpts,
 		b(d.Action == Warn), b(d.Action == Refuse || d.Action == Suspend), b(d.Action == Suspend))
-	return err
 }
 
 func uniqueRecipients(in []string) []string {

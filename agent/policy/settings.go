@@ -65,6 +65,17 @@
 // hourly, daily, new-recipient and baseline terms: rate = count in the
 // profile's window / its count, and the soft cap is soft_limit_fraction of
 // it over the same window. A profile may set its own thresholds.
+//
+// # Records
+//
+// Each evaluation is one transaction in two round trips to PostgreSQL, and
+// reads a bounded amount whatever the history: at most an hour of
+// per-message records, the rest from the hourly aggregates. A warning or
+// suspension (also reported through Decision.Notice) is committed
+// durably; other evaluations commit asynchronously, their counts made
+// durable by the message's own commit. PurgeWorker, scheduled hourly with
+// PurgePeriodic, deletes what is past record_retention_days and
+// stats_retention_days.
 package policy
 
 import (

@@ -35,6 +35,7 @@ type Config struct {
 	Outbound          Outbound         `yaml:"outbound"`
 	OutboundPolicy    policy.Settings  `yaml:"outbound_policy"`
 	OutboundWhitelist []policy.Profile `yaml:"outbound_whitelist" reload:"live" doc:"Whitelist profiles for legitimate bulk senders, each evaluated under its own max_rate instead of the hourly, daily and baseline limits: a list of {id, accounts: [addresses], max_rate: \"N msgs/minute|hour|day\", description, and optionally warn_threshold and suspend_threshold}."`
+	Monitor           Monitor          `yaml:"monitor"`
 }
 
 // PolicySettings are the Outbound Policy Engine's settings: outbound_policy
@@ -195,6 +196,15 @@ type Spam struct {
 	RulesFile string        `yaml:"rules_file" reload:"live" doc:"YAML file of the built-in rules (see the Spam filtering section of the README). Empty: the default rule set (GTUBE, missing Date, missing Message-ID). Re-read by mairust reload."`
 }
 
+// Monitor is the monitor service that outbound-policy warnings and
+// suspensions are reported to.
+type Monitor struct {
+	Enabled bool          `yaml:"enabled" reload:"live" doc:"POST a JSON notification of each outbound-policy warning and suspension to url: per account at most one in 10 minutes and 24 a day, at most one a second in all; beyond, they are dropped and counted. Sending mail never waits for it."`
+	URL     string        `yaml:"url" reload:"live" doc:"http:// or https:// URL of the monitor service's notification endpoint; required with enabled."`
+	Token   string        `yaml:"token" env:"MAIRUST_MONITOR_TOKEN" reload:"live" doc:"Bearer token sent with each notification; prefer the environment variable."`
+	Timeout time.Duration `yaml:"timeout" reload:"live" doc:"Longest wait for the monitor's answer to one notification (100ms-1m); past it the notification counts as failed."`
+}
+
 // Default returns the settings used for every key the file leaves out.
 func Default() Config {
 	return Config{
@@ -267,6 +277,7 @@ func Default() Config {
 		Spam:      Spam{Timeout: 10 * time.Second, OnError: "accept"},
 
 		OutboundPolicy: policy.DefaultSettings(),
+		Monitor:        Monitor{Timeout: 5 * time.Second},
 	}
 }
 

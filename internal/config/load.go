@@ -312,6 +312,8 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"spam.learn_url", c.Spam.LearnURL != "" && !validHTTPURL(c.Spam.LearnURL), "must be an http:// or https:// URL with a host, e.g. http://127.0.0.1:11334"},
 		{"spam.timeout", c.Spam.Timeout < 100*time.Millisecond || c.Spam.Timeout > 2*time.Minute, "must be between 100ms and 2m"},
 		{"spam.on_error", !oneOf(c.Spam.OnError, "accept", "tempfail"), "must be accept or tempfail"},
+		{"monitor.url", (c.Monitor.Enabled || c.Monitor.URL != "") && !validHTTPURL(c.Monitor.URL), "must be an http:// or https:// URL with a host (required with monitor.enabled)"},
+		{"monitor.timeout", c.Monitor.Timeout < 100*time.Millisecond || c.Monitor.Timeout > time.Minute, "must be between 100ms and 1m"},
 	}
 	if c.Storage.Backend == "s3" {
 		key, keyErr := base64.StdEncoding.DecodeString(c.S3.ClientKey)

@@ -35,6 +35,12 @@ type Scanner interface {
 	Scan(ctx context.Context, env spam.Envelope, msg []byte) (spam.Verdict, error)
 }
 
+// Notifier is told of the policy's warnings and suspensions (satisfied by
+// *monitor.Notifier); Notify must return at once.
+type Notifier interface {
+	Notify(policy.Notice)
+}
+
 // Submitter implements submission.Submitter.
 type Submitter struct {
 	Pool     *pgxpool.Pool
@@ -44,6 +50,7 @@ type Submitter struct {
 	Policy   *policy.Engine
 	Signer   *dkim.Signer // nil: nothing is signed
 	Scanner  Scanner      // nil: the content factor is 0
+	Notifier Notifier     // nil: no one is told of warnings and suspensions
 	Log      *slog.Logger
 }
 
@@ -67,6 +74,9 @@ func (sb *Submitter) Submit(ctx context.Context, s submission.Submission) error 
 	d, err := sb.Policy.Evaluate(ctx, ps)
 	if err != nil {
 		return fmt.Errorf("submit: policy: %w", err)
+	}
+	if n, ok := d.Notice(ps); ok && sb.Notifier != nil {
+		sb.Notifier.Notify(n)
 	}
 	if !d.Sent() {
 		sb.Log.Warn("submission refused by the outbound policy", "account", s.Address, "code", d.SMTPCode, "score", d.Score, "reason", d.Reason)
