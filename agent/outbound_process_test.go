@@ -23,6 +23,7 @@ import (
 	mdkim "github.com/mairust/mairust/agent/dkim"
 	"github.com/mairust/mairust/agent/policy"
 	"github.com/mairust/mairust/internal/proctest"
+	"github.com/mairust/mairust/internal/smtpload"
 )
 
 // sink is an SMTP server on loopback standing for the rest of the
@@ -90,7 +91,10 @@ func (ss *sinkSession) Data(r io.Reader) error {
 	ss.s.mu.Lock()
 	ss.s.msgs = append(ss.s.msgs, sunk{ss.from, ss.to, data})
 	ss.s.mu.Unlock()
-	ss.s.got <- struct{}{}
+	select {
+	case ss.s.got <- struct{}{}:
+	default: // nobody waits for each message
+	}
 	return nil
 }
 func (ss *sinkSession) Reset()        {}
@@ -131,9 +135,15 @@ func folderCount(t *testing.T, pool *pgxpool.Pool, user, special string) int {
 // waitFor polls cond for up to a minute.
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(50 * time.Millisecond) {
+	waitLong(t, what, time.Minute, cond)
+}
+
+// waitLong polls cond for up to limit.
+func waitLong(t *testing.T, what string, limit time.Duration, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(limit); !cond(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
-			t.Fatalf("%s: not within a minute", what)
+			t.Fatalf("%s: not within %s", what, limit)
 		}
 	}
 }
@@ -259,4 +269,41 @@ func metrics(t *testing.T, addr string) string {
 		t.Fatal(err)
 	}
 	return string(b)
+}
+
+// TestWhitelistedNewsletterNotSuspended: a newsletter account in a
+// whitelist profile sends 2,000 messages within the hour, ten times the
+// regular hourly cap, and is neither throttled nor suspended.
+func TestWhitelistedNewsletterNotSuspended(t *testing.T) {
+	s, sinkAddr := newSink(t)
+	cfgPath, _, pool := setup(t, `outbound:
+  routes: ["remote.test=`+sinkAddr+`"]
+outbound_whitelist:
+  - id: newsletter
+    accounts: [alice@example.test]
+    max_rate: "5000 msgs/hour"
+    description: Official newsletter
+`)
+	p := startAgent(t, cfgPath)
+	const alice, n = "alice@example.test", 2000
+	res, err := smtpload.Run(context.Background(), smtpload.Options{Addr: p.submission, Conns: 8, Messages: n, Size: 2048,
+		From: alice, To: []string{"subscribers@remote.test"}, StartTLS: true, InsecureSkipVerify: true, Auth: alice + ":pw-" + alice})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if res.OK != n || res.Failed != 0 {
+		t.Fatalf("%d accepted, %d refused (%v); want all %d\n%s", res.OK, res.Failed, res.Failures, n, p.logs())
+	}
+	waitLong(t, "all delivered to the sink", 5*time.Minute, func() bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.msgs) == n
+	})
+	var state string
+	if err := pool.QueryRow(context.Background(), `SELECT state FROM outbound_accounts WHERE account = $1`, alice).Scan(&state); err != nil {
+		t.Fatal(err)
+	}
+	if state != string(policy.Allowed) {
+		t.Errorf("after %d messages the newsletter account is %s", n, state)
+	}
 }
