@@ -60,7 +60,7 @@ func newOutbound(cfg config.Config, pool *pgxpool.Pool, store *mailstore.Store, 
 		return nil, err
 	}
 	o.queue.Register(workers)
-	river.AddWorker(workers, &policy.PurgeWorker{Engine: o.policy, Log: log})
+	river.AddWorker(workers, &policy.PurgeWorker{Engine: o.policy, Log: log, Records: o.queue.PurgeBefore})
 	// Made even when disabled, so that a reload can turn it on.
 	o.monitor = monitor.New(cfg.Monitor, cfg.SMTP.Hostname, log)
 	acc := accounts.New(pool)

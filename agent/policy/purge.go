@@ -20,6 +20,10 @@ type PurgeWorker struct {
 	river.WorkerDefaults[PurgeArgs]
 	Engine *Engine
 	Log    *slog.Logger
+	// Records, if set, purges other per-message outbound records (the
+	// delivery queue's log) kept as long as the engine's own:
+	// record_retention_days.
+	Records func(ctx context.Context, before time.Time) (int64, error)
 }
 
 // Work implements river.Worker.
@@ -28,8 +32,15 @@ func (w *PurgeWorker) Work(ctx context.Context, _ *river.Job[PurgeArgs]) error {
 	if err != nil {
 		return err
 	}
+	var delivery int64
+	if w.Records != nil {
+		days := w.Engine.Settings().RecordRetentionDays
+		if delivery, err = w.Records(ctx, w.Engine.now().AddDate(0, 0, -days)); err != nil {
+			return err
+		}
+	}
 	w.Log.Info("outbound policy records purged", "component", "policy", "messages", p.Messages, "recipients", p.Recipients,
-		"hourly", p.Hourly, "feedback", p.Feedback, "events", p.Events, "daily", p.Daily)
+		"hourly", p.Hourly, "feedback", p.Feedback, "events", p.Events, "daily", p.Daily, "delivery_records", delivery)
 	return nil
 }
 

@@ -27,7 +27,9 @@ func TestPurgeJob(t *testing.T) {
 	}
 	var logged bytes.Buffer
 	workers := river.NewWorkers()
-	river.AddWorker(workers, &PurgeWorker{Engine: w.e, Log: slog.New(slog.NewTextHandler(&logged, nil))})
+	var before time.Time // what the delivery records were purged before
+	records := func(_ context.Context, b time.Time) (int64, error) { before = b; return 7, nil }
+	river.AddWorker(workers, &PurgeWorker{Engine: w.e, Log: slog.New(slog.NewTextHandler(&logged, nil)), Records: records})
 	client, err := jobs.Start(ctx, w.pool, workers, []*river.PeriodicJob{PurgePeriodic(time.Hour)}, jobs.Options{},
 		slog.New(slog.DiscardHandler))
 	if err != nil {
@@ -62,7 +64,10 @@ func TestPurgeJob(t *testing.T) {
 	if rows.Err() != nil || strings.Join(left, ",") != "new@example.test,new@example.test" {
 		t.Fatalf("left %v %v", left, rows.Err())
 	}
-	for _, want := range []string{`msg="outbound policy records purged"`, "component=policy", "messages=1 recipients=2 hourly=1"} {
+	if want := w.clk.now().AddDate(0, 0, -30); !before.Equal(want) {
+		t.Errorf("delivery records purged before %v, want %v (record_retention_days before the engine's now)", before, want)
+	}
+	for _, want := range []string{`msg="outbound policy records purged"`, "component=policy", "messages=1 recipients=2 hourly=1", "delivery_records=7"} {
 		if !strings.Contains(logged.String(), want) {
 			t.Errorf("log lacks %q:\n%s", want, logged.String())
 		}

@@ -312,6 +312,44 @@ func TestDeliver(t *testing.T) {
 	}
 }
 
+// PurgeBefore deletes old log rows and finished messages, and keeps what
+// is recent or still queued.
+func TestPurgeBefore(t *testing.T) {
+	later := func(int, time.Time, time.Duration) (time.Time, bool) { return time.Now().Add(time.Hour), false }
+	e := newEnv(t, map[string]*server{"remote.test": newServer(t), "slow.test": newServer(t, busy)},
+		func(c *Config) { c.NextRetry = later })
+	done := e.enqueue(e.fromAlice("bob@remote.test"))
+	e.wait("outbound_deliver")
+	recent := e.enqueue(e.fromAlice("carol@remote.test"))
+	e.wait("outbound_deliver")
+	waiting := e.enqueue(e.fromAlice("dave@slow.test")) // deferred for an hour: stays queued
+	e.wait("outbound_deliver")
+	old := time.Now().Add(-40 * 24 * time.Hour)
+	for _, id := range []int64{done, waiting} {
+		if _, err := e.pool.Exec(t.Context(), `UPDATE outbound_queue SET created_at = $2 WHERE id = $1`, id, old); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.pool.Exec(t.Context(), `UPDATE outbound_delivery_log SET at = $2 WHERE queue_id = $1`, done, old); err != nil {
+		t.Fatal(err)
+	}
+	n, err := e.q.PurgeBefore(t.Context(), time.Now().Add(-30*24*time.Hour))
+	if err != nil || n != 2 {
+		t.Fatalf("purged %d rows, %v; want 2 (the old log row and the old delivered message)", n, err)
+	}
+	if _, err := e.q.Status(t.Context(), done); !errors.Is(err, ErrNotFound) {
+		t.Errorf("the old delivered message: %v", err)
+	}
+	for _, id := range []int64{recent, waiting} {
+		if _, err := e.q.Status(t.Context(), id); err != nil {
+			t.Errorf("message %d: %v", id, err)
+		}
+	}
+	if l := e.log(0); len(l) != 2 || l[0].QueueID != waiting || l[1].QueueID != recent {
+		t.Errorf("log after the purge %+v; want the recent attempts only", l)
+	}
+}
+
 func TestRetryThenDeliver(t *testing.T) {
 	s := newServer(t, busy, nil)
 	e := newEnv(t, map[string]*server{"remote.test": s}, nil)

@@ -107,3 +107,24 @@ func (q *Queue) Log(ctx context.Context, tenantID string, userID int64, limit, o
 	}
 	return log, nil
 }
+
+// PurgeBefore deletes the delivery log's rows older than before and the
+// messages that finished (delivered, failed or partial) and were queued
+// before it, with their recipients; it returns how many rows went. Queued
+// messages stay whatever their age.
+func (q *Queue) PurgeBefore(ctx context.Context, before time.Time) (int64, error) {
+	var n int64
+	err := pgx.BeginFunc(ctx, q.pool, func(tx pgx.Tx) error {
+		log, err := tx.Exec(ctx, `DELETE FROM outbound_delivery_log WHERE at < $1`, before)
+		if err != nil {
+			return err
+		}
+		msgs, err := tx.Exec(ctx, `DELETE FROM outbound_queue WHERE status <> 'queued' AND created_at < $1`, before)
+		n = log.RowsAffected() + msgs.RowsAffected()
+		return err
+	})
+	if err != nil {
+		return 0, fmt.Errorf("queue: purge: %w", err)
+	}
+	return n, nil
+}
