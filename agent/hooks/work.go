@@ -152,20 +152,25 @@ func (w *postReceiveWorker) call(ctx context.Context, job *river.Job[PostReceive
 // error is final; other failures go back to River, and the last one is
 // permanent-failed.
 func (w *postReceiveWorker) failed(job *river.Job[PostReceiveArgs], id int64, err error) error {
-	switch reason := w.count(job.Args.PluginID, err); {
-	case reason == "permission":
-		w.m.log.Error("post_receive refused", "plugin_id", job.Args.PluginID, "message_id", id, "error", err)
+	if w.judge(job, id, err, job.Attempt >= job.MaxAttempts) == refused {
 		return river.JobCancel(err)
-	case job.Attempt >= job.MaxAttempts:
-		w.permanentFailure(job.Args.PluginID, id, attempt(job), err)
-	default:
-		w.m.log.Warn("post_receive failed; retrying", "plugin_id", job.Args.PluginID, "message_id", id, "attempt", attempt(job), "reason", reason, "error", err)
 	}
 	return err
 }
 
-// count counts a failed call and returns its reason.
-func (w *postReceiveWorker) count(pluginID string, err error) string {
+// verdict is what becomes of a failed call.
+type verdict int
+
+const (
+	retried   verdict = iota // tried again later
+	refused                  // beyond the plugin's permissions: never retried
+	permanent                // no retries left: permanent-failed
+)
+
+// judge counts and logs a failed call of message id and says what becomes
+// of it; last means no retry is left.
+func (w *postReceiveWorker) judge(job *river.Job[PostReceiveArgs], id int64, err error, last bool) verdict {
+	pid := job.Args.PluginID
 	reason := "error"
 	var f *runner.Failure
 	switch {
@@ -174,33 +179,30 @@ func (w *postReceiveWorker) count(pluginID string, err error) string {
 	case errors.Is(err, errPermission):
 		reason = "permission"
 	}
-	calls.WithLabelValues(pluginID, reason).Inc()
-	return reason
-}
-
-func (w *postReceiveWorker) permanentFailure(pluginID string, id int64, attempts int, err error) {
-	permanentFailures.WithLabelValues(pluginID).Inc()
-	w.m.log.Error("post_receive permanent-failed", "plugin_id", pluginID, "message_id", id, "attempts", attempts, "error", err)
+	calls.WithLabelValues(pid, reason).Inc()
+	switch {
+	case reason == "permission":
+		w.m.log.Error("post_receive refused", "plugin_id", pid, "message_id", id, "error", err)
+		return refused
+	case last:
+		permanentFailures.WithLabelValues(pid).Inc()
+		w.m.log.Error("post_receive permanent-failed", "plugin_id", pid, "message_id", id, "attempts", attempt(job), "error", err)
+		return permanent
+	}
+	w.m.log.Warn("post_receive failed; retrying", "plugin_id", pid, "message_id", id, "attempt", attempt(job), "reason", reason, "error", err)
+	return retried
 }
 
 // retryAlone is the job that retries a message whose call failed in a
 // batch, or nil when the call is not retried (a permission error, or no
 // retries are left).
 func (w *postReceiveWorker) retryAlone(job *river.Job[PostReceiveArgs], o outcome) *river.InsertManyParams {
-	a := job.Args
-	reason := w.count(a.PluginID, o.err)
 	left := w.m.settings.Load().Retries + 1 - attempt(job)
-	switch {
-	case reason == "permission":
-		w.m.log.Error("post_receive refused", "plugin_id", a.PluginID, "message_id", o.id, "error", o.err)
-		return nil
-	case left <= 0:
-		w.permanentFailure(a.PluginID, o.id, attempt(job), o.err)
+	if w.judge(job, o.id, o.err, left <= 0) != retried {
 		return nil
 	}
-	w.m.log.Warn("post_receive failed; retrying", "plugin_id", a.PluginID, "message_id", o.id, "attempt", attempt(job), "reason", reason, "error", o.err)
 	return &river.InsertManyParams{
-		Args: PostReceiveArgs{MessageIDs: []int64{o.id}, PluginID: a.PluginID, PriorAttempts: attempt(job)},
+		Args: PostReceiveArgs{MessageIDs: []int64{o.id}, PluginID: job.Args.PluginID, PriorAttempts: attempt(job)},
 		InsertOpts: &river.InsertOpts{Queue: Queue, MaxAttempts: left,
 			ScheduledAt: time.Now().Add(w.m.backoff(attempt(job)))},
 	}
@@ -259,9 +261,7 @@ func (w *postReceiveWorker) apply(ctx context.Context, job *river.Job[PostReceiv
 			if o.res.MoveTo != "" {
 				_, err := w.m.store.MoveTx(ctx, tx, o.userID, o.id, o.res.MoveTo)
 				if errors.Is(err, mailstore.ErrNoFolder) { // nothing written: the result is refused
-					w.count(a.PluginID, errPermission)
-					w.m.log.Error("post_receive refused", "plugin_id", a.PluginID, "message_id", o.id,
-						"error", fmt.Sprintf("move_to %q: the user has no such folder", o.res.MoveTo))
+					w.judge(job, o.id, fmt.Errorf("%w: move_to %q: the user has no such folder", errPermission, o.res.MoveTo), true)
 					continue
 				}
 				if err != nil && !errors.Is(err, mailstore.ErrNotFound) {
