@@ -13,9 +13,7 @@ import (
 	"log/slog"
 	"net"
 	"strings"
-	"sync"
 	"sync/atomic"
-	"time"
 
 	"github.com/emersion/go-imap/v2"
 	"github.com/emersion/go-imap/v2/imapserver"
@@ -24,7 +22,6 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/blobstore"
 	"github.com/mairust/mairust/agent/mailstore"
-	"github.com/mairust/mairust/internal/clientip"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/connlimit"
 	"github.com/mairust/mairust/internal/ratelimit"
@@ -101,12 +98,12 @@ func (s *Server) Apply(cfg config.IMAP) {
 
 // Serve answers IMAP on l (STARTTLS offered) until Close.
 func (s *Server) Serve(l net.Listener) error {
-	return s.serve(&limitListener{Listener: l, srv: s})
+	return s.serve(s.limited(l))
 }
 
 // ServeTLS answers IMAPS on l: TLS from the first byte.
 func (s *Server) ServeTLS(l net.Listener) error {
-	return s.serve(tls.NewListener(&limitListener{Listener: l, srv: s}, s.tls))
+	return s.serve(tls.NewListener(s.limited(l), s.tls))
 }
 
 func (s *Server) serve(l net.Listener) error {
@@ -123,52 +120,22 @@ func (s *Server) Close() error {
 	return s.imap.Close()
 }
 
-// limitListener refuses a connection over the server-wide or per-IP limit
+// limited is l refusing a connection over the server-wide or per-IP limit
 // with a BYE before the greeting.
-type limitListener struct {
-	net.Listener
-	srv *Server
-}
-
-func (l *limitListener) Accept() (net.Conn, error) {
-	for {
-		c, err := l.Listener.Accept()
-		if err != nil {
-			return nil, err
-		}
-		ip := clientip.Of(c.RemoteAddr())
-		s := l.srv
-		ok, full := s.conns.Acquire(ip, s.cfg.MaxConnections, int(s.maxPerIP.Load()))
-		if ok {
-			sessionsActive.Inc()
-			return &countedConn{Conn: c, srv: s, ip: ip}, nil
-		}
-		reason := "per_ip"
-		text := "* BYE Too many connections from your address, try again later\r\n"
-		if full {
-			reason, text = "server_full", "* BYE Too many connections, try again later\r\n"
-		}
-		refused.WithLabelValues(reason).Inc()
-		c.SetWriteDeadline(time.Now().Add(5 * time.Second))
-		c.Write([]byte(text))
-		c.Close()
+func (s *Server) limited(l net.Listener) net.Listener {
+	return &connlimit.Listener{Listener: l, Counter: &s.conns,
+		Limits: func() (int, int) { return s.cfg.MaxConnections, int(s.maxPerIP.Load()) },
+		Refusal: func(full bool) string {
+			if full {
+				refused.WithLabelValues("server_full").Inc()
+				return "* BYE Too many connections, try again later\r\n"
+			}
+			refused.WithLabelValues("per_ip").Inc()
+			return "* BYE Too many connections from your address, try again later\r\n"
+		},
+		Opened: func(*connlimit.Conn) { sessionsActive.Inc() },
+		Closed: func(*connlimit.Conn) { sessionsActive.Dec() },
 	}
-}
-
-// countedConn gives its slot back when closed.
-type countedConn struct {
-	net.Conn
-	srv  *Server
-	ip   string
-	once sync.Once
-}
-
-func (c *countedConn) Close() error {
-	c.once.Do(func() {
-		c.srv.conns.Release(c.ip)
-		sessionsActive.Dec()
-	})
-	return c.Conn.Close()
 }
 
 // logAdapter sends go-imap's own messages to the agent's log: panics as

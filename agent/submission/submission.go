@@ -125,7 +125,7 @@ type Server struct {
 
 	conns connlimit.Counter
 	mu    sync.Mutex
-	open  map[*trackedConn]struct{} // for Shutdown to close what is left
+	open  map[*connlimit.Conn]struct{} // for Shutdown to close what is left
 }
 
 // New returns a server, or an error naming a setting of cfg that is wrong.
@@ -143,7 +143,7 @@ func New(cfg Config, auth Authenticator, sub Submitter) (*Server, error) {
 		cfg: cfg, auth: auth, sub: sub,
 		log:    cfg.Log.With("component", "submission"),
 		logins: ratelimit.New(cfg.LoginsPerIPPerMinute),
-		open:   map[*trackedConn]struct{}{},
+		open:   map[*connlimit.Conn]struct{}{},
 	}
 	srv := smtp.NewServer(smtp.BackendFunc(s.newSession))
 	srv.Domain = cfg.Hostname
@@ -163,12 +163,12 @@ func New(cfg Config, auth Authenticator, sub Submitter) (*Server, error) {
 
 // Serve587 answers submission on l with STARTTLS until Close or Shutdown.
 func (s *Server) Serve587(l net.Listener) error {
-	return s.smtp.Serve(&limitListener{Listener: l, srv: s, kind: "starttls"})
+	return s.smtp.Serve(s.limited(l, "starttls"))
 }
 
 // ServeTLS465 answers submission on l with TLS from the first byte.
 func (s *Server) ServeTLS465(l net.Listener) error {
-	return s.smtp.Serve(tls.NewListener(&limitListener{Listener: l, srv: s, kind: "implicit_tls"}, s.cfg.TLSConfig))
+	return s.smtp.Serve(tls.NewListener(s.limited(l, "implicit_tls"), s.cfg.TLSConfig))
 }
 
 // Close closes the listeners and every connection at once.
