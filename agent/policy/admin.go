@@ -17,10 +17,12 @@ var ErrNotSuspended = errors.New("policy: account is not suspended")
 // time alone causes; an account never seen is Allowed.
 func (e *Engine) Status(ctx context.Context, account string) (Status, error) {
 	c := e.settings.Load()
-	now := e.now()
 	account = normalize(account)
+	en := e.acquire(account)
+	defer en.mu.Unlock()
+	now := e.now()
 	var r row
-	err := e.inTx(ctx, func(b *pgx.Batch) { queueLock(b, account, &r) }, func(w *pgx.Batch) error {
+	err := e.inTx(ctx, func(b *pgx.Batch) { queueRow(b, account, &r, true) }, func(w *pgx.Batch) error {
 		var err error
 		r, err = expire(w, c, account, r, now)
 		return err
@@ -28,6 +30,7 @@ func (e *Engine) Status(ctx context.Context, account string) (Status, error) {
 	if err != nil {
 		return Status{}, fmt.Errorf("policy: status %s: %w", account, err)
 	}
+	en.row, en.stateAt = r, e.tick()
 	if !r.found {
 		return Status{Account: account, State: Allowed}, nil
 	}
@@ -45,22 +48,26 @@ func (e *Engine) Status(ctx context.Context, account string) (Status, error) {
 // logged.
 func (e *Engine) Release(ctx context.Context, account, by, why string) error {
 	c := e.settings.Load()
-	now := e.now()
 	account = normalize(account)
+	en := e.acquire(account)
+	defer en.mu.Unlock()
+	now := e.now()
 	var r row
-	err := e.inTx(ctx, func(b *pgx.Batch) { queueLock(b, account, &r) }, func(w *pgx.Batch) error {
-		r, err := expire(w, c, account, r, now)
-		if err != nil {
+	err := e.inTx(ctx, func(b *pgx.Batch) { queueRow(b, account, &r, true) }, func(w *pgx.Batch) error {
+		var err error
+		if r, err = expire(w, c, account, r, now); err != nil {
 			return err
 		}
 		if r.state != Suspended {
 			return ErrNotSuspended
 		}
-		return transition(w, account, now, "release", Suspended, Allowed, by, why, nil, nil)
+		r, err = transition(w, account, now, "release", r, Allowed, by, why, nil, nil)
+		return err
 	})
 	if err != nil {
 		return fmt.Errorf("policy: release %s: %w", account, err)
 	}
+	en.row, en.stateAt = r, e.tick()
 	return nil
 }
 
@@ -77,10 +84,20 @@ func (e *Engine) RecordFeedback(ctx context.Context, account string, kind Feedba
 	if kind != Bounce && kind != Complaint {
 		return fmt.Errorf("policy: unknown feedback %q", kind)
 	}
-	_, err := e.pool.Exec(ctx, `INSERT INTO outbound_feedback(account, at, kind) VALUES($1, $2, $3)`,
-		normalize(account), e.now(), string(kind))
-	if err != nil {
+	account = normalize(account)
+	en := e.acquire(account)
+	defer en.mu.Unlock()
+	now := e.now()
+	if _, err := e.pool.Exec(ctx, `INSERT INTO outbound_feedback(account, at, kind) VALUES($1, $2, $3)`,
+		account, now, string(kind)); err != nil {
 		return fmt.Errorf("policy: feedback: %w", err)
+	}
+	if en.loaded {
+		s := &en.complaints
+		if kind == Bounce {
+			s = &en.bounces
+		}
+		*s = insertTime(*s, now.UnixMicro())
 	}
 	return nil
 }
@@ -92,9 +109,13 @@ type Purged struct {
 
 // Purge deletes per-message records (and recipients, hourly counts,
 // feedback) older than record_retention_days, and daily statistics and
-// transition events older than stats_retention_days.
+// transition events older than stats_retention_days; the evaluations not
+// yet written are written first, and the cache forgets what is deleted.
 func (e *Engine) Purge(ctx context.Context) (Purged, error) {
 	c := e.settings.Load()
+	if err := e.Flush(ctx); err != nil {
+		return Purged{}, fmt.Errorf("policy: purge: %w", err)
+	}
 	now := e.now()
 	recCut := now.Add(-time.Duration(c.RecordRetentionDays) * 24 * time.Hour)
 	statCut := now.Add(-time.Duration(c.StatsRetentionDays) * 24 * time.Hour)
@@ -105,7 +126,6 @@ func (e *Engine) Purge(ctx context.Context) (Purged, error) {
 		arg any
 	}{
 		{&p.Messages, `DELETE FROM outbound_messages WHERE at < $1`, recCut},
-		{&p.Recipients, `DELETE FROM outbound_recipients WHERE last_at < $1`, recCut},
 		{&p.Hourly, `DELETE FROM outbound_hourly WHERE hour < $1`, recCut},
 		{&p.Feedback, `DELETE FROM outbound_feedback WHERE at < $1`, recCut},
 		{&p.Events, `DELETE FROM outbound_events WHERE at < $1`, statCut},
@@ -117,6 +137,29 @@ func (e *Engine) Purge(ctx context.Context) (Purged, error) {
 			return p, fmt.Errorf("policy: purge: %w", err)
 		}
 		*s.n = tag.RowsAffected()
+	}
+	cached := e.cached()
+	gone := map[string][]string{} // the recipients deleted of the cached accounts
+	rows, err := e.pool.Query(ctx, `DELETE FROM outbound_recipients WHERE last_at < $1 RETURNING account, recipient`, recCut)
+	if err != nil {
+		return p, fmt.Errorf("policy: purge: %w", err)
+	}
+	var a, r string
+	if _, err := pgx.ForEachRow(rows, []any{&a, &r}, func() error {
+		p.Recipients++
+		if cached[a] != nil {
+			gone[a] = append(gone[a], r)
+		}
+		return nil
+	}); err != nil {
+		return p, fmt.Errorf("policy: purge: %w", err)
+	}
+	for a, en := range cached {
+		en.mu.Lock()
+		if en.loaded {
+			en.purge(recCut.UnixMicro(), statCut.UnixMicro(), gone[a])
+		}
+		en.mu.Unlock()
 	}
 	return p, nil
 }

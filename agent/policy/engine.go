@@ -7,8 +7,11 @@ import (
 	"fmt"
 	"math"
 	"sort"
+	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -73,24 +76,71 @@ type Status struct {
 	UpdatedAt   time.Time
 }
 
-// Engine evaluates submissions; safe for concurrent use.
+// Engine evaluates submissions; safe for concurrent use. Close it before
+// the process exits, so that the evaluations it records in the background
+// are written (see Close).
 type Engine struct {
 	pool     *pgxpool.Pool
 	now      func() time.Time
 	settings atomic.Pointer[compiled]
+
+	tick        func() time.Time // real time, for the cache's freshness
+	maxAccounts int
+	w           *writer
+
+	mu       sync.Mutex
+	accounts map[string]*entry
+
+	stop     chan struct{} // closed by Close: the refresher stops
+	stopped  chan struct{} // closed when the refresher has stopped
+	stopOnce sync.Once
 }
 
-// New returns an engine; now is the clock (time.Now in production).
+// New returns an engine; now is the clock (time.Now in production). It
+// starts the background writer and the cache's refresher.
 func New(pool *pgxpool.Pool, s Settings, now func() time.Time) (*Engine, error) {
+	return newEngine(pool, s, now, time.Now, refreshEvery)
+}
+
+// newEngine is New with the cache's clock and the refresher's period; 0:
+// no refresher (for tests, which call its steps themselves).
+func newEngine(pool *pgxpool.Pool, s Settings, now, tick func() time.Time, every time.Duration) (*Engine, error) {
 	if now == nil {
 		now = time.Now
 	}
-	e := &Engine{pool: pool, now: now}
+	e := &Engine{pool: pool, now: now, tick: tick, maxAccounts: maxAccounts, accounts: map[string]*entry{},
+		stop: make(chan struct{}), stopped: make(chan struct{})}
 	if err := e.Apply(s); err != nil {
 		return nil, err
 	}
+	e.w = newWriter(pool)
+	if every > 0 {
+		go e.refresh(every)
+	} else {
+		close(e.stopped)
+	}
 	return e, nil
 }
+
+// Close stops the refresher and waits until every evaluation is written;
+// Evaluate fails afterwards. When ctx ends first (PostgreSQL unreachable),
+// the evaluations not yet written are lost and Close says how many.
+//
+// What a crash loses: the allowed and refused evaluations not yet written
+// (normally those of the last few milliseconds; at most the backlog while
+// PostgreSQL is unreachable), and, since they are committed with
+// synchronous_commit off, a crash of PostgreSQL loses those of its last
+// moments too. The restarted engine rebuilds its cache from the tables, so
+// those messages do not count in its windows. Warnings and suspensions are
+// committed durably before Evaluate returns.
+func (e *Engine) Close(ctx context.Context) error {
+	e.stopOnce.Do(func() { close(e.stop) })
+	<-e.stopped
+	return e.w.close(ctx)
+}
+
+// Flush returns when the evaluations made before it are written.
+func (e *Engine) Flush(ctx context.Context) error { return e.w.wait(ctx, e.w.last()) }
 
 // Apply replaces the settings (hot reload) when they are valid; on error the
 // old ones stay.
@@ -113,6 +163,22 @@ type row struct {
 	suspendedAt *time.Time
 	reason, by  string
 	updatedAt   time.Time
+	// releasedAt is when an administrator last released the account: the
+	// rate windows count only messages after it.
+	releasedAt *time.Time
+}
+
+// rowColumns are the columns of outbound_accounts that scan reads.
+const rowColumns = `state, soft_until, suspended_at, reason, changed_by, updated_at, released_at`
+
+// scan reads rowColumns, after the values of before, into r.
+func (r *row) scan(s pgx.Row, before ...any) error {
+	var st string
+	if err := s.Scan(append(before, &st, &r.softUntil, &r.suspendedAt, &r.reason, &r.by, &r.updatedAt, &r.releasedAt)...); err != nil {
+		return err
+	}
+	r.found, r.state = true, State(st)
+	return nil
 }
 
 // inTx runs one transaction in two round trips: BEGIN with the statements
@@ -150,47 +216,64 @@ func queueCreate(b *pgx.Batch, account, tenant string, now time.Time) {
 		ON CONFLICT (account) DO NOTHING`, account, tenant, now)
 }
 
-// queueLock queues the read of the account's state row FOR UPDATE into r,
-// so that evaluations of one account are serialized.
-func queueLock(b *pgx.Batch, account string, r *row) {
-	b.Queue(`SELECT state, soft_until, suspended_at, reason, changed_by, updated_at
-		FROM outbound_accounts WHERE account=$1 FOR UPDATE`, account).QueryRow(func(pr pgx.Row) error {
-		var st string
-		err := pr.Scan(&st, &r.softUntil, &r.suspendedAt, &r.reason, &r.by, &r.updatedAt)
-		if errors.Is(err, pgx.ErrNoRows) {
-			return nil
+// queueRow queues the read of the account's state row into r, FOR UPDATE
+// when lock, so that transitions of one account are serialized.
+func queueRow(b *pgx.Batch, account string, r *row, lock bool) {
+	q := `SELECT ` + rowColumns + ` FROM outbound_accounts WHERE account=$1`
+	if lock {
+		q += ` FOR UPDATE`
+	}
+	b.Queue(q, account).QueryRow(func(pr pgx.Row) error {
+		*r = row{}
+		if err := r.scan(pr); !errors.Is(err, pgx.ErrNoRows) {
+			return err
 		}
-		r.found, r.state = true, State(st)
-		return err
+		return nil
 	})
+}
+
+// due returns the transition that time alone causes to r now, if any:
+// "auto_reenable" or "soft_limit_end".
+func due(c *compiled, r row, now time.Time) string {
+	switch {
+	case r.state == Suspended && c.AutoReenableAfterHours > 0 && r.suspendedAt != nil &&
+		!now.Before(r.suspendedAt.Add(time.Duration(c.AutoReenableAfterHours)*time.Hour)):
+		return "auto_reenable"
+	case r.state == SoftLimited && (r.softUntil == nil || !now.Before(*r.softUntil)):
+		return "soft_limit_end"
+	}
+	return ""
 }
 
 // expire queues into w the transitions that time alone causes (automatic
 // re-enable, end of a soft limit) and returns the row after them.
 func expire(w *pgx.Batch, c *compiled, account string, r row, now time.Time) (row, error) {
-	if r.state == Suspended && c.AutoReenableAfterHours > 0 && r.suspendedAt != nil &&
-		!now.Before(r.suspendedAt.Add(time.Duration(c.AutoReenableAfterHours)*time.Hour)) {
-		until := now.Add(time.Duration(c.SoftLimitHours) * time.Hour)
-		why := fmt.Sprintf("automatically re-enabled after %d hours", c.AutoReenableAfterHours)
-		if err := transition(w, account, now, "auto_reenable", Suspended, SoftLimited, "system", why, nil, &until); err != nil {
+	for kind := due(c, r, now); kind != ""; kind = due(c, r, now) {
+		var err error
+		if kind == "auto_reenable" {
+			until := now.Add(time.Duration(c.SoftLimitHours) * time.Hour)
+			why := fmt.Sprintf("automatically re-enabled after %d hours", c.AutoReenableAfterHours)
+			r, err = transition(w, account, now, kind, r, SoftLimited, "system", why, nil, &until)
+		} else {
+			r, err = transition(w, account, now, kind, r, Allowed, "system", "soft limit expired", nil, nil)
+		}
+		if err != nil {
 			return row{}, err
 		}
-		r = row{found: true, state: SoftLimited, softUntil: &until, reason: why, by: "system", updatedAt: now}
-	}
-	if r.state == SoftLimited && (r.softUntil == nil || !now.Before(*r.softUntil)) {
-		if err := transition(w, account, now, "soft_limit_end", SoftLimited, Allowed, "system", "soft limit expired", nil, nil); err != nil {
-			return row{}, err
-		}
-		r = row{found: true, state: Allowed, reason: "soft limit expired", by: "system", updatedAt: now}
 	}
 	return r, nil
 }
 
-// transition queues the update of the state row and the event.
-func transition(w *pgx.Batch, account string, now time.Time, kind string, from, to State, by, why string, d *Decision, softUntil *time.Time) error {
+// transition queues the update of the state row and the event, and returns
+// the row after it.
+func transition(w *pgx.Batch, account string, now time.Time, kind string, prev row, to State, by, why string, d *Decision, softUntil *time.Time) (row, error) {
 	var suspendedAt *time.Time
 	if to == Suspended {
 		suspendedAt = &now
+	}
+	releasedAt := prev.releasedAt
+	if kind == "release" {
+		releasedAt = &now
 	}
 	var score *float64
 	factors := []byte("{}")
@@ -198,14 +281,14 @@ func transition(w *pgx.Batch, account string, now time.Time, kind string, from, 
 		score = &d.Score
 		var err error
 		if factors, err = json.Marshal(map[string]any{"factors": d.Factors, "counts": d.Counts, "profile": d.Profile}); err != nil {
-			return err
+			return row{}, err
 		}
 	}
 	w.Queue(`UPDATE outbound_accounts SET state=$2, soft_until=$3, suspended_at=$4, reason=$5,
-		changed_by=$6, updated_at=$7 WHERE account=$1`, account, string(to), softUntil, suspendedAt, why, by, now)
+		changed_by=$6, updated_at=$7, released_at=$8 WHERE account=$1`, account, string(to), softUntil, suspendedAt, why, by, now, releasedAt)
 	w.Queue(`INSERT INTO outbound_events(account, at, kind, from_state, to_state, actor, reason, score, factors)
-		VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)`, account, now, kind, string(from), string(to), by, why, score, factors)
-	return nil
+		VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)`, account, now, kind, string(prev.state), string(to), by, why, score, factors)
+	return row{found: true, state: to, softUntil: softUntil, suspendedAt: suspendedAt, reason: why, by: by, updatedAt: now, releasedAt: releasedAt}, nil
 }
 
 // figures are what an evaluation reads besides the state row: counts of
@@ -217,88 +300,111 @@ type figures struct {
 	history                    Counts // Sent7d, Bounces7d, Complaints30d, Warnings7d, Suspensions30d
 }
 
-// queueFigures queues the one statement that reads f. The last hour (and a
-// profile's window within it) is counted from the per-message records; the
-// last 24 hours from them for its first, partial clock hour and from
-// outbound_hourly for the rest, so that no count reads more than an hour of
-// records; one pass over outbound_hourly gives that, the baseline and the
-// week's volume.
-func queueFigures(b *pgx.Batch, c *compiled, pf *profile, account string, rcpts []string, now time.Time, f *figures) {
-	window := time.Duration(0)
-	if pf != nil {
-		window = min(pf.rate.Window, time.Hour)
-	}
-	dayAgo := now.Add(-24 * time.Hour)
-	b.Queue(`SELECT m.hour, m.win, m.new_hour, p.n + h.day, r.known, h.baseline, h.week,
-			fb.bounces, fb.complaints, ev.warnings, ev.suspensions
-		FROM (SELECT count(*) AS hour, count(*) FILTER (WHERE at > $3) AS win, coalesce(sum(new_recipients), 0) AS new_hour
-			FROM outbound_messages WHERE account=$1 AND counted AND at > $2) m,
-		(SELECT count(*) AS n FROM outbound_messages WHERE account=$1 AND counted AND at > $4 AND at < $5) p,
-		(SELECT coalesce(sum(messages) FILTER (WHERE hour >= $5), 0) AS day,
-			percentile_cont(0.5) WITHIN GROUP (ORDER BY messages) FILTER (WHERE hour >= $7 AND hour < $8 AND messages > 0) AS baseline,
-			coalesce(sum(messages) FILTER (WHERE hour >= $9), 0) AS week
-			FROM outbound_hourly WHERE account=$1 AND hour >= least($5, $7, $9)) h,
-		(SELECT count(*) AS known FROM outbound_recipients WHERE account=$1 AND recipient = ANY($6)) r,
-		(SELECT count(*) FILTER (WHERE kind='bounce' AND at > $9) AS bounces, count(*) FILTER (WHERE kind='complaint') AS complaints
-			FROM outbound_feedback WHERE account=$1 AND at > $10) fb,
-		(SELECT count(*) FILTER (WHERE kind='warn' AND at > $9) AS warnings, count(*) FILTER (WHERE kind='suspend') AS suspensions
-			FROM outbound_events WHERE account=$1 AND kind IN ('warn', 'suspend') AND at > $10) ev`,
-		account, now.Add(-time.Hour), now.Add(-window), dayAgo, dayAgo.Truncate(time.Hour).Add(time.Hour), rcpts,
-		now.Add(-time.Duration(c.BaselineDays)*24*time.Hour), now.Truncate(time.Hour),
-		now.Add(-7*24*time.Hour), now.Add(-30*24*time.Hour)).QueryRow(func(r pgx.Row) error {
-		h := &f.history
-		return r.Scan(&f.hour, &f.window, &f.newHour, &f.day, &f.known, &f.baseline,
-			&h.Sent7d, &h.Bounces7d, &h.Complaints30d, &h.Warnings7d, &h.Suspensions30d)
-	})
-}
-
-// Evaluate scores a submission, records it and any transition it causes in
-// one transaction, and returns the decision. Evaluations of one account are
-// serialized by a row lock. It takes two round trips to the database.
+// Evaluate scores a submission, records it and any transition it causes,
+// and returns the decision. Evaluations of one account are serialized.
+//
+// It normally reads nothing from PostgreSQL: the account's figures come from
+// the engine's cache (see entry), and an allowed or refused message is
+// recorded in the background. A warning, a suspension or a transition that
+// time causes is decided again with the state row locked and committed
+// durably, with the message's records, before Evaluate returns.
 func (e *Engine) Evaluate(ctx context.Context, s Submission) (Decision, error) {
 	c := e.settings.Load()
-	now := e.now()
 	account := normalize(s.Account)
 	if account == "" {
 		return Decision{}, errors.New("policy: empty account")
 	}
 	rcpts := uniqueRecipients(s.Recipients)
+	if err := checkText(account, s.TenantID, rcpts); err != nil {
+		return Decision{}, fmt.Errorf("policy: evaluate %s: %w", account, err)
+	}
+	if err := e.w.usable(); err != nil {
+		return Decision{}, err
+	}
+	en := e.acquire(account)
+	defer en.mu.Unlock()
+	d, err := e.evaluate(ctx, c, en, account, s, rcpts)
+	if err != nil {
+		return Decision{}, fmt.Errorf("policy: evaluate %s: %w", account, err)
+	}
+	return d, nil
+}
+
+func (e *Engine) evaluate(ctx context.Context, c *compiled, en *entry, account string, s Submission, rcpts []string) (Decision, error) {
+	if err := e.ready(ctx, c, en, account); err != nil {
+		return Decision{}, err
+	}
+	now := e.now()
 	pf := c.byAccount[account]
+	f := en.figures(c, pf, rcpts, now, en.row.releasedAt)
+	if due(c, en.row, now) == "" {
+		d := decide(c, pf, en.row, s, rcpts, f)
+		if d.Action == Allow || d.Action == Refuse {
+			seq, err := e.w.add(write{account: account, tenant: s.TenantID, at: now, rcpts: rcpts, d: d})
+			if err != nil {
+				return Decision{}, err
+			}
+			en.lastSeq = seq
+			en.record(d, rcpts, now)
+			d.At = now
+			return d, nil
+		}
+	}
+	return e.settle(ctx, c, pf, en, account, s, rcpts, f, now)
+}
+
+// settle decides with the state row read FOR UPDATE, after the account's
+// earlier records are written, and commits the transitions and the
+// message's records in one transaction (durably when there is a warning or
+// a suspension).
+func (e *Engine) settle(ctx context.Context, c *compiled, pf *profile, en *entry, account string, s Submission, rcpts []string, f figures, now time.Time) (Decision, error) {
+	if err := e.w.wait(ctx, en.lastSeq); err != nil {
+		return Decision{}, err
+	}
 	var r row
-	var f figures
 	var d Decision
 	err := e.inTx(ctx, func(b *pgx.Batch) {
 		queueCreate(b, account, s.TenantID, now)
-		queueLock(b, account, &r)
-		queueFigures(b, c, pf, account, rcpts, now, &f)
+		queueRow(b, account, &r, true)
 	}, func(w *pgx.Batch) error {
-		r, err := expire(w, c, account, r, now)
-		if err != nil {
+		var err error
+		if r, err = expire(w, c, account, r, now); err != nil {
 			return err
 		}
-		if d, err = decide(w, c, pf, r, account, s, rcpts, f, now); err != nil {
-			return err
-		}
-		if d.Action != Warn && d.Action != Suspend {
+		d = decide(c, pf, r, s, rcpts, f)
+		switch d.Action {
+		case Suspend:
+			r, err = transition(w, account, now, "suspend", r, Suspended, "policy", d.Reason, &d, nil)
+		case Warn:
+			until := now.Add(time.Duration(c.SoftLimitHours) * time.Hour)
+			r, err = transition(w, account, now, "warn", r, SoftLimited, "policy", d.Reason, &d, &until)
+		default:
 			// Only counts are written: they become durable with the
 			// message's own commit when it is sent (WAL is flushed in
 			// order); a crash of PostgreSQL may lose those of the last
 			// refusals.
 			w.Queue("SET LOCAL synchronous_commit = off")
 		}
-		record(w, account, s.TenantID, rcpts, d, now)
+		if err != nil {
+			return err
+		}
+		queueWrites(w, []write{{account: account, tenant: s.TenantID, at: now, rcpts: rcpts, d: d}})
 		return nil
 	})
 	if err != nil {
-		return Decision{}, fmt.Errorf("policy: evaluate %s: %w", account, err)
+		return Decision{}, err
 	}
+	en.row, en.stateAt = r, e.tick()
+	en.record(d, rcpts, now)
 	d.At = now
 	return d, nil
 }
 
-func decide(w *pgx.Batch, c *compiled, pf *profile, r row, account string, s Submission, rcpts []string, f figures, now time.Time) (Decision, error) {
+// decide scores the submission against r and f; the caller records the
+// decision and the transition it calls for (Warn, Suspend).
+func decide(c *compiled, pf *profile, r row, s Submission, rcpts []string, f figures) Decision {
 	if r.state == Suspended {
-		return Decision{Action: Refuse, Reason: "account suspended: " + r.reason, Message: SuspendedText, SMTPCode: 550}, nil
+		return Decision{Action: Refuse, Reason: "account suspended: " + r.reason, Message: SuspendedText, SMTPCode: 550}
 	}
 	var d Decision
 	warnAt, suspendAt := c.WarnThreshold, c.SuspendThreshold
@@ -327,15 +433,15 @@ func decide(w *pgx.Batch, c *compiled, pf *profile, r row, account string, s Sub
 		return d
 	}
 	if capWindowCount >= capCount {
-		return refuse(capName + " reached"), nil
+		return refuse(capName + " reached")
 	}
 	if pf == nil && day >= c.MaxPerDay {
-		return refuse("daily limit reached"), nil
+		return refuse("daily limit reached")
 	}
 	if r.state == SoftLimited {
 		soft := int(math.Max(1, math.Floor(c.SoftLimitFraction*float64(capCount))))
 		if capWindowCount >= soft {
-			return refuse(fmt.Sprintf("soft limit of %d reached (until %s)", soft, r.softUntil.UTC().Format(time.RFC3339))), nil
+			return refuse(fmt.Sprintf("soft limit of %d reached (until %s)", soft, r.softUntil.UTC().Format(time.RFC3339)))
 		}
 	}
 
@@ -355,50 +461,27 @@ func decide(w *pgx.Batch, c *compiled, pf *profile, r row, account string, s Sub
 	switch {
 	case d.Score >= suspendAt:
 		d.Action, d.Reason, d.Message, d.SMTPCode = Suspend, why+" ≥ "+fmt.Sprint(suspendAt), SuspendedText, 550
-		return d, transition(w, account, now, "suspend", r.state, Suspended, "policy", d.Reason, &d, nil)
 	case d.Score >= warnAt:
 		d.Action, d.Reason = Warn, why+" ≥ "+fmt.Sprint(warnAt)
-		until := now.Add(time.Duration(c.SoftLimitHours) * time.Hour)
-		return d, transition(w, account, now, "warn", r.state, SoftLimited, "policy", d.Reason, &d, &until)
 	default:
 		d.Action, d.Reason = Allow, why
-		return d, nil
 	}
+	return d
 }
 
-// record queues the writes that count the message: its record, its
-// recipients and the hourly and daily aggregates.
-func record(w *pgx.Batch, account, tenant string, rcpts []string, d Decision, now time.Time) {
-	sent := d.Sent()
-	newRcpts := 0
-	if sent {
-		newRcpts = d.newRecipients
-		w.Queue(`INSERT INTO outbound_recipients(account, recipient, first_at, last_at)
-			SELECT $1, r, $3, $3 FROM unnest($2::text[]) r
-			ON CONFLICT (account, recipient) DO UPDATE SET last_at = EXCLUDED.last_at`, account, rcpts, now)
-		w.Queue(`INSERT INTO outbound_hourly(account, hour, messages) VALUES($1, $2, 1)
-			ON CONFLICT (account, hour) DO UPDATE SET messages = outbound_hourly.messages + 1`,
-			account, now.Truncate(time.Hour))
-	}
-	w.Queue(`INSERT INTO outbound_messages(account, tenant_id, at, recipients, new_recipients, score, decision, counted)
-		VALUES($1, $2, $3, $4, $5, $6, $7, $8)`, account, tenant, now, len(rcpts), newRcpts, d.Score, string(d.Action), sent)
-	b := func(v bool) int {
-		if v {
-			return 1
+// maxText bounds the bytes of an account or a recipient, well within what
+// PostgreSQL indexes (RFC 5321 allows 256).
+const maxText = 1000
+
+// checkText refuses what PostgreSQL would not store, before it reaches the
+// background writer, where it would hold up the records of other messages.
+func checkText(account, tenant string, rcpts []string) error {
+	for i, s := range append([]string{account, tenant}, rcpts...) {
+		if !utf8.ValidString(s) || strings.ContainsRune(s, 0) || (i != 1 && len(s) > maxText) {
+			return fmt.Errorf("invalid address or tenant %q", s)
 		}
-		return 0
 	}
-	msgs, nr := b(sent), 0
-	if sent {
-		nr = len(rcpts)
-	}
-	w.Queue(`INSERT INTO outbound_daily AS o (account, day, tenant_id, messages, recipients, new_recipients, warned, refused, suspended)
-		VALUES($1, $2, $3, $4, $5, $6, $7, $8, $9)
-		ON CONFLICT (account, day) DO UPDATE SET messages = o.messages + EXCLUDED.messages,
-			recipients = o.recipients + EXCLUDED.recipients, new_recipients = o.new_recipients + EXCLUDED.new_recipients,
-			warned = o.warned + EXCLUDED.warned, refused = o.refused + EXCLUDED.refused, suspended = o.suspended + EXCLUDED.suspended`,
-		account, now.UTC().Format("2006-01-02"), tenant, msgs, nr, newRcpts,
-		b(d.Action == Warn), b(d.Action == Refuse || d.Action == Suspend), b(d.Action == Suspend))
+	return nil
 }
 
 func uniqueRecipients(in []string) []string {

@@ -47,7 +47,20 @@ func newWorld(t *testing.T, s Settings) *world {
 	if err != nil {
 		t.Fatal(err)
 	}
+	t.Cleanup(func() {
+		if err := e.Close(context.Background()); err != nil {
+			t.Error(err)
+		}
+	})
 	return &world{t: t, pool: pool, clk: clk, e: e}
+}
+
+// flush waits until the evaluations are written.
+func (w *world) flush() {
+	w.t.Helper()
+	if err := w.e.Flush(context.Background()); err != nil {
+		w.t.Fatal(err)
+	}
 }
 
 // send submits one message to n fresh recipients with the given spam score
@@ -261,12 +274,54 @@ func TestSpamSuspendsThenRefusesUntilRelease(t *testing.T) {
 	if got := strings.Join(w.events("spam@example.test"), ","); got != "suspend:policy,release:admin@example.test" {
 		t.Fatalf("events %s", got)
 	}
+	w.flush()
 	var refused, suspended int
 	if err := w.pool.QueryRow(context.Background(), `SELECT sum(refused), sum(suspended) FROM outbound_daily WHERE account='spam@example.test'`).Scan(&refused, &suspended); err != nil {
 		t.Fatal(err)
 	}
 	if refused != 4 || suspended != 1 {
 		t.Fatalf("daily refused %d suspended %d", refused, suspended)
+	}
+}
+
+// A release starts the rate windows afresh: the burst that caused the
+// suspension no longer counts, the suspension still weighs in history,
+// and a restarted engine (reading released_at) decides the same.
+func TestReleaseRestartsRateWindows(t *testing.T) {
+	s := DefaultSettings()
+	s.Weights = Weights{Rate: 1}
+	s.MaxPerHour, s.SoftLimitFraction = 10, 1
+	w := newWorld(t, s)
+	const a = "burst@example.test"
+	sent := 0
+	for ; sent < 20 && w.send(a, 1, 0).Sent(); sent++ {
+		w.clk.add(time.Second)
+	}
+	if st := w.status(a); st.State != Suspended || sent != 7 {
+		t.Fatalf("after %d messages: %+v", sent, st)
+	}
+	w.clk.add(time.Minute)
+	if err := w.e.Release(context.Background(), a, "admin@example.test", "password reset"); err != nil {
+		t.Fatal(err)
+	}
+	w.clk.add(time.Second)
+	d := w.send(a, 1, 0)
+	if d.Action != Allow || d.Counts.Hour != 1 || d.Counts.Day != 1 || d.Counts.Suspensions30d != 1 {
+		t.Fatalf("first message after the release: %+v", d)
+	}
+	// The same after a restart, from the table.
+	e2, err := New(w.pool, s, w.clk.now)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer e2.Close(context.Background())
+	if err := w.e.Close(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	w.clk.add(time.Second)
+	d, err = e2.Evaluate(context.Background(), Submission{Account: a, TenantID: "t1", Recipients: []string{"x@dest.test"}})
+	if err != nil || d.Action != Allow || d.Counts.Hour != 2 {
+		t.Fatalf("after a restart: %+v, %v", d, err)
 	}
 }
 
@@ -504,6 +559,7 @@ func TestConcurrentEvaluateKeepsCounts(t *testing.T) {
 			t.Fatalf("hour count %d never seen: %v", h, seen)
 		}
 	}
+	w.flush()
 	var msgs, newRcpts int
 	if err := w.pool.QueryRow(context.Background(), `SELECT messages, new_recipients FROM outbound_daily WHERE account='c@example.test'`).Scan(&msgs, &newRcpts); err != nil {
 		t.Fatal(err)

@@ -68,14 +68,21 @@
 //
 // # Records
 //
-// Each evaluation is one transaction in two round trips to PostgreSQL, and
-// reads a bounded amount whatever the history: at most an hour of
-// per-message records, the rest from the hourly aggregates. A warning or
-// suspension (also reported through Decision.Notice) is committed
-// durably; other evaluations commit asynchronously, their counts made
-// durable by the message's own commit. PurgeWorker, scheduled hourly with
-// PurgePeriodic, deletes what is past record_retention_days and
-// stats_retention_days.
+// PostgreSQL holds the states and the records; the engine keeps in memory,
+// for each account evaluated in the last 30 seconds, what its evaluations
+// read, loaded in one round trip (the last 24 hours of per-message records,
+// the hourly aggregates of the baseline and the week, the feedback and
+// sanctions of the month, the recipients). An evaluation normally makes no
+// round trip: allowed and refused messages are recorded by a background
+// writer in batches, committed asynchronously (their counts made durable by
+// the message's own commit), and Close writes what is left. A warning or a
+// suspension (also reported through Decision.Notice), or a transition that
+// time causes, is decided again with the state row locked and committed
+// durably before Evaluate returns. A release made elsewhere counts at the
+// next evaluation, other changes of the state within 3 seconds, and the
+// records of other replicas sharing the database within 30 (see entry).
+// PurgeWorker, scheduled hourly with PurgePeriodic, deletes what is past
+// record_retention_days and stats_retention_days.
 package policy
 
 import (
