@@ -31,6 +31,7 @@ import (
 	"github.com/mairust/mairust/agent/hooks/health"
 	"github.com/mairust/mairust/agent/imapd"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/outbound/alerts"
 	"github.com/mairust/mairust/agent/outbound/monitor"
 	"github.com/mairust/mairust/agent/outbound/queue"
 	"github.com/mairust/mairust/agent/policy"
@@ -130,7 +131,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
 	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), hooks.Collectors(), health.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors(),
-		submission.Collectors(), queue.Collectors(), monitor.Collectors()} {
+		submission.Collectors(), queue.Collectors(), monitor.Collectors(), alerts.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 
@@ -198,7 +199,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	workers := river.NewWorkers()
 	river.AddWorker(workers, &retention.Worker{Store: store, Log: a.log, Settings: func() config.Retention { return a.cfg.Load().Retention }})
 	river.AddWorker(workers, &spamlearn.Worker{Pool: pool, Store: store, Blobs: blobs, Scanner: a.spam})
-	if a.out, err = newOutbound(cfg, pool, store, a.spam, tlsCfg, workers, a.log); err != nil {
+	if a.out, err = newOutbound(cfg, func() config.OutboundAlerts { return a.cfg.Load().OutboundAlerts }, pool, store, a.spam, tlsCfg, workers, a.log); err != nil {
 		return err
 	}
 	a.api.SetSending(a.out.submit, outboundAdmin{a.out.policy, a.out.queue})
@@ -218,6 +219,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	store.OnJunkMove(spamlearn.Enqueue(jobClient, a.spam))
 	a.hooks.Start(jobClient)
 	go a.hooks.RunHealth(ctx)
+	go a.out.alerts.Run(ctx, alertScanInterval)
 
 	errc := make(chan error, 7)
 	go func() { errc <- a.smtp.Serve(smtpLn) }()
@@ -294,6 +296,10 @@ func (a *Agent) shutdown(jobClient *jobs.Client, httpSrvs ...*http.Server) {
 	}
 	for _, hs := range httpSrvs {
 		hs.Shutdown(jctx)
+	}
+	// Nothing evaluates any more: write the policy's pending records.
+	if err := a.out.policy.Close(jctx); err != nil {
+		a.log.Error("outbound policy records not all written", "component", "agent", "error", err)
 	}
 	a.out.monitor.Close()
 	a.log.Info("agent stopped", "component", "agent")

@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"log/slog"
+	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/riverqueue/river"
@@ -11,6 +12,7 @@ import (
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/dkim"
 	"github.com/mairust/mairust/agent/mailstore"
+	"github.com/mairust/mairust/agent/outbound/alerts"
 	"github.com/mairust/mairust/agent/outbound/deliver"
 	"github.com/mairust/mairust/agent/outbound/monitor"
 	"github.com/mairust/mairust/agent/outbound/queue"
@@ -21,6 +23,10 @@ import (
 	"github.com/mairust/mairust/internal/config"
 )
 
+// alertScanInterval is how often the policy's transitions are looked for
+// to alert them.
+const alertScanInterval = 5 * time.Second
+
 // outbound is the sending side: the policy engine, the delivery queue and
 // the submission server that feeds them.
 type outbound struct {
@@ -29,6 +35,7 @@ type outbound struct {
 	server  *submission.Server
 	submit  *submit.Submitter
 	monitor *monitor.Notifier
+	alerts  *alerts.Alerter
 }
 
 // outboundAdmin joins the policy engine's sending states and the queue's
@@ -42,8 +49,9 @@ func (o outboundAdmin) Log(ctx context.Context, tenantID string, userID int64, l
 	return o.queue.Log(ctx, tenantID, userID, limit, offset)
 }
 
-// newOutbound builds the sending side and registers the delivery workers.
-func newOutbound(cfg config.Config, pool *pgxpool.Pool, store *mailstore.Store, scanner *spam.Scanner, tlsCfg *tls.Config, workers *river.Workers, log *slog.Logger) (*outbound, error) {
+// newOutbound builds the sending side and registers the delivery workers;
+// alertSettings gives the outbound_alerts in force.
+func newOutbound(cfg config.Config, alertSettings func() config.OutboundAlerts, pool *pgxpool.Pool, store *mailstore.Store, scanner *spam.Scanner, tlsCfg *tls.Config, workers *river.Workers, log *slog.Logger) (*outbound, error) {
 	o := &outbound{}
 	var err error
 	if o.policy, err = policy.New(pool, cfg.PolicySettings(), nil); err != nil {
@@ -55,11 +63,19 @@ func newOutbound(cfg config.Config, pool *pgxpool.Pool, store *mailstore.Store, 
 	}
 	client := &deliver.Client{Router: router(cfg.Outbound), Limiter: deliver.NewLimiter(cfg.Outbound.MaxPerDestination),
 		HeloName: cfg.SMTP.Hostname, PlainFallback: cfg.Outbound.PlainFallback}
+	waits, err := config.ParseBackoff(cfg.Outbound.RetrySchedule) // validated with the file
+	if err != nil {
+		return nil, err
+	}
 	if o.queue, err = queue.New(pool, queue.Config{Client: client, Store: store, Hostname: cfg.SMTP.Hostname,
-		Lifetime: cfg.Outbound.Lifetime, Log: log}); err != nil {
+		Lifetime: cfg.Outbound.Lifetime, NextRetry: deliver.Schedule(waits).Next, Log: log}); err != nil {
 		return nil, err
 	}
 	o.queue.Register(workers)
+	if o.alerts, err = alerts.New(pool, o.queue, alertSettings, cfg.SMTP.Hostname, log); err != nil {
+		return nil, err
+	}
+	o.alerts.Register(workers)
 	river.AddWorker(workers, &policy.PurgeWorker{Engine: o.policy, Log: log, Records: o.queue.PurgeBefore})
 	// Made even when disabled, so that a reload can turn it on.
 	o.monitor = monitor.New(cfg.Monitor, cfg.SMTP.Hostname, log)

@@ -2,14 +2,18 @@ package agent_test
 
 import (
 	"bytes"
+	"cmp"
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"net/http/httptest"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,7 +24,10 @@ import (
 	"github.com/emersion/go-smtp"
 	"github.com/jackc/pgx/v5/pgxpool"
 
+	"github.com/mairust/mairust/agent/accounts/accountstest"
 	mdkim "github.com/mairust/mairust/agent/dkim"
+	"github.com/mairust/mairust/agent/outbound/alerts"
+	"github.com/mairust/mairust/agent/plugins/sdk"
 	"github.com/mairust/mairust/agent/policy"
 	"github.com/mairust/mairust/internal/proctest"
 	"github.com/mairust/mairust/internal/smtpload"
@@ -28,11 +35,12 @@ import (
 
 // sink is an SMTP server on loopback standing for the rest of the
 // Internet: it takes every message except for refused@, which it refuses
-// with 550.
+// with 550, and busy@, which it defers with 451 the first time.
 type sink struct {
-	mu   sync.Mutex
-	msgs []sunk
-	got  chan struct{}
+	mu       sync.Mutex
+	msgs     []sunk
+	got      chan struct{}
+	deferred map[string]bool // busy@ recipients deferred once
 }
 
 type sunk struct {
@@ -43,7 +51,7 @@ type sunk struct {
 
 func newSink(t *testing.T) (*sink, string) {
 	t.Helper()
-	s := &sink{got: make(chan struct{}, 100)}
+	s := &sink{got: make(chan struct{}, 100), deferred: map[string]bool{}}
 	srv := smtp.NewServer(smtp.BackendFunc(func(*smtp.Conn) (smtp.Session, error) { return &sinkSession{s: s}, nil }))
 	srv.Domain = "sink.remote.test"
 	srv.AllowInsecureAuth = true
@@ -79,6 +87,15 @@ func (ss *sinkSession) Mail(from string, _ *smtp.MailOptions) error { ss.from = 
 func (ss *sinkSession) Rcpt(to string, _ *smtp.RcptOptions) error {
 	if strings.HasPrefix(to, "refused@") {
 		return &smtp.SMTPError{Code: 550, EnhancedCode: smtp.EnhancedCode{5, 1, 1}, Message: "no such mailbox"}
+	}
+	if strings.HasPrefix(to, "busy@") {
+		ss.s.mu.Lock()
+		first := !ss.s.deferred[to]
+		ss.s.deferred[to] = true
+		ss.s.mu.Unlock()
+		if first {
+			return &smtp.SMTPError{Code: 451, EnhancedCode: smtp.EnhancedCode{4, 3, 0}, Message: "try again later"}
+		}
 	}
 	ss.to = append(ss.to, to)
 	return nil
@@ -151,10 +168,11 @@ func waitLong(t *testing.T, what string, limit time.Duration, cond func() bool) 
 // TestSubmissionDeliversSigned: alice submits over 587 with AUTH; the agent
 // signs with example.test's DKIM key, delivers to the sink through a
 // static route, files a copy in her Sent folder; a recipient the sink
-// refuses comes back as a bounce in her INBOX.
+// defers with 451 gets the message on the next try; one it refuses comes
+// back as a bounce in her INBOX.
 func TestSubmissionDeliversSigned(t *testing.T) {
 	s, sinkAddr := newSink(t)
-	cfgPath, _, pool := setup(t, "outbound:\n  routes: [\"remote.test="+sinkAddr+"\"]\n")
+	cfgPath, _, pool := setup(t, "outbound:\n  routes: [\"remote.test="+sinkAddr+"\"]\n  retry_schedule: 1s\n")
 	if out, err := exec.Command(proctest.Binary(t), "admin", "dkim", "generate", "--config", cfgPath, "example.test").CombinedOutput(); err != nil {
 		t.Fatalf("dkim generate: %v\n%s", err, out)
 	}
@@ -173,6 +191,23 @@ func TestSubmissionDeliversSigned(t *testing.T) {
 	}
 	waitFor(t, "the copy in Sent", func() bool { return folderCount(t, pool, alice, "sent") == 1 })
 
+	// A 451 at the destination: retried (a second later) and delivered.
+	if err := submit(p.submission, alice, "pw-"+alice, []string{"busy@remote.test"}, "busy line"); err != nil {
+		t.Fatalf("submit: %v", err)
+	}
+	if m := s.wait(t); len(m.to) != 1 || m.to[0] != "busy@remote.test" || !bytes.Contains(m.data, []byte("busy line")) {
+		t.Fatalf("the sink got to %v:\n%s", m.to, m.data)
+	}
+	// The log is written once the session is over.
+	var log string
+	waitFor(t, "the delivery in the log", func() bool {
+		log = deliveryLog(t, pool, "busy@remote.test")
+		return strings.HasSuffix(log, "delivered 250")
+	})
+	if log != "deferred 451, delivered 250" {
+		t.Fatalf("delivery log of busy@: %s; want deferred 451, delivered 250", log)
+	}
+
 	// A 550 at the destination: a bounce in alice's INBOX.
 	before := folderCount(t, pool, alice, "inbox")
 	if err := submit(p.submission, alice, "pw-"+alice, []string{"refused@remote.test"}, "nobody home"); err != nil {
@@ -187,6 +222,19 @@ func TestSubmissionDeliversSigned(t *testing.T) {
 	if from != "" || !strings.Contains(subject, "Undelivered Mail") {
 		t.Errorf("bounce from %q subject %q", from, subject)
 	}
+}
+
+// deliveryLog lists the status and code of each attempt to rcpt, oldest
+// first.
+func deliveryLog(t *testing.T, pool *pgxpool.Pool, rcpt string) string {
+	t.Helper()
+	var log string
+	err := pool.QueryRow(context.Background(), `SELECT coalesce(string_agg(status || ' ' || code, ', ' ORDER BY id), '')
+		FROM outbound_delivery_log WHERE recipient = $1`, rcpt).Scan(&log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return log
 }
 
 // txtLookup answers DKIM TXT queries from the keys in the database.
@@ -306,4 +354,121 @@ outbound_whitelist:
 	if state != string(policy.Allowed) {
 		t.Errorf("after %d messages the newsletter account is %s", n, state)
 	}
+}
+
+// hookLog collects the alerts POSTed to a webhook on loopback.
+type hookLog struct {
+	mu     sync.Mutex
+	events []alerts.Event
+}
+
+func newHookLog(t *testing.T, secret string) (*hookLog, string) {
+	h := &hookLog{}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		body, _ := io.ReadAll(r.Body)
+		var e alerts.Event
+		if err := sdk.Verify(r.Header, body, alerts.SignerID, []byte(secret), time.Now()); err != nil || json.Unmarshal(body, &e) != nil {
+			http.Error(w, "bad alert", http.StatusBadRequest)
+			return
+		}
+		h.mu.Lock()
+		h.events = append(h.events, e)
+		h.mu.Unlock()
+	}))
+	t.Cleanup(srv.Close)
+	return h, srv.URL
+}
+
+// kinds lists the kinds and actors of the alerts received so far, in the
+// order of the transitions (webhooks are sent concurrently).
+func (h *hookLog) kinds() string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	slices.SortFunc(h.events, func(a, b alerts.Event) int { return cmp.Compare(a.ID, b.ID) })
+	var k []string
+	for _, e := range h.events {
+		k = append(k, e.Kind+":"+e.Actor)
+	}
+	return strings.Join(k, ",")
+}
+
+// burst submits until the policy refuses; it returns how many went out and
+// the refusal.
+func burst(t *testing.T, p *proc, account string, limit int) (int, error) {
+	t.Helper()
+	for i := range limit {
+		if err := submit(p.submission, account, "pw-"+account, []string{fmt.Sprintf("b%d.%d@remote.test", i, time.Now().UnixNano())}, "burst"); err != nil {
+			return i, err
+		}
+	}
+	t.Fatalf("%d messages went out without a refusal", limit)
+	return 0, nil
+}
+
+// TestSuspensionAlertsReleaseAndReenable: the administrator is told of the
+// warning and the suspension by mail and by a signed webhook; a release
+// with the CLI lets the account send again at once; suspended again, it
+// is re-enabled (soft-limited) once auto_reenable_after_hours have passed.
+func TestSuspensionAlertsReleaseAndReenable(t *testing.T) {
+	_, sinkAddr := newSink(t)
+	hooks, hookURL := newHookLog(t, "hook-secret")
+	cfgPath, _, pool := setup(t, `outbound:
+  routes: ["remote.test=`+sinkAddr+`"]
+outbound_policy:
+  weights: {rate: 1, content: 0, history: 0}
+  max_per_hour: 10
+  soft_limit_fraction: 1
+  auto_reenable_after_hours: 1
+outbound_alerts:
+  email: postmaster@example.test
+  webhook_url: `+hookURL+`
+  webhook_secret: hook-secret
+`)
+	if err := accountstest.Seed(context.Background(), pool, "postmaster@example.test"); err != nil {
+		t.Fatal(err)
+	}
+	p := startAgent(t, cfgPath)
+	const alice = "alice@example.test"
+	if _, err := burst(t, p, alice, 20); err == nil || !strings.Contains(err.Error(), policy.SuspendedText) {
+		t.Fatalf("burst ended with %v", err)
+	}
+	// Each warning (the account is warned again while soft-limited) and
+	// the suspension: by webhook and by mail.
+	waitFor(t, "the webhook alerts", func() bool { return strings.HasSuffix(hooks.kinds(), ",suspend:policy") })
+	alerted := hooks.kinds()
+	if !strings.HasPrefix(alerted, "warn:policy,") {
+		t.Fatalf("alerts %s", alerted)
+	}
+	waitFor(t, "the alert mails", func() bool {
+		return folderCount(t, pool, "postmaster@example.test", "inbox") == strings.Count(alerted, ",")+1
+	})
+	var n int
+	if err := pool.QueryRow(context.Background(), `SELECT count(*) FROM messages m JOIN mail_users u ON u.id = m.user_id
+		WHERE u.address = 'postmaster@example.test' AND m.subject = $1`, "[MaiRust] Sending suspended: "+alice).Scan(&n); err != nil || n != 1 {
+		t.Fatalf("%d suspension alerts in the INBOX (%v), want 1", n, err)
+	}
+
+	// Released with the CLI: the next message goes out.
+	out, err := exec.Command(proctest.Binary(t), "admin", "outbound", "release", "--config", cfgPath, alice, "--why", "password reset").CombinedOutput()
+	if err != nil {
+		t.Fatalf("release: %v\n%s", err, out)
+	}
+	if err := submit(p.submission, alice, "pw-"+alice, []string{"after.release@remote.test"}, "released"); err != nil {
+		t.Fatalf("after the release: %v", err)
+	}
+	waitFor(t, "the release alert", func() bool { return strings.HasPrefix(hooks.kinds(), alerted+",release:cli:") })
+
+	// Suspended again; an hour later (the suspension is moved back an
+	// hour rather than waited for) it is re-enabled, soft-limited.
+	if _, err := burst(t, p, alice, 20); err == nil || !strings.Contains(err.Error(), policy.SuspendedText) {
+		t.Fatalf("second burst ended with %v", err)
+	}
+	if _, err := pool.Exec(context.Background(), `UPDATE outbound_accounts SET suspended_at = suspended_at - interval '1 hour' WHERE account = $1`, alice); err != nil {
+		t.Fatal(err)
+	}
+	out, err = exec.Command(proctest.Binary(t), "admin", "outbound", "status", "--config", cfgPath, alice).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), string(policy.SoftLimited)) {
+		t.Fatalf("status after an hour: %v\n%s", err, out)
+	}
+	waitFor(t, "the re-enable alert", func() bool { return strings.HasSuffix(hooks.kinds(), ",auto_reenable:system") })
 }

@@ -36,6 +36,8 @@ type Config struct {
 	OutboundPolicy    policy.Settings  `yaml:"outbound_policy"`
 	OutboundWhitelist []policy.Profile `yaml:"outbound_whitelist" reload:"live" doc:"Whitelist profiles for legitimate bulk senders, each evaluated under its own max_rate instead of the hourly, daily and baseline limits: a list of {id, accounts: [addresses], max_rate: \"N msgs/minute|hour|day\", description, and optionally warn_threshold and suspend_threshold}."`
 	Monitor           Monitor          `yaml:"monitor"`
+	OutboundAlerts    OutboundAlerts   `yaml:"outbound_alerts"`
+	ControlPlane      ControlPlane     `yaml:"controlplane"`
 }
 
 // PolicySettings are the Outbound Policy Engine's settings: outbound_policy
@@ -149,7 +151,8 @@ type Submission struct {
 type Outbound struct {
 	Workers           int           `yaml:"workers" doc:"Delivery jobs run at once by this agent (1-256)."`
 	MaxPerDestination int           `yaml:"max_per_destination" doc:"Most SMTP sessions open at once to one destination (a domain's MX, a static route or the smarthost)."`
-	Lifetime          time.Duration `yaml:"lifetime" doc:"How long a message is retried after temporary failures (1m, 5m, 15m, 30m, 1h, 2h, 4h, then every 4h) before it bounces with 5.4.7."`
+	Lifetime          time.Duration `yaml:"lifetime" doc:"How long a message is retried after temporary failures before it bounces with 5.4.7."`
+	RetrySchedule     string        `yaml:"retry_schedule" doc:"Waits after each failed attempt, comma-separated, counted from the first attempt; the last one repeats until lifetime runs out."`
 	DNSServer         string        `yaml:"dns_server" doc:"host:port of the DNS server for MX lookups. Empty: the system's resolver."`
 	Port              int           `yaml:"port" doc:"Port of MX hosts (25; another only for tests)."`
 	Routes            []string      `yaml:"routes" doc:"Static routes, each \"domain=host:port\" (more hosts separated by commas, tried in order): mail for the domain goes there instead of to its MX."`
@@ -204,6 +207,35 @@ type Monitor struct {
 	Token   string        `yaml:"token" env:"MAIRUST_MONITOR_TOKEN" reload:"live" doc:"Bearer token sent with each notification; prefer the environment variable."`
 	Timeout time.Duration `yaml:"timeout" reload:"live" doc:"Longest wait for the monitor's answer to one notification (100ms-1m); past it the notification counts as failed."`
 }
+
+// OutboundAlerts tells the administrator of the Outbound Policy Engine's
+// transitions, by mail and by webhook.
+type OutboundAlerts struct {
+	Email         string   `yaml:"email" reload:"live" doc:"Address that gets a message for each transition in kinds, e.g. the administrator's. Empty: none."`
+	WebhookURL    string   `yaml:"webhook_url" reload:"live" doc:"http:// or https:// URL each transition in kinds is POSTed to as JSON (a chat's incoming webhook, say); retried for about an hour. Empty: none."`
+	WebhookSecret string   `yaml:"webhook_secret" env:"MAIRUST_OUTBOUND_ALERTS_WEBHOOK_SECRET" reload:"live" doc:"Signs each POST as HTTP plugins' requests are (X-MaiRust-Timestamp, X-MaiRust-Plugin-Id: outbound-alerts, X-MaiRust-Signature; the Go SDK's Verify checks them). Empty: unsigned."`
+	Kinds         []string `yaml:"kinds" reload:"live" doc:"Transitions alerted, of warn (soft-limited), suspend, release (by an administrator) and auto_reenable."`
+}
+
+// ControlPlane configures `mairust controlplane`: the multi-tenant service
+// agents enroll into (it keeps its own database).
+type ControlPlane struct {
+	Listen             string        `yaml:"listen" doc:"Address of the control plane's HTTP listener (Connect, gRPC and gRPC-Web, and the console). Put TLS in front of it when it is reachable from outside."`
+	DatabaseURL        string        `yaml:"database_url" env:"MAIRUST_CONTROLPLANE_DATABASE_URL" doc:"PostgreSQL URL of the control plane's own database, as the role that owns its tables (it applies the schema). Not the agent's database."`
+	AppDatabaseURL     string        `yaml:"app_database_url" env:"MAIRUST_CONTROLPLANE_APP_DATABASE_URL" doc:"PostgreSQL URL the control plane serves requests through, as the role mairust_cp that the schema creates (give it a password with ALTER ROLE): not the tables' owner, so that row-level security keeps tenants apart. Empty: database_url with the user mairust_cp and no password (trust or peer authentication)."`
+	PublicURL          string        `yaml:"public_url" doc:"The URL people and agents reach the control plane at, for links in mails and the console. Empty: http://listen."`
+	JWTKey             string        `yaml:"jwt_key" env:"MAIRUST_CONTROLPLANE_JWT_KEY" doc:"Signing key of sessions and agent credentials as kid:base64 (at least 32 bytes). Empty: one is generated and kept in data_dir/controlplane-jwt.key."`
+	SessionTTL         time.Duration `yaml:"session_ttl" doc:"Lifetime of a console session (5m-720h)."`
+	AgentCredentialTTL time.Duration `yaml:"agent_credential_ttl" doc:"Lifetime of an agent credential (1m-24h); agents renew it with each heartbeat."`
+	HeartbeatInterval  time.Duration `yaml:"heartbeat_interval" doc:"How often agents are asked to send a heartbeat (1s-10m)."`
+	AgentDownAfter     time.Duration `yaml:"agent_down_after" doc:"An agent without a heartbeat for this long (plus up to 10% jitter) is marked down; at least 2 heartbeat intervals."`
+	MaxRequestBytes    int           `yaml:"max_request_bytes" doc:"Largest request message taken (1 KiB-64 MiB)."`
+	SMTPRelay          string        `yaml:"smtp_relay" doc:"host:port of the SMTP server the control plane's mail (verification links, invitations, alerts) goes through, without authentication: by default an agent on this machine."`
+	MailFrom           string        `yaml:"mail_from" doc:"Sender address of the control plane's mail."`
+}
+
+// AlertKinds are the transitions outbound_alerts.kinds may name.
+var AlertKinds = []string{"warn", "suspend", "release", "auto_reenable"}
 
 // Default returns the settings used for every key the file leaves out.
 func Default() Config {
@@ -269,6 +301,7 @@ func Default() Config {
 			Workers:           16,
 			MaxPerDestination: 5,
 			Lifetime:          120 * time.Hour,
+			RetrySchedule:     "1m,5m,15m,30m,1h,2h,4h",
 			Port:              25,
 			SmarthostTLS:      "starttls",
 			PlainFallback:     true,
@@ -278,6 +311,10 @@ func Default() Config {
 
 		OutboundPolicy: policy.DefaultSettings(),
 		Monitor:        Monitor{Timeout: 5 * time.Second},
+		OutboundAlerts: OutboundAlerts{Kinds: AlertKinds},
+		ControlPlane: ControlPlane{Listen: "127.0.0.1:8090", SessionTTL: 24 * time.Hour,
+			AgentCredentialTTL: time.Hour, HeartbeatInterval: 30 * time.Second, AgentDownAfter: 90 * time.Second, MaxRequestBytes: 4 << 20,
+			SMTPRelay: "127.0.0.1:25", MailFrom: "noreply@localhost"},
 	}
 }
 

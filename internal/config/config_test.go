@@ -76,6 +76,11 @@ func TestKeyErrors(t *testing.T) {
 		{"spam timeout short", "spam:\n  timeout: 99ms\n", "spam.timeout", 2},
 		{"spam timeout long", "spam:\n  timeout: 121s\n", "spam.timeout", 2},
 		{"spam on_error", "spam:\n  on_error: drop\n", "spam.on_error", 2},
+		{"retry_schedule under 1s", "outbound:\n  retry_schedule: 1m,500ms\n", "outbound.retry_schedule", 2},
+		{"retry_schedule not durations", "outbound:\n  retry_schedule: soon\n", "outbound.retry_schedule", 2},
+		{"alerts email", "outbound_alerts:\n  email: Admin <admin@example.com>\n", "outbound_alerts.email", 2},
+		{"alerts webhook", "outbound_alerts:\n  webhook_url: chat.example.com/hook\n", "outbound_alerts.webhook_url", 2},
+		{"alerts kinds", "outbound_alerts:\n  kinds:\n    - suspend\n    - soft_limit_end\n", "outbound_alerts.kinds[1]", 4},
 
 		{"s3 bucket missing", s3(""), "s3.bucket", 0},
 		{"s3 multipart 4", s3(validS3 + "  multipart_threshold_mb: 4\n"), "s3.multipart_threshold_mb", 5},
@@ -140,6 +145,11 @@ func TestAcceptedValues(t *testing.T) {
 		{"spam", "spam:\n  rspamd_url: https://rspamd.internal:11333/\n  learn_url: http://rspamd.internal:11334\n  timeout: 100ms\n  on_error: tempfail\n  rules_file: /etc/mairust/spam.yaml\n",
 			func(c Config) bool {
 				return c.Spam.RspamdURL == "https://rspamd.internal:11333/" && c.Spam.LearnURL == "http://rspamd.internal:11334" && c.Spam.Timeout == 100*time.Millisecond && c.Spam.OnError == "tempfail" && c.Spam.RulesFile == "/etc/mairust/spam.yaml"
+			}},
+		{"outbound alerts", "outbound_alerts:\n  email: admin@example.com\n  webhook_url: https://chat.example.com/hook\n  kinds: [suspend]\noutbound:\n  retry_schedule: 1s, 2m\n",
+			func(c Config) bool {
+				return c.OutboundAlerts.Email == "admin@example.com" && c.OutboundAlerts.WebhookURL == "https://chat.example.com/hook" &&
+					reflect.DeepEqual(c.OutboundAlerts.Kinds, []string{"suspend"}) && c.Outbound.RetrySchedule == "1s, 2m"
 			}},
 		{"spam timeout 2m", "spam:\n  timeout: 2m\n  on_error: accept\n", func(c Config) bool { return c.Spam.Timeout == 2*time.Minute }},
 		{"trailing empty document", "log:\n  level: debug\n---\n", func(c Config) bool { return c.Log.Level == "debug" }},

@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/mail"
 	"net/url"
 	"os"
 	"reflect"
@@ -289,6 +290,7 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"outbound.workers", c.Outbound.Workers < 1 || c.Outbound.Workers > 256, "must be between 1 and 256"},
 		{"outbound.max_per_destination", c.Outbound.MaxPerDestination < 1, "must be at least 1"},
 		{"outbound.lifetime", c.Outbound.Lifetime < time.Minute, "must be at least 1m"},
+		{"outbound.retry_schedule", !validBackoff(c.Outbound.RetrySchedule), "must be durations of at least 1s, comma-separated, e.g. 1m,5m,15m,30m,1h,2h,4h"},
 		{"outbound.dns_server", c.Outbound.DNSServer != "" && !validAddr(c.Outbound.DNSServer), "must be host:port, or empty for the system's resolver"},
 		{"outbound.port", c.Outbound.Port < 1 || c.Outbound.Port > 65535, "must be a port number"},
 		{"outbound.smarthost", c.Outbound.Smarthost != "" && !validAddr(c.Outbound.Smarthost), "must be host:port, or empty for MX delivery"},
@@ -314,6 +316,20 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"spam.on_error", !oneOf(c.Spam.OnError, "accept", "tempfail"), "must be accept or tempfail"},
 		{"monitor.url", (c.Monitor.Enabled || c.Monitor.URL != "") && !validHTTPURL(c.Monitor.URL), "must be an http:// or https:// URL with a host (required with monitor.enabled)"},
 		{"monitor.timeout", c.Monitor.Timeout < 100*time.Millisecond || c.Monitor.Timeout > time.Minute, "must be between 100ms and 1m"},
+		{"outbound_alerts.email", c.OutboundAlerts.Email != "" && !validAddress(c.OutboundAlerts.Email), "must be a mail address, user@domain"},
+		{"controlplane.listen", !validAddr(c.ControlPlane.Listen), "must be host:port"},
+		{"controlplane.database_url", c.ControlPlane.DatabaseURL != "" && !strings.HasPrefix(c.ControlPlane.DatabaseURL, "postgres://") && !strings.HasPrefix(c.ControlPlane.DatabaseURL, "postgresql://"), "must be a postgres:// URL"},
+		{"controlplane.app_database_url", c.ControlPlane.AppDatabaseURL != "" && !strings.HasPrefix(c.ControlPlane.AppDatabaseURL, "postgres://") && !strings.HasPrefix(c.ControlPlane.AppDatabaseURL, "postgresql://"), "must be a postgres:// URL"},
+		{"controlplane.public_url", c.ControlPlane.PublicURL != "" && !validHTTPURL(c.ControlPlane.PublicURL), "must be an http:// or https:// URL with a host"},
+		{"controlplane.jwt_key", c.ControlPlane.JWTKey != "" && !validJWTKeys(c.ControlPlane.JWTKey), "must be kid:base64 of at least 32 bytes"},
+		{"controlplane.session_ttl", c.ControlPlane.SessionTTL < 5*time.Minute || c.ControlPlane.SessionTTL > 720*time.Hour, "must be between 5m and 720h"},
+		{"controlplane.agent_credential_ttl", c.ControlPlane.AgentCredentialTTL < time.Minute || c.ControlPlane.AgentCredentialTTL > 24*time.Hour, "must be between 1m and 24h"},
+		{"controlplane.heartbeat_interval", c.ControlPlane.HeartbeatInterval < time.Second || c.ControlPlane.HeartbeatInterval > 10*time.Minute, "must be between 1s and 10m"},
+		{"controlplane.agent_down_after", c.ControlPlane.AgentDownAfter < 2*c.ControlPlane.HeartbeatInterval, "must be at least twice controlplane.heartbeat_interval"},
+		{"controlplane.smtp_relay", !validAddr(c.ControlPlane.SMTPRelay), "must be host:port"},
+		{"controlplane.mail_from", !validAddress(c.ControlPlane.MailFrom), "must be a mail address, user@domain"},
+		{"controlplane.max_request_bytes", c.ControlPlane.MaxRequestBytes < 1<<10 || c.ControlPlane.MaxRequestBytes > 64<<20, "must be between 1024 and 67108864"},
+		{"outbound_alerts.webhook_url", c.OutboundAlerts.WebhookURL != "" && !validHTTPURL(c.OutboundAlerts.WebhookURL), "must be an http:// or https:// URL with a host"},
 	}
 	if c.Storage.Backend == "s3" {
 		key, keyErr := base64.StdEncoding.DecodeString(c.S3.ClientKey)
@@ -329,6 +345,11 @@ func Validate(c Config, name string, lines map[string]int) error {
 	for _, ch := range checks {
 		if ch.bad {
 			return fail(ch.key, "%s", ch.msg)
+		}
+	}
+	for i, k := range c.OutboundAlerts.Kinds {
+		if !oneOf(k, AlertKinds...) {
+			return fail(fmt.Sprintf("outbound_alerts.kinds[%d]", i), "%q is not one of %s", k, strings.Join(AlertKinds, ", "))
 		}
 	}
 	for i, r := range c.Outbound.Routes {
@@ -384,12 +405,19 @@ func validHTTPURL(s string) bool {
 	return err == nil && (u.Scheme == "http" || u.Scheme == "https") && u.Host != ""
 }
 
+// validAddress reports whether a is a bare mail address, user@domain.
+func validAddress(a string) bool {
+	m, err := mail.ParseAddress(a)
+	return err == nil && m.Address == a && m.Name == "" && strings.Count(a, "@") == 1
+}
+
 func validAddr(a string) bool {
 	_, port, err := net.SplitHostPort(a)
 	return err == nil && port != ""
 }
 
-// ParseBackoff reads plugins.retry_backoff: comma-separated durations.
+// ParseBackoff reads plugins.retry_backoff and outbound.retry_schedule:
+// comma-separated durations of at least 1s.
 func ParseBackoff(s string) ([]time.Duration, error) {
 	var out []time.Duration
 	for _, part := range strings.Split(s, ",") {

@@ -175,6 +175,9 @@ func formatValue(v reflect.Value) string {
 		}
 		return s
 	}
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String {
+		return "[" + strings.Join(v.Interface().([]string), ", ") + "]"
+	}
 	return fmt.Sprint(v.Interface())
 }
 

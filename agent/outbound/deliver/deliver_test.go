@@ -476,29 +476,46 @@ func TestLimiterContext(t *testing.T) {
 	}
 }
 
-func TestNextRetry(t *testing.T) {
+func TestDefaultSchedule(t *testing.T) {
 	first := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
 	want := []time.Duration{time.Minute, 6 * time.Minute, 21 * time.Minute, 51 * time.Minute, time.Hour + 51*time.Minute, 3*time.Hour + 51*time.Minute, 7*time.Hour + 51*time.Minute, 11*time.Hour + 51*time.Minute}
 	for i, w := range want {
-		next, expired := NextRetry(i+1, first, 0)
+		next, expired := DefaultSchedule.Next(i+1, first, 0)
 		if expired || !next.Equal(first.Add(w)) {
 			t.Fatalf("attempt %d: %v %v, want +%v", i+1, next.Sub(first), expired, w)
 		}
 	}
 	// Default lifetime: 5 days. 7h51m + k*4h < 120h → last k = 28 (119h51m).
-	next, expired := NextRetry(7+28, first, 0)
+	next, expired := DefaultSchedule.Next(7+28, first, 0)
 	if expired || next.Sub(first) != 119*time.Hour+51*time.Minute {
 		t.Fatalf("last retry: %v %v", next.Sub(first), expired)
 	}
-	next, expired = NextRetry(7+29, first, 0)
+	next, expired = DefaultSchedule.Next(7+29, first, 0)
 	if !expired || !next.Equal(first.Add(DefaultLifetime)) {
 		t.Fatalf("expiry: %v %v", next.Sub(first), expired)
 	}
 	// Short lifetime.
-	if _, expired := NextRetry(2, first, 5*time.Minute); !expired {
+	if _, expired := DefaultSchedule.Next(2, first, 5*time.Minute); !expired {
 		t.Fatal("6m offset should exceed a 5m lifetime")
 	}
-	if next, expired := NextRetry(0, first, time.Hour); expired || next.Sub(first) != time.Minute {
+	if next, expired := DefaultSchedule.Next(0, first, time.Hour); expired || next.Sub(first) != time.Minute {
 		t.Fatalf("attempt 0: %v %v", next, expired)
+	}
+}
+
+// A configured schedule repeats its last wait; an empty one is the default.
+func TestSchedule(t *testing.T) {
+	first := time.Date(2025, 1, 1, 0, 0, 0, 0, time.UTC)
+	s := Schedule{time.Second, 10 * time.Second}
+	for i, w := range []time.Duration{time.Second, 11 * time.Second, 21 * time.Second} {
+		if next, expired := s.Next(i+1, first, time.Minute); expired || next.Sub(first) != w {
+			t.Fatalf("attempt %d: +%v %v, want +%v", i+1, next.Sub(first), expired, w)
+		}
+	}
+	if next, expired := s.Next(7, first, time.Minute); !expired || next.Sub(first) != time.Minute {
+		t.Fatalf("past the lifetime: +%v %v", next.Sub(first), expired)
+	}
+	if next, _ := Schedule(nil).Next(2, first, 0); next.Sub(first) != 6*time.Minute {
+		t.Fatalf("empty schedule: +%v, want the default's 6m", next.Sub(first))
 	}
 }

@@ -3,11 +3,11 @@
 // lookup through a configurable resolver), talking SMTP to those hosts
 // (Client: opportunistic STARTTLS, per-recipient outcomes), capping
 // connections per destination (Limiter) and the retry schedule for
-// temporary failures (NextRetry).
+// temporary failures (Schedule.Next).
 //
 // It does not own the queue, persistence, DKIM signing or bounce generation:
 // the queue worker calls Client.Deliver for one domain's recipients, stores
-// the Result, reschedules TempFail recipients with NextRetry and asks the dsn
+// the Result, reschedules TempFail recipients with Schedule.Next and asks the dsn
 // package for a bounce on PermFail or expiry.
 package deliver
 

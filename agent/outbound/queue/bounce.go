@@ -18,12 +18,15 @@ import (
 	"github.com/mairust/mairust/agent/outbound/dsn"
 )
 
-// bounceArgs is a bounce job: a built notification for the sender of a
-// message (QueueID) some of whose recipients failed. It is a job of its
-// own, inserted with the attempt that failed them, because a local
-// sender's INBOX (the mail store) cannot join that transaction.
-type bounceArgs struct {
-	QueueID  int64  `json:"queue_id"`
+// noticeArgs is a job that delivers a message the agent wrote itself to
+// one address: a bounce for the sender of a message (QueueID) some of
+// whose recipients failed, inserted with the attempt that failed them, or
+// an alert (NoticeTx). It is a job of its own because a local
+// recipient's INBOX (the mail store) cannot join the inserting
+// transaction.
+type noticeArgs struct {
+	Purpose  string `json:"purpose"` // "bounce" or "alert": for the logs and the metrics
+	QueueID  int64  `json:"queue_id,omitempty"`
 	TenantID string `json:"tenant_id"`
 	UserID   int64  `json:"user_id,omitempty"`
 	To       string `json:"to"`
@@ -31,15 +34,27 @@ type bounceArgs struct {
 }
 
 // Kind implements river.JobArgs.
-func (bounceArgs) Kind() string { return "outbound_bounce" }
+func (noticeArgs) Kind() string { return "outbound_notice" }
 
 // InsertOpts puts the job in QueueName.
-func (bounceArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueName} }
+func (noticeArgs) InsertOpts() river.InsertOpts { return river.InsertOpts{Queue: QueueName} }
+
+// NoticeTx queues in tx the delivery of data, a message the agent wrote
+// (an alert of purpose "alert"), to the address to: into its INBOX when it
+// is a user here, else through the queue with the null sender (tenantID
+// pays for it). A local domain's address without a user drops it.
+func (q *Queue) NoticeTx(ctx context.Context, tx pgx.Tx, purpose, tenantID, to string, data []byte) error {
+	_, err := q.jobs.InsertTx(ctx, tx, noticeArgs{Purpose: purpose, TenantID: tenantID, To: to, Data: data}, nil)
+	if err != nil {
+		return fmt.Errorf("queue: %s to %s: %w", purpose, to, err)
+	}
+	return nil
+}
 
 // bounce returns the job that bounces the recipients the attempt failed,
 // or nil when it failed none or the message was itself a bounce (never
 // bounce a bounce).
-func (q *Queue) bounce(p *pending, outs []outcome, now time.Time) *bounceArgs {
+func (q *Queue) bounce(p *pending, outs []outcome, now time.Time) *noticeArgs {
 	var rcpts []dsn.Recipient
 	for _, o := range outs {
 		if o.state == "failed" {
@@ -54,14 +69,14 @@ func (q *Queue) bounce(p *pending, outs []outcome, now time.Time) *bounceArgs {
 		Recipients: rcpts, Original: p.data, Date: now})
 	switch {
 	case errors.Is(err, dsn.ErrNoBounce):
-		bounces.WithLabelValues("suppressed").Inc()
+		notices.WithLabelValues("bounce", "suppressed").Inc()
 		q.log.Info("outbound bounce suppressed: the failed message has the null sender", "queue_id", p.id)
 		return nil
 	case err != nil:
 		q.log.Error("outbound bounce not built", "queue_id", p.id, "mail_from", p.mailFrom, "error", err)
 		return nil
 	}
-	return &bounceArgs{QueueID: p.id, TenantID: p.tenantID, UserID: p.userID, To: m.Recipient, Data: m.Data}
+	return &noticeArgs{Purpose: "bounce", QueueID: p.id, TenantID: p.tenantID, UserID: p.userID, To: m.Recipient, Data: m.Data}
 }
 
 // diagnostic renders a result as a DSN Diagnostic-Code.
@@ -72,29 +87,33 @@ func diagnostic(r deliver.RecipientResult) string {
 	return fmt.Sprintf("%d %s %s", r.Code, r.Enhanced, r.Message)
 }
 
-// bounceWorker runs bounceArgs jobs.
-type bounceWorker struct {
-	river.WorkerDefaults[bounceArgs]
+// noticeWorker runs noticeArgs jobs.
+type noticeWorker struct {
+	river.WorkerDefaults[noticeArgs]
 	q *Queue
 }
 
-// Work puts the bounce into the INBOX of a local sender, or queues it to a
-// remote one with the null sender (completing the job in the same
+// Work puts the notice into the INBOX of a local recipient, or queues it
+// to a remote one with the null sender (completing the job in the same
 // transaction). A local domain's address without a user is dropped. A
-// failure goes back to River; a bounce stored in an INBOX just before a
+// failure goes back to River; a notice stored in an INBOX just before a
 // failure to complete the job is stored twice.
-func (w *bounceWorker) Work(ctx context.Context, job *river.Job[bounceArgs]) error {
+func (w *noticeWorker) Work(ctx context.Context, job *river.Job[noticeArgs]) error {
 	q, a := w.q, job.Args
+	what := a.Purpose
+	if a.QueueID != 0 {
+		what = fmt.Sprintf("%s for message %d", a.Purpose, a.QueueID)
+	}
 	rcpt, err := q.accounts.Lookup(ctx, a.To)
 	switch {
 	case err == nil:
-		// Our own notification parses; were it not to, it is still stored.
+		// Our own notice parses; were it not to, it is still stored.
 		h, _ := mailparse.ParseHeader(bytes.NewReader(a.Data))
 		if _, err := q.cfg.Store.Deliver(ctx, mailstore.Delivery{Recipients: []accounts.Recipient{rcpt}, Data: a.Data, Header: h}); err != nil {
-			return fmt.Errorf("queue: bounce for message %d into %s: %w", a.QueueID, a.To, err)
+			return fmt.Errorf("queue: %s into %s: %w", what, a.To, err)
 		}
-		bounces.WithLabelValues("inbox").Inc()
-		q.log.Info("outbound bounce stored", "queue_id", a.QueueID, "to", a.To)
+		notices.WithLabelValues(a.Purpose, "inbox").Inc()
+		q.log.Info("outbound "+a.Purpose+" stored", "queue_id", a.QueueID, "to", a.To)
 		return nil
 	case errors.Is(err, accounts.ErrForeign):
 		var id int64
@@ -108,14 +127,14 @@ func (w *bounceWorker) Work(ctx context.Context, job *river.Job[bounceArgs]) err
 			return err
 		})
 		if err != nil {
-			return fmt.Errorf("queue: bounce for message %d to %s: %w", a.QueueID, a.To, err)
+			return fmt.Errorf("queue: %s to %s: %w", what, a.To, err)
 		}
-		bounces.WithLabelValues("queued").Inc()
-		q.log.Info("outbound bounce queued", "queue_id", a.QueueID, "to", a.To, "bounce_id", id)
+		notices.WithLabelValues(a.Purpose, "queued").Inc()
+		q.log.Info("outbound "+a.Purpose+" queued", "queue_id", a.QueueID, "to", a.To, "notice_id", id)
 		return nil
 	case errors.Is(err, accounts.ErrUnknownUser):
-		bounces.WithLabelValues("dropped").Inc()
-		q.log.Warn("outbound bounce dropped: the sender's address has no user", "queue_id", a.QueueID, "to", a.To)
+		notices.WithLabelValues(a.Purpose, "dropped").Inc()
+		q.log.Warn("outbound "+a.Purpose+" dropped: the address is of a domain here but has no user", "queue_id", a.QueueID, "to", a.To)
 		return nil
 	}
 	return err

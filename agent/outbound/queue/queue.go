@@ -64,7 +64,7 @@ type Config struct {
 	// Keep it below jobs.rescue_after.
 	AttemptTimeout time.Duration
 	// NextRetry says when to try again after attempt (1-based) and whether
-	// the lifetime has run out; nil: deliver.NextRetry.
+	// the lifetime has run out; nil: deliver.DefaultSchedule.Next.
 	NextRetry func(attempt int, firstTried time.Time, lifetime time.Duration) (time.Time, bool)
 	// Log receives one line per attempt and recipient; nil: slog.Default().
 	Log *slog.Logger
@@ -94,7 +94,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Queue, error) {
 		cfg.AttemptTimeout = DefaultAttemptTimeout
 	}
 	if cfg.NextRetry == nil {
-		cfg.NextRetry = deliver.NextRetry
+		cfg.NextRetry = deliver.DefaultSchedule.Next
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
@@ -110,7 +110,7 @@ func New(pool *pgxpool.Pool, cfg Config) (*Queue, error) {
 // Register adds the queue's workers.
 func (q *Queue) Register(w *river.Workers) {
 	river.AddWorker(w, &deliverWorker{q: q})
-	river.AddWorker(w, &bounceWorker{q: q})
+	river.AddWorker(w, &noticeWorker{q: q})
 }
 
 // Message is a message to send.
@@ -190,11 +190,11 @@ var (
 		Namespace: "mairust", Subsystem: "outbound", Name: "recipient_attempts_total",
 		Help: "Delivery attempts per recipient, by the recipient's state after it: delivered, deferred, failed.",
 	}, []string{"result"})
-	bounces = prometheus.NewCounterVec(prometheus.CounterOpts{
-		Namespace: "mairust", Subsystem: "outbound", Name: "bounces_total",
-		Help: "Bounces, by where they went: inbox (a local sender), queued (a remote sender), suppressed (the failed message was itself a bounce), dropped (the local sender no longer exists).",
-	}, []string{"to"})
+	notices = prometheus.NewCounterVec(prometheus.CounterOpts{
+		Namespace: "mairust", Subsystem: "outbound", Name: "notices_total",
+		Help: "Messages the agent wrote (purpose bounce or alert), by where they went: inbox (a local address), queued (a remote one), suppressed (a bounce of a bounce), dropped (a local address without a user).",
+	}, []string{"purpose", "to"})
 )
 
 // Collectors returns the package's metrics for registration.
-func Collectors() []prometheus.Collector { return []prometheus.Collector{recipientResults, bounces} }
+func Collectors() []prometheus.Collector { return []prometheus.Collector{recipientResults, notices} }

@@ -379,7 +379,7 @@ func TestPermanentFailureBouncesToLocalSender(t *testing.T) {
 	s := newServer(t, noUser)
 	e := newEnv(t, map[string]*server{"remote.test": s, "one.test": newServer(t)}, nil)
 	id := e.enqueue(e.fromAlice("bob@remote.test", "x@one.test"))
-	e.wait("outbound_deliver", "outbound_deliver", "outbound_bounce")
+	e.wait("outbound_deliver", "outbound_deliver", "outbound_notice")
 
 	st := e.status(id)
 	if st.State != "partial" || st.Recipients[0].State != "failed" || st.Recipients[0].Attempts != 1 || st.Recipients[1].State != "delivered" {
@@ -411,7 +411,7 @@ func TestLifetimeExpiryBounces(t *testing.T) {
 		c.Lifetime, c.NextRetry = time.Millisecond, nil // the real schedule: the first retry is past the lifetime
 	})
 	id := e.enqueue(e.fromAlice("bob@remote.test"))
-	e.wait("outbound_deliver", "outbound_bounce")
+	e.wait("outbound_deliver", "outbound_notice")
 
 	st := e.status(id)
 	if r := st.Recipients[0]; st.State != "failed" || r.State != "failed" || r.Code != 451 || r.Enhanced != "4.3.0" {
@@ -459,7 +459,7 @@ func TestBounceToRemoteSenderIsNotBounced(t *testing.T) {
 	m.UserID, m.MailFrom = 0, "carol@elsewhere.test"
 	id := e.enqueue(m)
 	// The message fails, its bounce is queued to carol and fails too.
-	e.wait("outbound_deliver", "outbound_bounce", "outbound_deliver")
+	e.wait("outbound_deliver", "outbound_notice", "outbound_deliver")
 
 	var bounceID int64
 	var from, status string
