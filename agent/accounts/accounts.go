@@ -1,6 +1,6 @@
-// Package accounts owns tenants, domains and mail users in PostgreSQL: their
-// creation with the standard folders, and the recipient lookup SMTP uses.
-// It never touches messages or blobs.
+// Package accounts owns tenants, domains, mail users and their aliases in
+// PostgreSQL: their creation with the standard folders, and the recipient
+// lookup SMTP uses. It never touches messages or blobs.
 package accounts
 
 import (
@@ -30,7 +30,9 @@ type Accounts struct{ pool *pgxpool.Pool }
 // New returns Accounts on pool.
 func New(pool *pgxpool.Pool) *Accounts { return &Accounts{pool: pool} }
 
-// Recipient is a local mailbox a message can be delivered to.
+// Recipient is a local mailbox a message can be delivered to. Address is
+// the address looked up (normalized): the user's own or one of its aliases;
+// the rest is the user's.
 type Recipient struct {
 	Address  string
 	TenantID string
@@ -49,8 +51,9 @@ func Normalize(addr string) (string, error) {
 	return a, nil
 }
 
-// Lookup finds the enabled user for addr, or says whether the domain is ours
-// (ErrUnknownUser) or not (ErrForeign).
+// Lookup finds the enabled user for addr, its own address or an alias of
+// it, or says whether the domain is ours (ErrUnknownUser) or not
+// (ErrForeign). The user of an alias must be in an enabled domain too.
 func (a *Accounts) Lookup(ctx context.Context, addr string) (Recipient, error) {
 	addr, err := Normalize(addr)
 	if err != nil {
@@ -62,11 +65,16 @@ func (a *Accounts) Lookup(ctx context.Context, addr string) (Recipient, error) {
 		uid, inbox, junk *int64
 		tenant           *string
 	)
+	// own and al are the user and the alias with the address (never both);
+	// u is the user either names, if enabled in an enabled domain.
 	err = a.pool.QueryRow(ctx, `
 		SELECT d.id IS NOT NULL, u.id, u.tenant_id::text, f.id, j.id
 		FROM (SELECT 1) one
 		LEFT JOIN domains d ON d.name = $2 AND NOT d.disabled
-		LEFT JOIN mail_users u ON u.address = $1 AND u.domain_id = d.id AND NOT u.disabled
+		LEFT JOIN mail_users own ON own.address = $1 AND own.domain_id = d.id
+		LEFT JOIN mail_aliases al ON al.address = $1 AND al.domain_id = d.id
+		LEFT JOIN (mail_users u JOIN domains ud ON ud.id = u.domain_id AND NOT ud.disabled)
+			ON u.id = coalesce(own.id, al.user_id) AND NOT u.disabled
 		LEFT JOIN folders f ON f.user_id = u.id AND f.special = 'inbox'
 		LEFT JOIN folders j ON j.user_id = u.id AND j.special = 'junk'`, addr, domain).Scan(&known, &uid, &tenant, &inbox, &junk)
 	switch {
@@ -122,7 +130,8 @@ func (a *Accounts) CreateDomain(ctx context.Context, tenantID, name string) erro
 }
 
 // CreateUser adds a mail user in an existing domain, with its standard
-// folders, in one transaction.
+// folders, in one transaction. An address in use, by a user or an alias,
+// is ErrExists.
 func (a *Accounts) CreateUser(ctx context.Context, addr, pw string, admin bool) error {
 	addr, err := Normalize(addr)
 	if err != nil {
@@ -142,6 +151,12 @@ func (a *Accounts) CreateUser(ctx context.Context, addr, pw string, admin bool) 
 			RETURNING id, tenant_id::text`, addr, domain, hash, admin).Scan(&uid, &tenant)
 		if errors.Is(err, pgx.ErrNoRows) {
 			return fmt.Errorf("domain %s does not exist: create it first", domain)
+		}
+		if c, ok := uniqueViolation(err); ok {
+			if c == addressUnique {
+				return fmt.Errorf("address %s: %w as an alias; remove the alias first", addr, ErrExists)
+			}
+			return fmt.Errorf("user %s: %w", addr, ErrExists)
 		}
 		if err != nil {
 			return fmt.Errorf("accounts: create user %s: %w", addr, err)

@@ -27,7 +27,7 @@ var (
 
 // InvalidError names the input of an administration call that is refused.
 type InvalidError struct {
-	Field  string // the input at fault: name, address, password, quota_bytes, domain
+	Field  string // the input at fault: name, address, password, quota_bytes, domain, user
 	Reason string
 }
 
@@ -72,6 +72,20 @@ func scanUser(row pgx.CollectableRow) (MailUser, error) {
 	var u MailUser
 	err := row.Scan(&u.ID, &u.Address, &u.DomainID, &u.Admin, &u.Disabled, &u.QuotaBytes, &u.CreatedAt)
 	return u, err
+}
+
+// addressUnique is the constraint that keeps an address a user's or an
+// alias, never both (migration 0011).
+const addressUnique = "mail_address_unique"
+
+// uniqueViolation returns the constraint err violates when it is a unique
+// violation.
+func uniqueViolation(err error) (constraint string, ok bool) {
+	var pgErr *pgconn.PgError
+	if errors.As(err, &pgErr) && pgErr.Code == "23505" {
+		return pgErr.ConstraintName, true
+	}
+	return "", false
 }
 
 // one runs a query that returns at most one row; no row is ErrNotFound.
@@ -166,9 +180,9 @@ func (a *Accounts) UpdateDomain(ctx context.Context, tenantID string, id int64, 
 		RETURNING `+domainColumns, id, tenantID, disabled)
 }
 
-// DeleteDomain deletes a domain of tenant that has no users left; while it
-// has some it refuses with ErrDomainInUse, so that no mailbox is lost by
-// deleting its domain. It returns the deleted domain.
+// DeleteDomain deletes a domain of tenant that has no users left, with its
+// aliases; while it has users it refuses with ErrDomainInUse, so that no
+// mailbox is lost by deleting its domain. It returns the deleted domain.
 func (a *Accounts) DeleteDomain(ctx context.Context, tenantID string, id int64) (Domain, error) {
 	var d Domain
 	err := pgx.BeginFunc(ctx, a.pool, func(tx pgx.Tx) error {
@@ -205,17 +219,38 @@ func (a *Accounts) domainID(ctx context.Context, tenantID, name string) (int64, 
 	return one(ctx, a, pgx.RowTo[int64], "domain "+name, `SELECT id FROM domains WHERE tenant_id = $1 AND name = $2`, tenantID, name)
 }
 
+// domainFilter returns the id of tenant's domain named by the filter input
+// domain of a listing (ErrNotFound when the tenant has no such domain).
+func (a *Accounts) domainFilter(ctx context.Context, tenantID, domain string) (int64, error) {
+	name, err := domainName("domain", domain)
+	if err != nil {
+		return 0, err
+	}
+	return a.domainID(ctx, tenantID, name)
+}
+
+// tenantAddress normalizes the input address, a new user's or alias's, and
+// returns it with the id of its domain, which must be one of tenant's.
+func (a *Accounts) tenantAddress(ctx context.Context, tenantID, address string) (string, int64, error) {
+	addr, err := Normalize(address)
+	if err != nil {
+		return "", 0, &InvalidError{Field: "address", Reason: err.Error()}
+	}
+	_, domain, _ := strings.Cut(addr, "@")
+	id, err := a.domainID(ctx, tenantID, domain)
+	if errors.Is(err, ErrNotFound) {
+		return "", 0, &InvalidError{Field: "address", Reason: fmt.Sprintf("%s is not a domain of this tenant; create it first", domain)}
+	}
+	return addr, id, err
+}
+
 // ListUsers returns up to limit users of tenant with an id above after, by
 // id; of one domain when domain is not empty (ErrNotFound when the tenant
 // has no such domain).
 func (a *Accounts) ListUsers(ctx context.Context, tenantID, domain string, after int64, limit int) ([]MailUser, error) {
 	where, args := "tenant_id = $1 AND id > $2", []any{tenantID, after, limit}
 	if domain != "" {
-		name, err := domainName("domain", domain)
-		if err != nil {
-			return nil, err
-		}
-		id, err := a.domainID(ctx, tenantID, name)
+		id, err := a.domainFilter(ctx, tenantID, domain)
 		if err != nil {
 			return nil, err
 		}
@@ -239,28 +274,19 @@ type NewUser struct {
 }
 
 // AddUser creates a mail user, with its standard folders, in one of
-// tenant's domains. An address in use is ErrExists.
+// tenant's domains. An address in use, by a user or an alias, is ErrExists.
 func (a *Accounts) AddUser(ctx context.Context, tenantID string, nu NewUser) (MailUser, error) {
-	addr, err := Normalize(nu.Address)
-	if err != nil {
-		return MailUser{}, &InvalidError{Field: "address", Reason: err.Error()}
-	}
 	if err := checkPassword(nu.Password); err != nil {
 		return MailUser{}, err
 	}
 	if err := checkQuota(nu.QuotaBytes); err != nil {
 		return MailUser{}, err
 	}
-	_, domain, _ := strings.Cut(addr, "@")
-	if _, err := a.domainID(ctx, tenantID, domain); errors.Is(err, ErrNotFound) {
-		return MailUser{}, &InvalidError{Field: "address", Reason: fmt.Sprintf("%s is not a domain of this tenant; create it first", domain)}
-	} else if err != nil {
+	addr, _, err := a.tenantAddress(ctx, tenantID, nu.Address)
+	if err != nil {
 		return MailUser{}, err
 	}
-	var pgErr *pgconn.PgError
-	if err := a.CreateUser(ctx, addr, nu.Password, nu.Admin); errors.As(err, &pgErr) && pgErr.Code == "23505" {
-		return MailUser{}, fmt.Errorf("user %s: %w", addr, ErrExists)
-	} else if err != nil {
+	if err := a.CreateUser(ctx, addr, nu.Password, nu.Admin); err != nil {
 		return MailUser{}, err
 	}
 	u, err := one(ctx, a, scanUser, "user "+addr, `
@@ -306,8 +332,8 @@ func (a *Accounts) UpdateUser(ctx context.Context, tenantID string, id int64, c 
 		RETURNING `+userColumns, id, tenantID, hash, c.Disabled, c.Admin, c.QuotaBytes)
 }
 
-// DeleteUser deletes a user of tenant with its folders, messages and
-// tokens (ON DELETE CASCADE); the blobs its messages alone referenced are
+// DeleteUser deletes a user of tenant with its folders, messages, aliases
+// and tokens (ON DELETE CASCADE); the blobs its messages alone referenced are
 // removed by the mail store's next cleanup. It returns the deleted user.
 func (a *Accounts) DeleteUser(ctx context.Context, tenantID string, id int64) (MailUser, error) {
 	return one(ctx, a, scanUser, fmt.Sprintf("user %d", id), `

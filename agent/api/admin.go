@@ -104,7 +104,8 @@ func trimPage[T any](list []T, limit int) ([]T, bool) {
 	return list, false
 }
 
-// domainPage, userPage and logPage are pages of the admin listings.
+// domainPage, userPage, aliasPage and logPage are pages of the admin
+// listings.
 type (
 	domainPage struct {
 		Domains []accounts.Domain `json:"domains"`
@@ -113,6 +114,10 @@ type (
 	userPage struct {
 		HasMore bool                `json:"has_more"`
 		Users   []accounts.MailUser `json:"users"`
+	}
+	aliasPage struct {
+		Aliases []accounts.Alias `json:"aliases"`
+		HasMore bool             `json:"has_more"`
 	}
 	logPage struct {
 		Events  []logEvent `json:"events"`
@@ -311,6 +316,62 @@ func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) error {
 		return adminError(err, "id")
 	}
 	s.adminEvent(r, "admin.user.delete", map[string]any{"id": u.ID, "address": u.Address})
+	w.WriteHeader(http.StatusNoContent)
+	return nil
+}
+
+// listAliases lists the tenant's aliases. Of its filters only the domain
+// can be one the tenant lacks (404, as for users); a user it lacks is bad
+// input (400, as when adding an alias).
+func (s *Server) listAliases(w http.ResponseWriter, r *http.Request) error {
+	after, limit, err := keyset(r)
+	if err != nil {
+		return err
+	}
+	q := r.URL.Query()
+	list, err := s.accounts.ListAliases(r.Context(), caller(r).TenantID, accounts.AliasFilter{
+		Domain: q.Get("domain"), User: q.Get("user"), Address: q.Get("address"), After: after, Limit: limit + 1,
+	})
+	if err != nil {
+		return adminError(err, "domain")
+	}
+	page := aliasPage{}
+	page.Aliases, page.HasMore = trimPage(list, limit)
+	writeJSON(w, http.StatusOK, page)
+	return nil
+}
+
+// createAliasRequest is an alias to add: its address, in one of the
+// tenant's domains, and the user it delivers to, by address or id.
+type createAliasRequest struct {
+	Address string `json:"address"`
+	User    string `json:"user"`
+}
+
+func (s *Server) createAlias(w http.ResponseWriter, r *http.Request) error {
+	var req createAliasRequest
+	if err := decode(w, r, &req); err != nil {
+		return err
+	}
+	al, err := s.accounts.AddAlias(r.Context(), caller(r).TenantID, req.Address, req.User)
+	if err != nil {
+		return adminError(err, "address")
+	}
+	s.adminEvent(r, "admin.alias.create", map[string]any{"id": al.ID, "address": al.Address, "user": al.User})
+	writeJSON(w, http.StatusCreated, al)
+	return nil
+}
+
+func (s *Server) deleteAlias(w http.ResponseWriter, r *http.Request) error {
+	id, err := pathID(r)
+	if err != nil {
+		return err
+	}
+	al, err := s.accounts.DeleteAlias(r.Context(), caller(r).TenantID, id)
+	if err != nil {
+		return adminError(err, "id")
+	}
+	s.adminEvent(r, "admin.alias.delete", map[string]any{"id": al.ID, "address": al.Address, "user": al.User})
 	w.WriteHeader(http.StatusNoContent)
 	return nil
 }

@@ -19,6 +19,7 @@ import (
 type page struct {
 	Domains []accounts.Domain   `json:"domains"`
 	Users   []accounts.MailUser `json:"users"`
+	Aliases []accounts.Alias    `json:"aliases"`
 	Events  []logEvent          `json:"events"`
 	HasMore bool                `json:"has_more"`
 }
@@ -86,6 +87,14 @@ func userAddresses(p page) []string {
 	return addrs
 }
 
+func aliasAddresses(p page) []string {
+	var addrs []string
+	for _, a := range p.Aliases {
+		addrs = append(addrs, a.Address)
+	}
+	return addrs
+}
+
 // domainID returns the id of the domain called name in a listing.
 func domainID(t *testing.T, p page, name string) int64 {
 	t.Helper()
@@ -148,6 +157,9 @@ func TestAdminOnlyForAdmins(t *testing.T) {
 		{"POST", "/api/v1/admin/users", map[string]any{"address": "x@example.test", "password": "12345678"}},
 		{"PATCH", "/api/v1/admin/users/1", map[string]any{"admin": true}},
 		{"DELETE", "/api/v1/admin/users/1", nil},
+		{"GET", "/api/v1/admin/aliases", nil},
+		{"POST", "/api/v1/admin/aliases", map[string]any{"address": "x@example.test", "user": "alice@example.test"}},
+		{"DELETE", "/api/v1/admin/aliases/1", nil},
 		{"GET", "/api/v1/admin/logs", nil},
 	}
 	for _, ep := range endpoints {
@@ -156,9 +168,9 @@ func TestAdminOnlyForAdmins(t *testing.T) {
 	}
 	var n int
 	e.pool.QueryRow(t.Context(), `SELECT (SELECT count(*) FROM domains) + (SELECT count(*) FROM mail_users WHERE is_admin)
-		+ (SELECT count(*) FROM events WHERE kind LIKE 'admin.%')`).Scan(&n)
+		+ (SELECT count(*) FROM mail_aliases) + (SELECT count(*) FROM events WHERE kind LIKE 'admin.%')`).Scan(&n)
 	if n != 3 {
-		t.Fatalf("refused requests changed something: %d domains, admins and admin events, want 2 + 1 + 0", n)
+		t.Fatalf("refused requests changed something: %d domains, admins, aliases and admin events, want 2 + 1 + 0 + 0", n)
 	}
 
 	// An API token of an admin works; the admin flag is read at each
@@ -439,6 +451,110 @@ func TestAdminUsers(t *testing.T) {
 	var leaked int
 	if err := e.pool.QueryRow(t.Context(), `SELECT count(*) FROM events WHERE detail::text LIKE '%pw-frank@%' OR detail::text LIKE '%12345678%'`).Scan(&leaked); err != nil || leaked != 0 {
 		t.Errorf("%d events hold a password (%v)", leaked, err)
+	}
+}
+
+func TestAdminAliases(t *testing.T) {
+	e := newEnv(t)
+	e.otherTenant()
+	carol := e.login("carol@admin.test").AccessToken
+	erin := e.login("erin@other.test").AccessToken
+	const aliases = "/api/v1/admin/aliases"
+	ours, theirs := e.list("/api/v1/admin/users", carol), e.list("/api/v1/admin/users", erin)
+	alice, dave := userID(t, ours, "alice@example.test"), userID(t, theirs, "dave@other.test")
+
+	// Creation, by the user's address or id, and its validation.
+	var pm, abuse accounts.Alias
+	if resp := e.call("POST", aliases, carol, map[string]any{"address": " PostMaster@Example.test", "user": "Alice@example.test"}, &pm); resp.StatusCode != 201 ||
+		pm.Address != "postmaster@example.test" || pm.User != "alice@example.test" || pm.UserID != alice || pm.DomainID != domainID(t, e.list("/api/v1/admin/domains", carol), "example.test") {
+		t.Fatalf("create: %d %+v", resp.StatusCode, pm)
+	}
+	if resp := e.call("POST", aliases, carol, map[string]any{"address": "abuse@admin.test", "user": fmt.Sprint(alice)}, &abuse); resp.StatusCode != 201 || abuse.UserID != alice {
+		t.Fatalf("create by id: %d %+v", resp.StatusCode, abuse)
+	}
+	for _, tc := range []struct {
+		body   any
+		status int
+		field  string
+	}{
+		{map[string]any{"address": "not-an-address", "user": "alice@example.test"}, 400, "address"},
+		{map[string]any{"address": "x@other.test", "user": "alice@example.test"}, 400, "address"}, // erin's domain
+		{map[string]any{"address": "x@nowhere.test", "user": "alice@example.test"}, 400, "address"},
+		{map[string]any{"address": "x@example.test", "user": "dave@other.test"}, 400, "user"}, // erin's user
+		{map[string]any{"address": "x@example.test", "user": fmt.Sprint(dave)}, 400, "user"},
+		{map[string]any{"address": "x@example.test", "user": "nobody@example.test"}, 400, "user"},
+		{map[string]any{"address": "x@example.test"}, 400, "user"},
+		{map[string]any{"address": "x@example.test", "user": alice}, 400, "user"},
+		{map[string]any{"address": "x@example.test", "user": "alice@example.test", "admin": true}, 400, "admin"},
+		{map[string]any{"address": "postmaster@EXAMPLE.test", "user": "bob@example.test"}, 409, "address"},
+		{map[string]any{"address": "bob@example.test", "user": "alice@example.test"}, 409, "address"},
+	} {
+		e.wantProblem("POST", aliases, carol, tc.body, tc.status, tc.field)
+	}
+	e.wantProblem("POST", "/api/v1/admin/users", carol, map[string]any{"address": "postmaster@example.test", "password": "12345678"}, 409, "address")
+
+	// Listing.
+	for path, want := range map[string][]string{
+		aliases:                                         {"postmaster@example.test", "abuse@admin.test"},
+		aliases + "?domain=admin.test":                  {"abuse@admin.test"},
+		aliases + "?user=alice@example.test":            {"postmaster@example.test", "abuse@admin.test"},
+		aliases + "?user=bob@example.test":              nil,
+		aliases + "?address=PostMaster@example.test":    {"postmaster@example.test"},
+		aliases + "?limit=1&after=" + fmt.Sprint(pm.ID): {"abuse@admin.test"},
+	} {
+		if got := aliasAddresses(e.list(path, carol)); !slices.Equal(got, want) {
+			t.Errorf("GET %s: %v, want %v", path, got, want)
+		}
+	}
+	if p := e.list(aliases+"?limit=1", carol); !p.HasMore || len(p.Aliases) != 1 || p.Aliases[0] != pm {
+		t.Errorf("first page %+v, want postmaster and more", p)
+	}
+	e.wantProblem("GET", aliases+"?domain=other.test", carol, nil, 404, "domain")
+	e.wantProblem("GET", aliases+"?user=dave@other.test", carol, nil, 400, "user")
+	e.wantProblem("GET", aliases+"?address=x", carol, nil, 400, "address")
+	e.wantProblem("GET", aliases+"?limit=0", carol, nil, 400, "limit")
+
+	// Erin, of the other tenant, neither sees nor touches carol's aliases
+	// and cannot point hers at carol's users.
+	var info accounts.Alias
+	if resp := e.call("POST", aliases, erin, map[string]any{"address": "info@other.test", "user": "dave@other.test"}, &info); resp.StatusCode != 201 {
+		t.Fatalf("erin's create: %d", resp.StatusCode)
+	}
+	if got := aliasAddresses(e.list(aliases, erin)); !slices.Equal(got, []string{"info@other.test"}) {
+		t.Errorf("erin lists %v", got)
+	}
+	if got := aliasAddresses(e.list(aliases+"?address=postmaster@example.test", erin)); got != nil {
+		t.Errorf("erin finds carol's alias: %v", got)
+	}
+	e.wantProblem("GET", aliases+"?user=alice@example.test", erin, nil, 400, "user")
+	e.wantProblem("GET", aliases+"?domain=example.test", erin, nil, 404, "domain")
+	e.wantProblem("POST", aliases, erin, map[string]any{"address": "x@other.test", "user": "alice@example.test"}, 400, "user")
+	e.wantProblem("POST", aliases, erin, map[string]any{"address": "x@other.test", "user": fmt.Sprint(alice)}, 400, "user")
+	e.wantProblem("POST", aliases, erin, map[string]any{"address": "x@example.test", "user": "dave@other.test"}, 400, "address")
+	for _, id := range []int64{pm.ID, abuse.ID} {
+		e.wantProblem("DELETE", fmt.Sprintf("%s/%d", aliases, id), erin, nil, 404, "id")
+	}
+	if got := aliasAddresses(e.list(aliases, carol)); !slices.Equal(got, []string{"postmaster@example.test", "abuse@admin.test"}) {
+		t.Fatalf("after erin's attempts carol lists %v", got)
+	}
+
+	// Deletion.
+	if resp := e.call("DELETE", fmt.Sprintf("%s/%d", aliases, pm.ID), carol, nil, nil); resp.StatusCode != 204 {
+		t.Fatalf("delete: %d", resp.StatusCode)
+	}
+	e.wantProblem("DELETE", fmt.Sprintf("%s/%d", aliases, pm.ID), carol, nil, 404, "id")
+	e.wantProblem("DELETE", fmt.Sprintf("%s/%d", aliases, info.ID), carol, nil, 404, "id")
+	e.wantProblem("DELETE", aliases+"/x", carol, nil, 400, "id")
+	if got := aliasAddresses(e.list(aliases, carol)); !slices.Equal(got, []string{"abuse@admin.test"}) {
+		t.Errorf("after the deletion carol lists %v", got)
+	}
+	if got := aliasAddresses(e.list(aliases, erin)); !slices.Equal(got, []string{"info@other.test"}) {
+		t.Errorf("after carol's deletion erin lists %v", got)
+	}
+
+	want := []string{"auth.login", "admin.alias.create", "admin.alias.create", "admin.alias.delete"}
+	if got := e.eventKinds("test", "carol@admin.test"); !slices.Equal(got, want) {
+		t.Errorf("carol's events %v, want %v", got, want)
 	}
 }
 

@@ -96,7 +96,7 @@ func buildOpenAPI(routes []route) obj {
 		"info": obj{
 			"title":       "MaiRust agent API",
 			"version":     "1",
-			"description": "The agent's REST API: sign-in, the owner's messages and folders, and the administrator's domains, users and logs. Errors are RFC 9457 problem JSON.",
+			"description": "The agent's REST API: sign-in, the owner's messages and folders, and the administrator's domains, users, aliases and logs. Errors are RFC 9457 problem JSON.",
 		},
 		"paths": paths,
 		"components": obj{

@@ -80,8 +80,8 @@ func (s *Server) routes() []route {
 		{method: "DELETE", path: "/api/v1/messages/{id}", summary: "Delete a message", auth: authUser, status: http.StatusNoContent, h: s.deleteMessage},
 		{method: "POST", path: "/api/v1/messages/{id}/move", summary: "Move a message to another of your folders", auth: authUser, request: moveRequest{}, response: messageJSON{}, status: http.StatusOK, h: s.moveMessage},
 
-		// The domains, users and event log of the administrator's own
-		// tenant. Another tenant's objects answer 404, as if they did not
+		// The domains, users, aliases and event log of the administrator's
+		// own tenant. Another tenant's objects answer 404, as if they did not
 		// exist.
 		{method: "GET", path: "/api/v1/admin/domains", summary: "The tenant's domains, by id", auth: authAdmin, query: []param{afterParam, limitParam}, response: domainPage{}, status: http.StatusOK, h: s.listDomains},
 		{method: "POST", path: "/api/v1/admin/domains", summary: "Add a domain", auth: authAdmin, request: createDomainRequest{}, response: accounts.Domain{}, status: http.StatusCreated, h: s.createDomain},
@@ -94,6 +94,14 @@ func (s *Server) routes() []route {
 		{method: "POST", path: "/api/v1/admin/users", summary: "Add a mail user", auth: authAdmin, request: accounts.NewUser{}, response: accounts.MailUser{}, status: http.StatusCreated, h: s.createUser},
 		{method: "PATCH", path: "/api/v1/admin/users/{id}", summary: "Change a mail user; a new password ends its sessions", auth: authAdmin, request: accounts.UserChange{}, response: accounts.MailUser{}, status: http.StatusOK, h: s.updateUser},
 		{method: "DELETE", path: "/api/v1/admin/users/{id}", summary: "Delete a mail user and all its mail", auth: authAdmin, status: http.StatusNoContent, h: s.deleteUser},
+		{method: "GET", path: "/api/v1/admin/aliases", summary: "The tenant's aliases, by id", auth: authAdmin, query: []param{
+			{"domain", "string", "only the aliases in this domain"},
+			{"user", "string", "only the aliases of this user (its address or id)"},
+			{"address", "string", "only the alias with this address"},
+			afterParam, limitParam,
+		}, response: aliasPage{}, status: http.StatusOK, h: s.listAliases},
+		{method: "POST", path: "/api/v1/admin/aliases", summary: "Add an alias: an address delivering to a user, who may send from it", auth: authAdmin, request: createAliasRequest{}, response: accounts.Alias{}, status: http.StatusCreated, h: s.createAlias},
+		{method: "DELETE", path: "/api/v1/admin/aliases/{id}", summary: "Delete an alias", auth: authAdmin, status: http.StatusNoContent, h: s.deleteAlias},
 		{method: "GET", path: "/api/v1/admin/logs", summary: "The tenant's event log, newest first", auth: authAdmin, query: []param{
 			limitParam, offsetParam,
 		}, response: logPage{}, status: http.StatusOK, h: s.logs},

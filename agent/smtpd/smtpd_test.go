@@ -9,10 +9,14 @@ import (
 	"net/smtp"
 	"net/textproto"
 	"os/exec"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+
+	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/agent/mailstore"
 )
 
@@ -134,6 +138,55 @@ func TestMultipleRecipientsShareOneBlob(t *testing.T) {
 	a, b := stored(t, st, "alice@example.test"), stored(t, st, "bob@example.test")
 	if len(a) != 1 || len(b) != 1 || a[0][1] != b[0][1] {
 		t.Fatalf("alice %v bob %v: want one row each sharing a blob", a, b)
+	}
+}
+
+// Mail to an alias lands in its user's INBOX, recorded as sent to the
+// alias; the alias and the user in one transaction get one copy.
+func TestAliasDeliversToUsersInbox(t *testing.T) {
+	st := start(t, testConfig(), nil)
+	clear(t, st)
+	ctx := context.Background()
+	acc := accounts.New(st.pool)
+	tenant, err := acc.DomainTenant(ctx, "example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	al, err := acc.AddAlias(ctx, tenant, "postmaster@example.test", "alice@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { acc.DeleteAlias(ctx, tenant, al.ID) })
+
+	if err := send(st.addr, false, "sender@remote.test", []string{"PostMaster@Example.test"}, message("to the alias", "x")); err != nil {
+		t.Fatal(err)
+	}
+	if err := send(st.addr, false, "sender@remote.test", []string{"postmaster@example.test", "alice@example.test"}, message("to both", "x")); err != nil {
+		t.Fatal(err)
+	}
+	rows, err := st.pool.Query(ctx, `
+		SELECT m.subject, m.rcpt_to, u.address, f.name FROM messages m
+		JOIN mail_users u ON u.id = m.user_id JOIN folders f ON f.id = m.folder_id ORDER BY m.id`)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got, err := pgx.CollectRows(rows, func(row pgx.CollectableRow) ([4]string, error) {
+		var r [4]string
+		err := row.Scan(&r[0], &r[1], &r[2], &r[3])
+		return r, err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := [][4]string{
+		{"to the alias", "postmaster@example.test", "alice@example.test", "INBOX"},
+		{"to both", "postmaster@example.test", "alice@example.test", "INBOX"},
+	}
+	if !slices.Equal(got, want) {
+		t.Fatalf("stored (subject, rcpt_to, user, folder) %v, want %v", got, want)
+	}
+	if raw := readBlob(t, st, stored(t, st, "postmaster@example.test")[0][1]); !strings.Contains(raw, "for <postmaster@example.test>") {
+		t.Errorf("Received header does not name the alias:\n%s", raw[:min(300, len(raw))])
 	}
 }
 

@@ -21,7 +21,8 @@ import (
 	"github.com/mairust/mairust/internal/smtputil"
 )
 
-// dbTimeout bounds checking a password and recording a sign-in.
+// dbTimeout bounds checking a password, recording a sign-in and checking
+// a sender's aliases.
 const dbTimeout = 10 * time.Second
 
 func reply(code int, enh smtp.EnhancedCode, format string, args ...any) *smtp.SMTPError {
@@ -137,7 +138,8 @@ func refuse(reason string, err *smtp.SMTPError) error {
 	return err
 }
 
-// Mail starts a transaction: over TLS, signed in, from the user's own address.
+// Mail starts a transaction: over TLS, signed in, from the user's own
+// address or one of its aliases.
 func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	switch {
 	case !ss.tls():
@@ -146,7 +148,11 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 		return refuse("auth_required", errAuthRequired)
 	case from == "":
 		return refuse("null_sender", errNullSender)
-	case !owns(*ss.user, from):
+	}
+	if ok, err := ss.owns(from); err != nil {
+		ss.log.Error("could not check the sender's aliases; answered 451", "error", err)
+		return refuse("sender_check_error", errTemporary)
+	} else if !ok {
 		return refuse("sender_not_owned", reply(553, smtp.EnhancedCode{5, 7, 1}, "Sender address not owned by the authenticated user: <%s>", printable(from, 256)))
 	}
 	ss.Reset()
@@ -155,13 +161,20 @@ func (ss *session) Mail(from string, opts *smtp.MailOptions) error {
 	return nil
 }
 
-// owns reports whether from is u's address, compared the way
-// accounts.Normalize compares addresses (the whole of it case-insensitively).
-// Aliases are not modeled yet (there is no aliases table): a user owns its
-// own address and no other.
-func owns(u accounts.User, from string) bool {
+// owns reports whether from is the signed-in user's own address or one of
+// its aliases, compared the way accounts.Normalize compares addresses (the
+// whole of it case-insensitively). The user's own address needs no query.
+func (ss *session) owns(from string) (bool, error) {
 	a, err := accounts.Normalize(from)
-	return err == nil && a == u.Address
+	if err != nil {
+		return false, nil
+	}
+	if a == ss.user.Address {
+		return true, nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), dbTimeout)
+	defer cancel()
+	return ss.s.auth.Owns(ctx, ss.user.ID, a)
 }
 
 // Rcpt adds a recipient whose address has a form the relay can deliver to;

@@ -2,7 +2,8 @@
 // built on go-smtp: port 587 with STARTTLS required before AUTH and MAIL,
 // port 465 with implicit TLS (RFC 8314), AUTH PLAIN and LOGIN against the
 // mail users with a per-IP limit on attempts, the rule that the envelope
-// sender is the authenticated user's own address, and the Received header.
+// sender is the authenticated user's own address or one of its aliases,
+// and the Received header.
 // It hands each message to a Submitter and answers 250 only once the
 // Submitter has returned nil. It does not evaluate the outbound policy,
 // sign, queue or store anything itself.
@@ -26,12 +27,15 @@ import (
 	"github.com/mairust/mairust/internal/smtputil"
 )
 
-// Authenticator checks mail users' passwords and keeps the admin log of
-// sign-ins; *accounts.Accounts is one.
+// Authenticator checks mail users' passwords, knows their aliases and
+// keeps the admin log of sign-ins; *accounts.Accounts is one.
 type Authenticator interface {
 	// Authenticate returns accounts.ErrBadCredentials for a wrong address
 	// or password.
 	Authenticate(ctx context.Context, addr, pw string) (accounts.User, error)
+	// Owns reports whether address (normalized) is the user's own or one
+	// of its aliases.
+	Owns(ctx context.Context, userID int64, address string) (bool, error)
 	RecordLogin(ctx context.Context, tenant, actor string, ok bool, ip, via string) error
 }
 
@@ -41,7 +45,7 @@ type Submission struct {
 	UserID     int64
 	TenantID   string
 	Address    string // the authenticated user's address
-	MailFrom   string // the envelope sender: Address, as the client spelled it
+	MailFrom   string // the envelope sender: Address or an alias of it, as the client spelled it
 	Recipients []string
 	Data       []byte // the message, starting with our Received header
 	ClientIP   string

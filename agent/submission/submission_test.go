@@ -39,10 +39,20 @@ type login struct {
 	ip, via       string
 }
 
-// fakeAuth knows alice and records sign-ins.
+// fakeAliases are the fake users' aliases: postmaster@ is alice's, sales@
+// another user's.
+var fakeAliases = map[string]int64{"postmaster@example.test": aliceUser.ID, "sales@example.test": aliceUser.ID + 1}
+
+// *accounts.Accounts is what the agent passes to New.
+var _ Authenticator = (*accounts.Accounts)(nil)
+
+// fakeAuth knows alice and her alias, records sign-ins and counts Owns
+// calls; Owns fails with ownsErr when it is set.
 type fakeAuth struct {
-	mu     sync.Mutex
-	logins []login
+	mu        sync.Mutex
+	logins    []login
+	ownsCalls int
+	ownsErr   error
 }
 
 func (a *fakeAuth) Authenticate(_ context.Context, addr, pw string) (accounts.User, error) {
@@ -50,6 +60,17 @@ func (a *fakeAuth) Authenticate(_ context.Context, addr, pw string) (accounts.Us
 		return accounts.User{}, accounts.ErrBadCredentials
 	}
 	return aliceUser, nil
+}
+
+func (a *fakeAuth) Owns(_ context.Context, userID int64, address string) (bool, error) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	a.ownsCalls++
+	if a.ownsErr != nil {
+		return false, a.ownsErr
+	}
+	id, ok := fakeAliases[address]
+	return (ok && id == userID) || (userID == aliceUser.ID && address == alice), nil
 }
 
 func (a *fakeAuth) RecordLogin(_ context.Context, tenant, actor string, ok bool, ip, via string) error {
@@ -343,6 +364,33 @@ func TestSenderNotOwned(t *testing.T) {
 	wantReply(t, c.Mail("", nil), "553 5.7.1 The null sender <> is not accepted for submission; send from your own address")
 	if err := c.Mail(alice, nil); err != nil {
 		t.Fatal(err)
+	}
+}
+
+// The user may send from its aliases, in any case, but not from another
+// user's; its own address needs no look-up.
+func TestSenderAlias(t *testing.T) {
+	h := start(t, nil)
+	c := signedIn(t, h)
+	if err := c.SendMail("PostMaster@Example.TEST", []string{"bob@remote.test"}, strings.NewReader(message)); err != nil {
+		t.Fatalf("sending from alice's alias: %v", err)
+	}
+	if subs := h.sub.submissions(); len(subs) != 1 || subs[0].MailFrom != "PostMaster@Example.TEST" || subs[0].Address != alice || subs[0].UserID != aliceUser.ID {
+		t.Fatalf("submissions %+v, want one from the alias by alice", subs)
+	}
+	wantReply(t, c.Mail("sales@example.test", nil), "553 5.7.1 Sender address not owned by the authenticated user: <sales@example.test>")
+	wantReply(t, c.Mail("Sales@Example.test", nil), "553 5.7.1 Sender address not owned by the authenticated user: <Sales@Example.test>")
+
+	h.auth.mu.Lock()
+	calls := h.auth.ownsCalls
+	h.auth.ownsErr = errors.New("database down")
+	h.auth.mu.Unlock()
+	if calls != 3 {
+		t.Errorf("%d look-ups of aliases, want 3", calls)
+	}
+	wantReply(t, c.Mail("postmaster@example.test", nil), "451 4.3.0 Temporary failure, message not accepted; try again later")
+	if err := c.Mail("ALICE@example.test", nil); err != nil {
+		t.Fatalf("the user's own address while aliases cannot be read: %v", err)
 	}
 }
 

@@ -57,8 +57,11 @@ func (f *dbFlags) open(ctx context.Context) (*pgxpool.Pool, error) {
 }
 
 func init() {
-	register(&command{name: "admin", summary: "manage domains and mail users"})
-	registerAdmin("admin domain add", "DOMAIN", "add a mail domain", true, func(ctx context.Context, acc *accounts.Accounts, fs *flag.FlagSet, tenant string) error {
+	register(&command{name: "admin", summary: "manage domains, mail users and aliases"})
+	var tenant string
+	registerAdmin("admin domain add", "DOMAIN", "add a mail domain", func(fs *flag.FlagSet) {
+		fs.StringVar(&tenant, "tenant", "default", "tenant that owns the new domain")
+	}, func(ctx context.Context, acc *accounts.Accounts, fs *flag.FlagSet) error {
 		id, err := acc.EnsureTenant(ctx, tenant)
 		if err != nil {
 			return err
@@ -69,7 +72,7 @@ func init() {
 		fmt.Printf("domain %s ready\n", strings.ToLower(fs.Arg(0)))
 		return nil
 	})
-	registerAdmin("admin user add", "ADDRESS", "add a mail user (its domain must exist); the password is read from MAIRUST_PASSWORD or generated and printed", false, func(ctx context.Context, acc *accounts.Accounts, fs *flag.FlagSet, _ string) error {
+	registerAdmin("admin user add", "ADDRESS", "add a mail user (its domain must exist); the password is read from MAIRUST_PASSWORD or generated and printed", nil, func(ctx context.Context, acc *accounts.Accounts, fs *flag.FlagSet) error {
 		pw, generated := os.Getenv("MAIRUST_PASSWORD"), false
 		if pw == "" {
 			pw, generated = password.Random(16), true
@@ -85,27 +88,27 @@ func init() {
 	})
 }
 
-// registerAdmin adds an admin command taking one argument; withTenant adds
-// the --tenant flag.
-func registerAdmin(name, arg, summary string, withTenant bool, do func(context.Context, *accounts.Accounts, *flag.FlagSet, string) error) {
+// registerAdmin adds an admin command on the accounts taking the
+// arguments named in arg (space-separated, "" for none); extra, when not
+// nil, adds flags.
+func registerAdmin(name, arg, summary string, extra func(*flag.FlagSet), do func(context.Context, *accounts.Accounts, *flag.FlagSet) error) {
 	c := &command{name: name, summary: summary, usage: arg}
 	var db dbFlags
-	var tenant string
 	c.run = func(args []string) error {
 		fs := flags(c)
 		db.register(fs)
-		if withTenant {
-			fs.StringVar(&tenant, "tenant", "default", "tenant that owns the new domain")
+		if extra != nil {
+			extra(fs)
 		}
 		if err := parse(fs, args); err != nil {
 			return err
 		}
-		if fs.NArg() != 1 {
+		if fs.NArg() != len(strings.Fields(arg)) {
 			fs.Usage()
 			return errUsage
 		}
 		return db.with(func(ctx context.Context, pool *pgxpool.Pool) error {
-			return do(ctx, accounts.New(pool), fs, tenant)
+			return do(ctx, accounts.New(pool), fs)
 		})
 	}
 	register(c)
