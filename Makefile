@@ -7,16 +7,17 @@ BIN     := bin/mairust
 # the data dir: use the standard place then, ./data otherwise.
 DATA    ?= $(if $(filter 0,$(shell id -u)),/var/lib/mairust,./data)
 
-.PHONY: run test build deps lint docs proto bench clean
+.PHONY: run test build deps lint docs proto proto-baseline bench clean
 
 ## run: install what is missing, build, and start `mairust aio` (data in /var/lib/mairust as root, else ./data)
 run: build
 	./scripts/deps.sh run
 	./$(BIN) aio --data-dir $(DATA) --log-format text
 
-## test: install the test tools, then vet, staticcheck and every test against real components
+## test: install the test tools, check the .proto contracts, then vet, staticcheck and every test against real components
 test:
 	./scripts/deps.sh test
+	./scripts/proto-check.sh
 	$(GO) vet ./...
 	staticcheck ./...
 	$(GO) test -count=1 -timeout 25m ./...
@@ -33,6 +34,11 @@ proto:
 	./scripts/deps.sh proto
 	buf lint
 	buf generate
+	buf generate --template buf.gen.plugin.yaml
+
+## proto-baseline: record the contracts as released, for buf breaking (after a deliberate break only)
+proto-baseline:
+	buf build --exclude-source-info -o proto/baseline.binpb
 
 ## bench: start aio in a temporary dir and load it with `mairust bench smtp` (see README)
 bench: build

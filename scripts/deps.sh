@@ -26,10 +26,13 @@ if [ ${#apt_pkgs[@]} -gt 0 ]; then
   DEBIAN_FRONTEND=noninteractive $sudo_cmd apt-get install -y -qq "${apt_pkgs[@]}" >/dev/null
 fi
 
-# go_tool BINARY MODULE@VERSION installs a Go tool unless that exact version is there.
+# go_tool BINARY PACKAGE@VERSION installs a Go tool unless that exact
+# package at that version is there (go version -m: its path line, and the
+# version on its mod line).
 go_tool() {
-  local bin=$1 mod=${2%@*} ver=${2#*@}
-  if [ -x "$gobin/$bin" ] && go version -m "$gobin/$bin" 2>/dev/null | grep -q "mod[[:space:]]*${mod%%/cmd/*}[[:space:]]*$ver"; then
+  local bin=$1 pkg=${2%@*} ver=${2#*@}
+  if [ -x "$gobin/$bin" ] && go version -m "$gobin/$bin" 2>/dev/null |
+    awk -v p="$pkg" -v v="$ver" '$1=="path"{path=$2} $1=="mod"{mv=$3} END{exit !(path==p && mv==v)}'; then
     return
   fi
   echo "deps: go install $2"
@@ -40,6 +43,7 @@ if [ "$what" = proto ]; then
   go_tool buf github.com/bufbuild/buf/cmd/buf@v1.75.0
   go_tool protoc-gen-go google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
   go_tool protoc-gen-go-grpc google.golang.org/grpc/cmd/protoc-gen-go-grpc@v1.6.2
+  go_tool protoc-gen-connect-go connectrpc.com/connect/cmd/protoc-gen-connect-go@v1.21.1
 fi
 
 if [ "$what" = test ]; then

@@ -72,16 +72,23 @@ func (f *runFlags) load() (config.Config, *slog.Logger, *slog.LevelVar, error) {
 	return cfg, logging.New(os.Stderr, cfg.Log.Format, lv), lv, nil
 }
 
+// parseLoad parses a long-running command's args, with the configuration
+// at /etc/mairust/mairust.yaml unless --config says otherwise, and loads
+// it (see load).
+func (f *runFlags) parseLoad(c *command, args []string) (config.Config, *slog.Logger, *slog.LevelVar, error) {
+	fs := flags(c)
+	f.register(fs, "/etc/mairust/mairust.yaml")
+	if err := parse(fs, args); err != nil {
+		return config.Config{}, nil, nil, err
+	}
+	return f.load()
+}
+
 func init() {
-	c := &command{name: "agent", summary: "run the agent (data plane) against an external PostgreSQL (database.url)"}
+	c := &command{name: "agent", summary: "run the agent (data plane) against an external PostgreSQL (database.url); mairust agent enroll joins a control plane"}
 	var rf runFlags
 	c.run = func(args []string) error {
-		fs := flags(c)
-		rf.register(fs, "/etc/mairust/mairust.yaml")
-		if err := parse(fs, args); err != nil {
-			return err
-		}
-		cfg, log, lv, err := rf.load()
+		cfg, log, lv, err := rf.parseLoad(c, args)
 		if err != nil {
 			return err
 		}

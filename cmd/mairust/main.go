@@ -81,8 +81,14 @@ func (c *command) help() {
 	fmt.Fprintf(w, "\nRun '%s%s <command> --help' for a command's flags.\n", prefix, c.name)
 }
 
-// dispatch finds the command named by args and runs it.
+// dispatch finds the command named by args and runs it. A command that
+// runs may have subcommands too (mairust agent, mairust agent enroll).
 func dispatch(c *command, args []string) error {
+	if len(args) > 0 && c.run != nil {
+		if ch := c.child(args[0], false); ch != nil {
+			return dispatch(ch, args[1:])
+		}
+	}
 	if c.run != nil {
 		return c.run(args)
 	}

@@ -48,8 +48,9 @@ type migration struct {
 	sql     string
 }
 
-func migrations() ([]migration, error) {
-	entries, err := fs.ReadDir(migrationFiles, "migrations")
+// migrations reads the NNNN_name.sql files of fsys's folder migrations.
+func migrations(fsys fs.FS) ([]migration, error) {
+	entries, err := fs.ReadDir(fsys, "migrations")
 	if err != nil {
 		return nil, err
 	}
@@ -60,7 +61,7 @@ func migrations() ([]migration, error) {
 		if !ok || err != nil {
 			return nil, fmt.Errorf("database: migration %s lacks a NNNN_ prefix", e.Name())
 		}
-		b, err := migrationFiles.ReadFile("migrations/" + e.Name())
+		b, err := fs.ReadFile(fsys, "migrations/"+e.Name())
 		if err != nil {
 			return nil, err
 		}
@@ -70,11 +71,18 @@ func migrations() ([]migration, error) {
 	return ms, nil
 }
 
-// Migrate applies every embedded migration not yet applied, each in its own
-// transaction, under an advisory lock so that concurrent agents take turns.
-// It returns the names of the migrations it applied.
+// Migrate applies the agent's schema: every embedded migration not yet
+// applied, each in its own transaction, under an advisory lock so that
+// concurrent agents take turns. It returns the names of the migrations it
+// applied.
 func Migrate(ctx context.Context, pool *pgxpool.Pool) ([]string, error) {
-	ms, err := migrations()
+	return MigrateFS(ctx, pool, migrationFiles)
+}
+
+// MigrateFS is Migrate with the NNNN_name.sql files of fsys's folder
+// migrations: another schema (the control plane's) in its own database.
+func MigrateFS(ctx context.Context, pool *pgxpool.Pool, fsys fs.FS) ([]string, error) {
+	ms, err := migrations(fsys)
 	if err != nil {
 		return nil, err
 	}

@@ -1,0 +1,188 @@
+package agents
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/encoding/protojson"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	"github.com/mairust/mairust/controlplane/auth"
+	"github.com/mairust/mairust/controlplane/store"
+	agentsv1 "github.com/mairust/mairust/proto/mairust/agents/v1"
+	tenantsv1 "github.com/mairust/mairust/proto/mairust/tenants/v1"
+)
+
+// configChannel is the notification channel whose payload is the id of a
+// tenant whose agents should re-read their configuration.
+const configChannel = "config_changed"
+
+// listenRetry is the first wait before reconnecting the listener; it
+// doubles up to maxListenRetry while PostgreSQL stays unreachable.
+const (
+	listenRetry    = time.Second
+	maxListenRetry = 30 * time.Second
+)
+
+// WatchConfig streams the agent's tenant's configuration: a snapshot at
+// once when known_version is not the current version, then one at each
+// change, with keepalives in between. It ends when the client goes away
+// or the agent is revoked.
+func (s *Service) WatchConfig(ctx context.Context, req *connect.Request[agentsv1.WatchConfigRequest], stream *connect.ServerStream[agentsv1.WatchConfigResponse]) error {
+	p, err := agentOf(ctx)
+	if err != nil {
+		return err
+	}
+	// Subscribe before the first read, so that no change falls between.
+	wake, unsubscribe := s.hub.subscribe(p.TenantID)
+	defer unsubscribe()
+	keepalive := time.NewTicker(s.Keepalive)
+	defer keepalive.Stop()
+	known, idle := req.Msg.KnownVersion, false
+	for {
+		snap, err := s.snapshot(ctx, p, known)
+		var r refusal
+		switch {
+		case errors.As(err, &r):
+			return connect.NewError(connect.CodePermissionDenied, r)
+		case ctx.Err() != nil:
+			return nil // the client went away
+		case err != nil:
+			return err
+		case snap != nil:
+			err = stream.Send(&agentsv1.WatchConfigResponse{Message: &agentsv1.WatchConfigResponse_Snapshot{Snapshot: snap}})
+			known = snap.Version
+			keepalive.Reset(s.Keepalive)
+		case idle:
+			err = stream.Send(&agentsv1.WatchConfigResponse{Message: &agentsv1.WatchConfigResponse_Keepalive{Keepalive: &agentsv1.Keepalive{At: timestamppb.Now()}}})
+		}
+		if err != nil {
+			return err
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-wake:
+			idle = false
+		case <-keepalive.C:
+			idle = true
+		}
+	}
+}
+
+// snapshot returns the tenant's configuration when its version is not
+// known (nil when it is), or a refusal when p may no longer call. The
+// version is read first: what follows is at least as new, and a change
+// committed in between wakes the stream again.
+func (s *Service) snapshot(ctx context.Context, p auth.Principal, known int64) (*agentsv1.Snapshot, error) {
+	var snap *agentsv1.Snapshot
+	err := s.st.Tx(ctx, store.Scope{TenantID: p.TenantID}, func(tx pgx.Tx) error {
+		if err := standing(ctx, tx, p); err != nil {
+			return err
+		}
+		var version int64
+		err := tx.QueryRow(ctx, `SELECT version FROM config_versions WHERE tenant_id = $1`, p.TenantID).Scan(&version)
+		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+			return err
+		}
+		if version == known {
+			return nil
+		}
+		snap = &agentsv1.Snapshot{Version: version, Settings: &tenantsv1.Settings{}}
+		return readSnapshot(ctx, tx, p.TenantID, snap)
+	})
+	return snap, err
+}
+
+// readSnapshot fills snap with the tenant's domains, mail users and
+// settings. Plugins and recalls are not managed yet.
+func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv1.Snapshot) error {
+	rows, err := tx.Query(ctx, `SELECT id, tenant_id, name, created_at FROM domains WHERE tenant_id = $1 ORDER BY name`, tenantID)
+	if err != nil {
+		return err
+	}
+	snap.Domains, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*tenantsv1.Domain, error) {
+		d := &tenantsv1.Domain{}
+		var created time.Time
+		err := r.Scan(&d.Id, &d.TenantId, &d.Name, &created)
+		d.CreatedAt = timestamppb.New(created)
+		return d, err
+	})
+	if err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, `SELECT id, tenant_id, address, admin, disabled, quota_bytes, created_at, password_hash
+		FROM mail_users WHERE tenant_id = $1 ORDER BY address`, tenantID)
+	if err != nil {
+		return err
+	}
+	snap.Users, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*agentsv1.SnapshotMailUser, error) {
+		u := &agentsv1.SnapshotMailUser{User: &tenantsv1.MailUser{}}
+		var created time.Time
+		err := r.Scan(&u.User.Id, &u.User.TenantId, &u.User.Address, &u.User.Admin, &u.User.Disabled, &u.User.QuotaBytes, &created, &u.PasswordHash)
+		u.User.CreatedAt = timestamppb.New(created)
+		return u, err
+	})
+	if err != nil {
+		return err
+	}
+	var settings []byte
+	err = tx.QueryRow(ctx, `SELECT settings FROM tenant_settings WHERE tenant_id = $1`, tenantID).Scan(&settings)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(settings, snap.Settings)
+}
+
+// listen wakes the streams of each tenant announced on configChannel,
+// over its own connection, reconnecting after a failure; on each
+// (re)connection it wakes every stream, since announcements made while it
+// was not listening are lost.
+func (s *Service) listen(ctx context.Context) {
+	cfg := s.st.Pool.Config().ConnConfig.Copy()
+	cfg.RuntimeParams["application_name"] = "mairust-controlplane-listener"
+	delay := listenRetry
+	for {
+		connected, err := s.listenOnce(ctx, cfg)
+		if ctx.Err() != nil {
+			return
+		}
+		if connected {
+			delay = listenRetry
+		}
+		s.log.Warn("the configuration listener lost PostgreSQL; reconnecting", "error", err, "retry_in", delay.String())
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxListenRetry)
+	}
+}
+
+// listenOnce listens until its connection fails; connected says whether it
+// got as far as listening.
+func (s *Service) listenOnce(ctx context.Context, cfg *pgx.ConnConfig) (connected bool, err error) {
+	conn, err := pgx.ConnectConfig(ctx, cfg)
+	if err != nil {
+		return false, err
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, `LISTEN `+configChannel); err != nil {
+		return false, err
+	}
+	s.hub.wakeAll()
+	for {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
+			return true, err
+		}
+		s.hub.wake(n.Payload)
+	}
+}
