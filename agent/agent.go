@@ -30,6 +30,7 @@ import (
 	"github.com/mairust/mairust/agent/hooks"
 	"github.com/mairust/mairust/agent/hooks/health"
 	"github.com/mairust/mairust/agent/imapd"
+	"github.com/mairust/mairust/agent/link"
 	"github.com/mairust/mairust/agent/mailstore"
 	"github.com/mairust/mairust/agent/outbound/alerts"
 	"github.com/mairust/mairust/agent/outbound/monitor"
@@ -89,6 +90,7 @@ type Agent struct {
 	out       *outbound
 	pool      *pgxpool.Pool
 	startedAt time.Time
+	managed   managed
 }
 
 // Run starts the agent and blocks until ctx ends (the caller ties it to
@@ -131,7 +133,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}), database.NewPoolCollector(pool))
 	for _, cs := range [][]prometheus.Collector{smtpd.Collectors(), imapd.Collectors(), hooks.Collectors(), health.Collectors(), spam.Collectors(), blobstore.Collectors(), mailstore.Collectors(), groupcommit.Collectors(), ratelimit.Collectors(),
-		submission.Collectors(), queue.Collectors(), monitor.Collectors(), alerts.Collectors()} {
+		submission.Collectors(), queue.Collectors(), monitor.Collectors(), alerts.Collectors(), link.Collectors()} {
 		reg.MustRegister(cs...)
 	}
 
@@ -220,6 +222,9 @@ func Run(ctx context.Context, opts Options) (err error) {
 	a.hooks.Start(jobClient)
 	go a.hooks.RunHealth(ctx)
 	go a.out.alerts.Run(ctx, alertScanInterval)
+	if err := a.startLink(ctx); err != nil {
+		return err
+	}
 
 	errc := make(chan error, 7)
 	go func() { errc <- a.smtp.Serve(smtpLn) }()
@@ -336,7 +341,7 @@ func (a *Agent) Reload() (config.Changes, error) {
 	}
 	a.api.ApplyLimits(applied.RateLimit)
 	a.imap.Apply(applied.IMAP)
-	if err := a.out.policy.Apply(applied.PolicySettings()); err != nil {
+	if err := a.out.policy.Apply(a.policySettings(applied)); err != nil {
 		a.log.Error("outbound policy settings not applied; the previous ones stay", "component", "agent", "error", err)
 	}
 	a.out.monitor.Apply(applied.Monitor)

@@ -103,7 +103,9 @@ func TestPluginInstalledWithTheCLI(t *testing.T) {
 // result, applied once (jobs.rescue_after runs again the jobs that were
 // running when the agent died).
 func TestHookJobsSurviveSIGKILL(t *testing.T) {
-	cfgPath, dataDir, pool := setup(t, "jobs:\n  rescue_after: 3s\nplugins:\n  workers: 2\n")
+	// Retries a second apart: a call that times out on a loaded machine is
+	// retried within the test's wait, not after the default 30s, 2m.
+	cfgPath, dataDir, pool := setup(t, "jobs:\n  rescue_after: 3s\nplugins:\n  workers: 2\n  retry_backoff: 1s\n")
 	for _, d := range []string{dataDir, filepath.Dir(dataDir)} {
 		if err := os.Chmod(d, 0o711); err != nil {
 			t.Fatal(err)

@@ -22,6 +22,7 @@ import (
 	"github.com/mairust/mairust/controlplane/tenants"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/database"
+	"github.com/mairust/mairust/monitor"
 )
 
 // Run serves the control plane configured by cfg.ControlPlane (its signing
@@ -55,10 +56,16 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err != nil {
 		return err
 	}
+	// Served even when disabled: its calls then say so instead of 404.
+	mon, err := monitor.New(st, monitor.Config{Enabled: c.MonitorEnabled, GlobalPerSecond: c.MonitorPerSecond, ConsoleURL: c.PublicURL}, mail, reg, log)
+	if err != nil {
+		return err
+	}
 	services := []server.Service{
 		accounts.New(st, keys, c, mail, log).Service(opts...),
 		tenants.New(st, c, mail, log).Service(opts...),
 		ag.Service(opts...),
+		mon.Service(opts...),
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
@@ -70,6 +77,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	defer stop()
 	srv.BaseContext = func(net.Listener) context.Context { return runCtx }
 	wg.Go(func() { ag.Run(runCtx) })
+	wg.Go(func() { mon.Run(runCtx) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("control plane started", "listen", ln.Addr().String(), "public_url", c.PublicURL)

@@ -3,6 +3,7 @@ package controlplane_test
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"fmt"
 	"io"
 	"mime/quotedprintable"
@@ -20,6 +21,7 @@ import (
 
 	"connectrpc.com/connect"
 	"github.com/emersion/go-smtp"
+	"github.com/jackc/pgx/v5"
 
 	"github.com/mairust/mairust/controlplane/cptest"
 	"github.com/mairust/mairust/internal/pgtest"
@@ -28,6 +30,8 @@ import (
 	"github.com/mairust/mairust/proto/mairust/accounts/v1/accountsv1connect"
 	agentsv1 "github.com/mairust/mairust/proto/mairust/agents/v1"
 	"github.com/mairust/mairust/proto/mairust/agents/v1/agentsv1connect"
+	monitorv1 "github.com/mairust/mairust/proto/mairust/monitor/v1"
+	"github.com/mairust/mairust/proto/mairust/monitor/v1/monitorv1connect"
 	tenantsv1 "github.com/mairust/mairust/proto/mairust/tenants/v1"
 	"github.com/mairust/mairust/proto/mairust/tenants/v1/tenantsv1connect"
 )
@@ -40,7 +44,7 @@ func TestMain(m *testing.M) {
 
 // relay is the SMTP server the control plane's mail goes through.
 type relay struct {
-	mu    sync.Mutex
+	mu     sync.Mutex
 	bodies []string
 }
 
@@ -97,45 +101,34 @@ func (r *relay) token(t *testing.T) string {
 	return ""
 }
 
-// TestControlPlaneProcessEnrollsAnAgent runs `mairust controlplane` and
-// goes the console's way over its API — sign up, verify through the mailed
-// link, log in, create a tenant and a domain, make an enrollment token —
-// then enrolls an agent with `mairust agent enroll`, sees it listed, and
-// sees the token refused a second time.
-func TestControlPlaneProcessEnrollsAnAgent(t *testing.T) {
+// cp is a `mairust controlplane` process with an owner's console session
+// on a tenant that has the domain example.test.
+type cp struct {
+	url, cfgPath, session, tenant string
+	cmd                           *exec.Cmd
+	out                           *proctest.Output
+}
+
+// startControlPlane runs the control plane and goes the console's way over
+// its API: sign up, verify through the mailed link, log in, create a
+// tenant and its domain.
+func startControlPlane(t *testing.T) *cp {
+	t.Helper()
 	relay, relayAddr := newRelay(t)
 	dir := t.TempDir()
 	listen := proctest.FreeAddr(t)
-	cfgPath := filepath.Join(dir, "mairust.yaml")
-	cfg := fmt.Sprintf("data_dir: %s\ncontrolplane:\n  listen: %s\n  database_url: %s\n  smtp_relay: %s\n  mail_from: noreply@cp.example.test\n  public_url: http://%s\n",
+	c := &cp{url: "http://" + listen, cfgPath: filepath.Join(dir, "mairust.yaml"), out: &proctest.Output{}}
+	cfg := fmt.Sprintf("data_dir: %s\ncontrolplane:\n  listen: %s\n  database_url: %s\n  smtp_relay: %s\n  mail_from: noreply@cp.example.test\n  public_url: http://%s\n  heartbeat_interval: 1s\n  agent_down_after: 5s\n",
 		dir, listen, pgtest.NewDatabase(t, "cpproc"), relayAddr, listen)
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out proctest.Output
-	cmd := exec.Command(proctest.Binary(t), "controlplane", "--config", cfgPath)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	url := "http://" + listen
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
-		if resp, err := http.Get(url + "/health"); err == nil {
-			resp.Body.Close()
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the control plane did not start:\n%s", out.String())
-		}
-	}
+	c.start(t)
 	ctx := context.Background()
-	acc := accountsv1connect.NewAccountsServiceClient(http.DefaultClient, url)
-	ten := tenantsv1connect.NewTenantsServiceClient(http.DefaultClient, url)
-	ag := agentsv1connect.NewAgentsServiceClient(http.DefaultClient, url)
+	acc := accountsv1connect.NewAccountsServiceClient(http.DefaultClient, c.url)
 	const email, pw = "owner@example.test", "correct horse battery"
 	if _, err := acc.SignUp(ctx, connect.NewRequest(&accountsv1.SignUpRequest{Email: email, Password: pw})); err != nil {
-		t.Fatalf("sign up: %v\n%s", err, out.String())
+		t.Fatalf("sign up: %v\n%s", err, c.out.String())
 	}
 	if _, err := acc.VerifyEmail(ctx, connect.NewRequest(&accountsv1.VerifyEmailRequest{Token: relay.token(t)})); err != nil {
 		t.Fatalf("verify: %v", err)
@@ -144,27 +137,78 @@ func TestControlPlaneProcessEnrollsAnAgent(t *testing.T) {
 	if err != nil {
 		t.Fatalf("log in: %v", err)
 	}
-	session := login.Msg.SessionToken
-	tn, err := ten.CreateTenant(ctx, cptest.Auth(&tenantsv1.CreateTenantRequest{Name: "Example"}, session))
+	c.session = login.Msg.SessionToken
+	tn, err := c.tenants().CreateTenant(ctx, cptest.Auth(&tenantsv1.CreateTenantRequest{Name: "Example"}, c.session))
 	if err != nil {
 		t.Fatal(err)
 	}
-	tid := tn.Msg.Tenant.Id
-	if _, err := ten.AddDomain(ctx, cptest.Auth(&tenantsv1.AddDomainRequest{TenantId: tid, Name: "example.test"}, session)); err != nil {
+	c.tenant = tn.Msg.Tenant.Id
+	if _, err := c.tenants().AddDomain(ctx, cptest.Auth(&tenantsv1.AddDomainRequest{TenantId: c.tenant, Name: "example.test"}, c.session)); err != nil {
 		t.Fatal(err)
 	}
-	tok, err := ag.CreateEnrollmentToken(ctx, cptest.Auth(&agentsv1.CreateEnrollmentTokenRequest{TenantId: tid}, session))
-	if err != nil {
-		t.Fatal(err)
-	}
+	return c
+}
 
+// start runs the process and waits for /health.
+func (c *cp) start(t *testing.T) {
+	t.Helper()
+	c.cmd = exec.Command(proctest.Binary(t), "controlplane", "--config", c.cfgPath)
+	c.cmd.Stdout, c.cmd.Stderr = c.out, c.out
+	if err := c.cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	cmd := c.cmd
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+		if resp, err := http.Get(c.url + "/health"); err == nil {
+			resp.Body.Close()
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the control plane did not start:\n%s", c.out.String())
+		}
+	}
+}
+
+func (c *cp) tenants() tenantsv1connect.TenantsServiceClient {
+	return tenantsv1connect.NewTenantsServiceClient(http.DefaultClient, c.url)
+}
+
+func (c *cp) agents() agentsv1connect.AgentsServiceClient {
+	return agentsv1connect.NewAgentsServiceClient(http.DefaultClient, c.url)
+}
+
+// token makes an enrollment token of the tenant.
+func (c *cp) token(t *testing.T) string {
+	t.Helper()
+	tok, err := c.agents().CreateEnrollmentToken(context.Background(), cptest.Auth(&agentsv1.CreateEnrollmentTokenRequest{TenantId: c.tenant}, c.session))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok.Msg.Token
+}
+
+// enroll runs `mairust agent enroll` for an agent configured by agentCfg.
+func (c *cp) enroll(t *testing.T, agentCfg, token string) (string, error) {
+	b, err := exec.Command(proctest.Binary(t), "agent", "enroll", "--config", agentCfg, "--control-plane", c.url, "--token", token).CombinedOutput()
+	return string(b), err
+}
+
+// TestControlPlaneProcessEnrollsAnAgent runs `mairust controlplane`, makes
+// an enrollment token through its API, enrolls an agent with `mairust
+// agent enroll`, sees it listed, and sees the token refused a second time.
+func TestControlPlaneProcessEnrollsAnAgent(t *testing.T) {
+	c := startControlPlane(t)
+	ctx := context.Background()
+	session, tid, out := c.session, c.tenant, c.out
+	ag := c.agents()
+	token := c.token(t)
 	enroll := func(dataDir string) (string, error) {
 		agentCfg := filepath.Join(dataDir, "agent.yaml")
 		if err := os.WriteFile(agentCfg, []byte("data_dir: "+dataDir+"\nsmtp:\n  hostname: mx1.example.test\n"), 0o600); err != nil {
 			t.Fatal(err)
 		}
-		b, err := exec.Command(proctest.Binary(t), "agent", "enroll", "--config", agentCfg, "--control-plane", url, "--token", tok.Msg.Token).CombinedOutput()
-		return string(b), err
+		return c.enroll(t, agentCfg, token)
 	}
 	agentDir := t.TempDir()
 	if msg, err := enroll(agentDir); err != nil || !strings.Contains(msg, "enrolled: agent ") {
@@ -183,7 +227,124 @@ func TestControlPlaneProcessEnrollsAnAgent(t *testing.T) {
 	if err == nil || !strings.Contains(msg, "used already") {
 		t.Fatalf("the token a second time: %v\n%s", err, msg)
 	}
+	// The monitor service is off unless the operator enables it, and says so.
+	mon := monitorv1connect.NewMonitorServiceClient(http.DefaultClient, c.url)
+	_, err = mon.ListNotices(ctx, cptest.Auth(&monitorv1.ListNoticesRequest{TenantId: tid}, session))
+	if connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "controlplane.monitor_enabled") {
+		t.Errorf("monitor while disabled: %v", err)
+	}
 	if !bytes.Contains([]byte(out.String()), []byte("control plane started")) {
 		t.Errorf("no start line in the log:\n%s", out.String())
+	}
+}
+
+// TestAgentFollowsControlPlane: an agent enrolled into the control plane
+// (both separate processes) gets a mail user added in the console, takes
+// mail for it over SMTP, keeps taking mail while the control plane is
+// down, and picks up the next change once it is back.
+func TestAgentFollowsControlPlane(t *testing.T) {
+	c := startControlPlane(t)
+	ctx := context.Background()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	agentDB := pgtest.NewDatabase(t, "cpagent")
+	smtpAddr, httpAddr := proctest.FreeAddr(t), proctest.FreeAddr(t)
+	agentCfg := filepath.Join(dir, "agent.yaml")
+	cfg := fmt.Sprintf("data_dir: %s\ndatabase:\n  url: %s\nsmtp:\n  listen: %s\n  hostname: mx1.example.test\nhttp:\n  listen: %s\napi:\n  listen: %s\nimap:\n  listen: \"\"\n  tls_listen: \"\"\nsubmission:\n  listen: \"\"\n  tls_listen: \"\"\n",
+		dir, agentDB, smtpAddr, httpAddr, proctest.FreeAddr(t))
+	if err := os.WriteFile(agentCfg, []byte(cfg), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.enroll(t, agentCfg, c.token(t)); err != nil {
+		t.Fatalf("enroll: %v\n%s", err, out)
+	}
+	var log proctest.Output
+	agent := exec.Command(proctest.Binary(t), "agent", "--config", agentCfg)
+	agent.Stdout, agent.Stderr = &log, &log
+	if err := agent.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
+	waitUntil(t, "the agent's /health\n"+log.String(), func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/health")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	db, err := pgx.Connect(ctx, agentDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close(ctx)
+	count := func(q string, args ...any) int {
+		var n int
+		if err := db.QueryRow(ctx, q, args...).Scan(&n); err != nil {
+			t.Fatal(err)
+		}
+		return n
+	}
+	const inbox = `SELECT count(*) FROM messages m JOIN mail_users u ON u.id = m.user_id WHERE u.address = $1`
+	addUser := func(address string) {
+		t.Helper()
+		start := time.Now()
+		_, err := c.tenants().AddMailUser(ctx, cptest.Auth(&tenantsv1.AddMailUserRequest{TenantId: c.tenant, Address: address, Password: "a long password"}, c.session))
+		if err != nil {
+			t.Fatal(err)
+		}
+		waitUntil(t, address+" on the agent\n"+log.String(), func() bool {
+			return count(`SELECT count(*) FROM mail_users WHERE address = $1`, address) == 1
+		})
+		t.Logf("%s reached the agent %v after it was added", address, time.Since(start).Round(time.Millisecond))
+	}
+	deliver := func(to string) {
+		t.Helper()
+		msg := "From: sender@remote.test\r\nTo: " + to + "\r\nSubject: hello\r\nMessage-ID: <" + fmt.Sprint(time.Now().UnixNano()) + "@remote.test>\r\n\r\nhello\r\n"
+		sc, err := smtp.DialStartTLS(smtpAddr, &tls.Config{InsecureSkipVerify: true}) // the agent's generated certificate
+		if err == nil {
+			defer sc.Close()
+			err = sc.SendMail("sender@remote.test", []string{to}, strings.NewReader(msg))
+		}
+		if err != nil {
+			t.Fatalf("mail to %s: %v\n%s", to, err, log.String())
+		}
+	}
+
+	addUser("bob@example.test")
+	deliver("bob@example.test")
+	if n := count(inbox, "bob@example.test"); n != 1 {
+		t.Fatalf("bob has %d messages", n)
+	}
+	waitUntil(t, "the agent's ack and heartbeat", func() bool {
+		list, err := c.agents().ListAgents(ctx, cptest.Auth(&agentsv1.ListAgentsRequest{TenantId: c.tenant}, c.session))
+		if err != nil || len(list.Msg.Agents) != 1 {
+			t.Fatalf("agents: %v %v", list, err)
+		}
+		a := list.Msg.Agents[0]
+		return a.ConfigVersion >= 2 && a.Status == agentsv1.AgentStatus_AGENT_STATUS_UP && len(a.Health) > 0
+	})
+
+	// The control plane goes away: mail keeps flowing.
+	c.cmd.Process.Kill()
+	c.cmd.Wait()
+	deliver("bob@example.test")
+	if n := count(inbox, "bob@example.test"); n != 2 {
+		t.Fatalf("with the control plane down bob has %d messages", n)
+	}
+	// Back: the agent reconnects and takes the next change.
+	c.start(t)
+	addUser("carol@example.test")
+	deliver("carol@example.test")
+}
+
+// waitUntil polls cond for up to a minute.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(100 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("not within a minute: %s", what)
+		}
 	}
 }

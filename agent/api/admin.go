@@ -11,6 +11,7 @@ import (
 	"github.com/jackc/pgx/v5"
 
 	"github.com/mairust/mairust/agent/accounts"
+	"github.com/mairust/mairust/agent/link"
 )
 
 // Listing bounds of the admin endpoints.
@@ -179,9 +180,22 @@ type updateDomainRequest struct {
 
 // updateDomain enables or disables a domain; administrators cannot
 // disable the domain of their own address, which would lock them out.
+// local refuses, with 409, a change to a domain or user that the control
+// plane manages (this agent is enrolled): it is changed in the console.
+func (s *Server) local(r *http.Request, kind link.Kind, id int64) error {
+	err := link.CheckLocal(r.Context(), s.pool, kind, id)
+	if errors.Is(err, link.ErrManaged) {
+		return problem(http.StatusConflict, "id", "%v", err)
+	}
+	return err
+}
+
 func (s *Server) updateDomain(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
 	if err != nil {
+		return err
+	}
+	if err := s.local(r, link.KindDomain, id); err != nil {
 		return err
 	}
 	var req updateDomainRequest
@@ -214,6 +228,9 @@ func (s *Server) updateDomain(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) deleteDomain(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
 	if err != nil {
+		return err
+	}
+	if err := s.local(r, link.KindDomain, id); err != nil {
 		return err
 	}
 	d, err := s.accounts.DeleteDomain(r.Context(), caller(r).TenantID, id)
@@ -262,6 +279,9 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) error {
 	if err != nil {
 		return err
 	}
+	if err := s.local(r, link.KindMailUser, id); err != nil {
+		return err
+	}
 	var c accounts.UserChange
 	if err := decode(w, r, &c); err != nil {
 		return err
@@ -306,6 +326,9 @@ func (s *Server) updateUser(w http.ResponseWriter, r *http.Request) error {
 func (s *Server) deleteUser(w http.ResponseWriter, r *http.Request) error {
 	id, err := pathID(r)
 	if err != nil {
+		return err
+	}
+	if err := s.local(r, link.KindMailUser, id); err != nil {
 		return err
 	}
 	if id == caller(r).ID {

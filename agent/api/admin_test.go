@@ -46,13 +46,14 @@ func (e *env) otherTenant() {
 
 // wantProblem sends a request and checks that it is answered with problem
 // JSON of status naming field.
-func (e *env) wantProblem(method, path, token string, body any, status int, field string) {
+func (e *env) wantProblem(method, path, token string, body any, status int, field string) Problem {
 	e.t.Helper()
 	var p Problem
 	resp := e.call(method, path, token, body, &p)
 	if resp.StatusCode != status || p.Status != status || p.Field != field || p.Detail == "" || resp.Header.Get("Content-Type") != "application/problem+json" {
 		e.t.Errorf("%s %s %v: %d %+v, want %d naming %q", method, path, body, resp.StatusCode, p, status, field)
 	}
+	return p
 }
 
 // list fetches a listing and fails the test unless it answers 200.
@@ -679,5 +680,42 @@ func TestAdminLogs(t *testing.T) {
 
 	for _, q := range []string{"limit=0", "limit=1001", "limit=ten", "offset=-1", "offset=1000001", "offset=1e3"} {
 		e.wantProblem("GET", logs+"?"+q, carol, nil, 400, strings.Split(q, "=")[0])
+	}
+}
+
+// Domains and users the control plane manages are read-only here: the
+// answer says where to change them, and nothing changes.
+func TestAdminManagedByControlPlane(t *testing.T) {
+	e := newEnv(t)
+	ctx := t.Context()
+	carol := e.login("carol@admin.test").AccessToken
+	bob, err := accounts.New(e.pool).Lookup(ctx, "bob@example.test")
+	if err != nil {
+		t.Fatal(err)
+	}
+	var domain int64
+	if err := e.pool.QueryRow(ctx, `UPDATE mail_users SET managed_by_controlplane = true WHERE id = $1 RETURNING domain_id`, bob.UserID).Scan(&domain); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.pool.Exec(ctx, `UPDATE domains SET managed_by_controlplane = true WHERE id = $1`, domain); err != nil {
+		t.Fatal(err)
+	}
+	user, dom := fmt.Sprintf("/api/v1/admin/users/%d", bob.UserID), fmt.Sprintf("/api/v1/admin/domains/%d", domain)
+	for _, c := range []struct {
+		method, path string
+		body         any
+	}{
+		{"PATCH", user, map[string]any{"disabled": true}},
+		{"DELETE", user, nil},
+		{"PATCH", dom, map[string]any{"disabled": true}},
+		{"DELETE", dom, nil},
+	} {
+		p := e.wantProblem(c.method, c.path, carol, c.body, 409, "id")
+		if !strings.Contains(p.Detail, "change it in the console") {
+			t.Errorf("%s %s: %q does not say where to change it", c.method, c.path, p.Detail)
+		}
+	}
+	if u, err := accounts.New(e.pool).Lookup(ctx, "bob@example.test"); err != nil || u.UserID != bob.UserID {
+		t.Fatalf("bob after the refusals: %+v %v", u, err)
 	}
 }

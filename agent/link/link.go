@@ -2,6 +2,10 @@
 // own Ed25519 key, its enrollment with a one-time token, and the
 // short-lived credential its calls carry, renewed by each heartbeat and,
 // once lost or about to expire, by proof of the key (RenewCredential).
+// Once enrolled, Run keeps the link: heartbeats, the reports of an Outbox
+// kept in the agent's database, and the configuration the control plane
+// streams, applied to the agent's database (domains and mail users it
+// marks managed_by_controlplane, which CheckLocal makes read-only locally).
 //
 // It keeps two files in the agent's data directory, both mode 0600:
 //
@@ -39,6 +43,10 @@ const (
 	KeyFile      = "agent-ed25519.key"
 	IdentityFile = "controlplane.json"
 )
+
+// ErrNotEnrolled is returned by Identity when the agent has not enrolled:
+// it runs on its own, without a control plane.
+var ErrNotEnrolled = errors.New("link: this agent is not enrolled")
 
 // renewBefore is how long before its expiry a credential is renewed.
 const renewBefore = 30 * time.Second
@@ -160,7 +168,7 @@ func (l Link) Identity() (Identity, error) {
 	path := filepath.Join(l.DataDir, IdentityFile)
 	b, err := os.ReadFile(path)
 	if errors.Is(err, os.ErrNotExist) {
-		return Identity{}, fmt.Errorf("link: this agent is not enrolled (no %s): enroll it with a token from the console", path)
+		return Identity{}, fmt.Errorf("%w (no %s): enroll it with a token from the console", ErrNotEnrolled, path)
 	}
 	if err != nil {
 		return Identity{}, fmt.Errorf("link: %w", err)

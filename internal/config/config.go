@@ -230,6 +230,8 @@ type ControlPlane struct {
 	HeartbeatInterval  time.Duration `yaml:"heartbeat_interval" doc:"How often agents are asked to send a heartbeat (1s-10m)."`
 	AgentDownAfter     time.Duration `yaml:"agent_down_after" doc:"An agent without a heartbeat for this long (plus up to 10% jitter) is marked down; at least 2 heartbeat intervals."`
 	MaxRequestBytes    int           `yaml:"max_request_bytes" doc:"Largest request message taken (1 KiB-64 MiB)."`
+	MonitorEnabled     bool          `yaml:"monitor_enabled" doc:"Serve the monitor service: it takes the agents' outbound warnings and suspensions, rate-limits and stores them, lists them in the console and alerts the tenant's owners and admins. Off by default: its calls answer Unimplemented."`
+	MonitorPerSecond   int           `yaml:"monitor_global_per_second" doc:"Notices the monitor service takes per second in all, per control-plane replica (0: 50)."`
 	SMTPRelay          string        `yaml:"smtp_relay" doc:"host:port of the SMTP server the control plane's mail (verification links, invitations, alerts) goes through, without authentication: by default an agent on this machine."`
 	MailFrom           string        `yaml:"mail_from" doc:"Sender address of the control plane's mail."`
 }

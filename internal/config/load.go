@@ -326,6 +326,7 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"controlplane.agent_credential_ttl", c.ControlPlane.AgentCredentialTTL < time.Minute || c.ControlPlane.AgentCredentialTTL > 24*time.Hour, "must be between 1m and 24h"},
 		{"controlplane.heartbeat_interval", c.ControlPlane.HeartbeatInterval < time.Second || c.ControlPlane.HeartbeatInterval > 10*time.Minute, "must be between 1s and 10m"},
 		{"controlplane.agent_down_after", c.ControlPlane.AgentDownAfter < 2*c.ControlPlane.HeartbeatInterval, "must be at least twice controlplane.heartbeat_interval"},
+		{"controlplane.monitor_global_per_second", c.ControlPlane.MonitorPerSecond < 0 || c.ControlPlane.MonitorPerSecond > 100000, "must be between 0 (the default, 50) and 100000"},
 		{"controlplane.smtp_relay", !validAddr(c.ControlPlane.SMTPRelay), "must be host:port"},
 		{"controlplane.mail_from", !validAddress(c.ControlPlane.MailFrom), "must be a mail address, user@domain"},
 		{"controlplane.max_request_bytes", c.ControlPlane.MaxRequestBytes < 1<<10 || c.ControlPlane.MaxRequestBytes > 64<<20, "must be between 1024 and 67108864"},

@@ -1,0 +1,95 @@
+package agent
+
+import (
+	"context"
+	"errors"
+	"sync/atomic"
+
+	"github.com/mairust/mairust/agent/link"
+	"github.com/mairust/mairust/agent/policy"
+	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/version"
+	agentsv1 "github.com/mairust/mairust/proto/mairust/agents/v1"
+	tenantsv1 "github.com/mairust/mairust/proto/mairust/tenants/v1"
+)
+
+// managed is what the control plane sets over the configuration file: its
+// outbound policy settings, kept so that a reload of the file does not
+// drop them.
+type managed struct {
+	policy atomic.Pointer[tenantsv1.OutboundPolicy]
+}
+
+// policySettings are the file's policy settings with the control plane's
+// over them.
+func (a *Agent) policySettings(c config.Config) policy.Settings {
+	s := c.PolicySettings()
+	o := a.managed.policy.Load()
+	if o == nil {
+		return s
+	}
+	if w := o.GetWeightRate() + o.GetWeightContent() + o.GetWeightHistory(); w > 0 {
+		s.Weights = policy.Weights{Rate: o.GetWeightRate(), Content: o.GetWeightContent(), History: o.GetWeightHistory()}
+	}
+	set := func(dst *float64, v float64) {
+		if v > 0 {
+			*dst = v
+		}
+	}
+	setInt := func(dst *int, v int32) {
+		if v > 0 {
+			*dst = int(v)
+		}
+	}
+	set(&s.WarnThreshold, o.GetWarnThreshold())
+	set(&s.SuspendThreshold, o.GetSuspendThreshold())
+	setInt(&s.MaxPerHour, o.GetMaxPerHour())
+	setInt(&s.MaxPerDay, o.GetMaxPerDay())
+	setInt(&s.AutoReenableAfterHours, o.GetAutoReenableAfterHours())
+	for _, p := range o.GetWhitelist() {
+		s.Whitelist = append(s.Whitelist, policy.Profile{ID: p.GetId(), Accounts: p.GetAccounts(), MaxRate: p.GetMaxRate(), Description: p.GetDescription()})
+	}
+	return s
+}
+
+// applyManaged takes the control plane's settings: the policy engine gets
+// them over the file's, or keeps its settings when they are invalid.
+func (a *Agent) applyManaged(_ context.Context, s *tenantsv1.Settings) error {
+	prev := a.managed.policy.Swap(s.GetOutboundPolicy())
+	if err := a.out.policy.Apply(a.policySettings(*a.cfg.Load())); err != nil {
+		a.managed.policy.Store(prev)
+		return err
+	}
+	return nil
+}
+
+// startLink runs the link to the control plane when this agent is
+// enrolled (mairust agent enroll); an agent that is not runs alone.
+func (a *Agent) startLink(ctx context.Context) error {
+	lk := link.Link{DataDir: a.cfg.Load().DataDir}
+	id, err := lk.Identity()
+	if errors.Is(err, link.ErrNotEnrolled) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	a.log.Info("linked to a control plane", "component", "link", "control_plane", id.ControlPlaneURL, "agent_id", id.AgentID, "tenant_id", id.TenantID)
+	go func() {
+		err := lk.Run(ctx, link.RunConfig{Identity: id, Pool: a.pool, Log: a.log, Version: version.String(), StartedAt: a.startedAt,
+			Health: a.linkHealth, ApplySettings: a.applyManaged})
+		if err != nil {
+			a.log.Error("the control plane link did not start; mail is not affected", "component", "link", "error", err)
+		}
+	}()
+	return nil
+}
+
+// linkHealth is the health sent with each heartbeat.
+func (a *Agent) linkHealth(ctx context.Context) []*agentsv1.ComponentHealth {
+	db := &agentsv1.ComponentHealth{Name: "database", Status: agentsv1.HealthStatus_HEALTH_STATUS_OK}
+	if err := a.pool.Ping(ctx); err != nil {
+		db.Status, db.Detail = agentsv1.HealthStatus_HEALTH_STATUS_ERROR, err.Error()
+	}
+	return []*agentsv1.ComponentHealth{db, {Name: "smtp", Status: agentsv1.HealthStatus_HEALTH_STATUS_OK}}
+}
