@@ -222,7 +222,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	a.hooks.Start(jobClient)
 	go a.hooks.RunHealth(ctx)
 	go a.out.alerts.Run(ctx, alertScanInterval)
-	if err := a.startLink(ctx); err != nil {
+	if err := a.startLink(ctx, reg); err != nil {
 		return err
 	}
 

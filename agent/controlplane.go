@@ -3,13 +3,20 @@ package agent
 import (
 	"context"
 	"errors"
+	"net/http"
 	"sync/atomic"
+
+	"connectrpc.com/connect"
+	"github.com/prometheus/client_golang/prometheus"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mairust/mairust/agent/link"
 	"github.com/mairust/mairust/agent/policy"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/version"
 	agentsv1 "github.com/mairust/mairust/proto/mairust/agents/v1"
+	monitorv1 "github.com/mairust/mairust/proto/mairust/monitor/v1"
+	"github.com/mairust/mairust/proto/mairust/monitor/v1/monitorv1connect"
 	tenantsv1 "github.com/mairust/mairust/proto/mairust/tenants/v1"
 )
 
@@ -65,8 +72,9 @@ func (a *Agent) applyManaged(_ context.Context, s *tenantsv1.Settings) error {
 
 // startLink runs the link to the control plane when this agent is
 // enrolled (mairust agent enroll); an agent that is not runs alone.
-func (a *Agent) startLink(ctx context.Context) error {
-	lk := link.Link{DataDir: a.cfg.Load().DataDir}
+func (a *Agent) startLink(ctx context.Context, metrics prometheus.Gatherer) error {
+	cfg := a.cfg.Load()
+	lk := link.Link{DataDir: cfg.DataDir}
 	id, err := lk.Identity()
 	if errors.Is(err, link.ErrNotEnrolled) {
 		return nil
@@ -75,14 +83,34 @@ func (a *Agent) startLink(ctx context.Context) error {
 		return err
 	}
 	a.log.Info("linked to a control plane", "component", "link", "control_plane", id.ControlPlaneURL, "agent_id", id.AgentID, "tenant_id", id.TenantID)
+	src, err := lk.Source(id)
+	if err != nil {
+		return err
+	}
+	mon := monitorv1connect.NewMonitorServiceClient(http.DefaultClient, id.ControlPlaneURL, src.Auth())
+	a.out.monitor.SetSender(func(ctx context.Context, n policy.Notice) error {
+		_, err := mon.Notify(ctx, connect.NewRequest(&monitorv1.NotifyRequest{Notice: monitorNotice(n)}))
+		return err
+	})
 	go func() {
 		err := lk.Run(ctx, link.RunConfig{Identity: id, Pool: a.pool, Log: a.log, Version: version.String(), StartedAt: a.startedAt,
-			Health: a.linkHealth, ApplySettings: a.applyManaged})
+			Outbox: link.NewOutbox(a.pool, cfg.Link.OutboxLimit, a.log), Health: a.linkHealth, ApplySettings: a.applyManaged,
+			Collect: (&counters{gather: metrics}).collect, ReportInterval: cfg.Link.ReportInterval})
 		if err != nil {
 			a.log.Error("the control plane link did not start; mail is not affected", "component", "link", "error", err)
 		}
 	}()
 	return nil
+}
+
+// monitorNotice is n for the control plane's monitor service.
+func monitorNotice(n policy.Notice) *monitorv1.Notice {
+	kind := monitorv1.NoticeKind_NOTICE_KIND_WARN
+	if n.Kind == policy.Suspend {
+		kind = monitorv1.NoticeKind_NOTICE_KIND_SUSPEND
+	}
+	return &monitorv1.Notice{Account: n.Account, Kind: kind, Score: n.Score, Reason: n.Reason, At: timestamppb.New(n.At),
+		Factors: map[string]float64{"rate": n.Factors.Rate, "content": n.Factors.Content, "history": n.Factors.History}}
 }
 
 // linkHealth is the health sent with each heartbeat.

@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"connectrpc.com/connect"
+	"github.com/emersion/go-sasl"
 	"github.com/emersion/go-smtp"
 	"github.com/jackc/pgx/v5"
 
@@ -105,6 +106,7 @@ func (r *relay) token(t *testing.T) string {
 // on a tenant that has the domain example.test.
 type cp struct {
 	url, cfgPath, session, tenant string
+	db                            string // its database's URL, as the owner
 	cmd                           *exec.Cmd
 	out                           *proctest.Output
 }
@@ -117,9 +119,9 @@ func startControlPlane(t *testing.T) *cp {
 	relay, relayAddr := newRelay(t)
 	dir := t.TempDir()
 	listen := proctest.FreeAddr(t)
-	c := &cp{url: "http://" + listen, cfgPath: filepath.Join(dir, "mairust.yaml"), out: &proctest.Output{}}
-	cfg := fmt.Sprintf("data_dir: %s\ncontrolplane:\n  listen: %s\n  database_url: %s\n  smtp_relay: %s\n  mail_from: noreply@cp.example.test\n  public_url: http://%s\n  heartbeat_interval: 1s\n  agent_down_after: 5s\n",
-		dir, listen, pgtest.NewDatabase(t, "cpproc"), relayAddr, listen)
+	c := &cp{url: "http://" + listen, cfgPath: filepath.Join(dir, "mairust.yaml"), out: &proctest.Output{}, db: pgtest.NewDatabase(t, "cpproc")}
+	cfg := fmt.Sprintf("data_dir: %s\ncontrolplane:\n  listen: %s\n  database_url: %s\n  smtp_relay: %s\n  mail_from: noreply@cp.example.test\n  public_url: http://%s\n  heartbeat_interval: 1s\n  agent_down_after: 5s\n  monitor_enabled: true\n",
+		dir, listen, c.db, relayAddr, listen)
 	if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -227,12 +229,6 @@ func TestControlPlaneProcessEnrollsAnAgent(t *testing.T) {
 	if err == nil || !strings.Contains(msg, "used already") {
 		t.Fatalf("the token a second time: %v\n%s", err, msg)
 	}
-	// The monitor service is off unless the operator enables it, and says so.
-	mon := monitorv1connect.NewMonitorServiceClient(http.DefaultClient, c.url)
-	_, err = mon.ListNotices(ctx, cptest.Auth(&monitorv1.ListNoticesRequest{TenantId: tid}, session))
-	if connect.CodeOf(err) != connect.CodeUnimplemented || !strings.Contains(err.Error(), "controlplane.monitor_enabled") {
-		t.Errorf("monitor while disabled: %v", err)
-	}
 	if !bytes.Contains([]byte(out.String()), []byte("control plane started")) {
 		t.Errorf("no start line in the log:\n%s", out.String())
 	}
@@ -240,8 +236,9 @@ func TestControlPlaneProcessEnrollsAnAgent(t *testing.T) {
 
 // TestAgentFollowsControlPlane: an agent enrolled into the control plane
 // (both separate processes) gets a mail user added in the console, takes
-// mail for it over SMTP, keeps taking mail while the control plane is
-// down, and picks up the next change once it is back.
+// mail for it over SMTP and reports the count; it keeps taking mail while
+// the control plane is down, and once it is back picks up the next change
+// and delivers the reports it kept.
 func TestAgentFollowsControlPlane(t *testing.T) {
 	c := startControlPlane(t)
 	ctx := context.Background()
@@ -250,10 +247,35 @@ func TestAgentFollowsControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	agentDB := pgtest.NewDatabase(t, "cpagent")
-	smtpAddr, httpAddr := proctest.FreeAddr(t), proctest.FreeAddr(t)
+	smtpAddr, httpAddr, subAddr := proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t)
 	agentCfg := filepath.Join(dir, "agent.yaml")
-	cfg := fmt.Sprintf("data_dir: %s\ndatabase:\n  url: %s\nsmtp:\n  listen: %s\n  hostname: mx1.example.test\nhttp:\n  listen: %s\napi:\n  listen: %s\nimap:\n  listen: \"\"\n  tls_listen: \"\"\nsubmission:\n  listen: \"\"\n  tls_listen: \"\"\n",
-		dir, agentDB, smtpAddr, httpAddr, proctest.FreeAddr(t))
+	// A warning after two messages in the hour, told to the control
+	// plane's monitor service (no monitor.url).
+	cfg := fmt.Sprintf(`data_dir: %s
+database:
+  url: %s
+smtp:
+  listen: %s
+  hostname: mx1.example.test
+http:
+  listen: %s
+api:
+  listen: %s
+imap:
+  listen: ""
+  tls_listen: ""
+submission:
+  listen: %s
+  tls_listen: ""
+link:
+  report_interval: 1s
+outbound_policy:
+  weights: {rate: 1, content: 0, history: 0}
+  max_per_hour: 4
+  soft_limit_fraction: 1
+monitor:
+  enabled: true
+`, dir, agentDB, smtpAddr, httpAddr, proctest.FreeAddr(t), subAddr)
 	if err := os.WriteFile(agentCfg, []byte(cfg), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -326,6 +348,22 @@ func TestAgentFollowsControlPlane(t *testing.T) {
 		return a.ConfigVersion >= 2 && a.Status == agentsv1.AgentStatus_AGENT_STATUS_UP && len(a.Health) > 0
 	})
 
+	cpdb, err := pgx.Connect(ctx, c.db)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer cpdb.Close(ctx)
+	reported := func(want int) func() bool {
+		return func() bool {
+			var n int
+			if err := cpdb.QueryRow(ctx, `SELECT coalesce(sum(messages_in), 0) FROM agent_reports`).Scan(&n); err != nil {
+				t.Fatal(err)
+			}
+			return n == want
+		}
+	}
+	waitUntil(t, "the report of 1 message in", reported(1))
+
 	// The control plane goes away: mail keeps flowing.
 	c.cmd.Process.Kill()
 	c.cmd.Wait()
@@ -337,6 +375,34 @@ func TestAgentFollowsControlPlane(t *testing.T) {
 	c.start(t)
 	addUser("carol@example.test")
 	deliver("carol@example.test")
+	waitUntil(t, "the reports of 3 messages in, none counted twice", reported(3))
+
+	// bob (his password pushed as a hash) sends until warned; the warning
+	// reaches the control plane's monitor service with the agent's
+	// credential.
+	for i := range 2 {
+		sc, err := smtp.DialStartTLS(subAddr, &tls.Config{InsecureSkipVerify: true})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := sc.Auth(sasl.NewPlainClient("", "bob@example.test", "a long password")); err != nil {
+			t.Fatalf("AUTH as bob: %v", err)
+		}
+		msg := fmt.Sprintf("From: bob@example.test\r\nTo: carol@example.test\r\nSubject: %d\r\n\r\nhi\r\n", i)
+		if err := sc.SendMail("bob@example.test", []string{"carol@example.test"}, strings.NewReader(msg)); err != nil {
+			t.Fatalf("submission %d: %v\n%s", i, err, log.String())
+		}
+		sc.Close()
+	}
+	mon := monitorv1connect.NewMonitorServiceClient(http.DefaultClient, c.url)
+	waitUntil(t, "bob's warning at the monitor service\n"+log.String(), func() bool {
+		list, err := mon.ListNotices(ctx, cptest.Auth(&monitorv1.ListNoticesRequest{TenantId: c.tenant}, c.session))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(list.Msg.Notices) == 1 && list.Msg.Notices[0].Account == "bob@example.test" &&
+			list.Msg.Notices[0].Kind == monitorv1.NoticeKind_NOTICE_KIND_WARN
+	})
 }
 
 // waitUntil polls cond for up to a minute.

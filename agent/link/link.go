@@ -201,13 +201,17 @@ func (l Link) Source(id Identity) (*Source, error) {
 		return nil, err
 	}
 	s := &Source{id: id, key: key, renew: l.client(id.ControlPlaneURL), cred: id.Credential}
-	s.calls = l.client(id.ControlPlaneURL, connect.WithInterceptors(bearer{s}))
+	s.calls = l.client(id.ControlPlaneURL, s.Auth())
 	return s, nil
 }
 
 // Client returns a client of the control plane whose calls carry the
 // credential, and whose heartbeats renew it.
 func (s *Source) Client() agentsv1connect.AgentsServiceClient { return s.calls }
+
+// Auth is the client option that gives another service's calls the
+// credential (renewed when needed), e.g. the monitor service's.
+func (s *Source) Auth() connect.ClientOption { return connect.WithInterceptors(bearer{s}) }
 
 // Credential returns the credential held now.
 func (s *Source) Credential() Credential {

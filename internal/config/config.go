@@ -38,6 +38,7 @@ type Config struct {
 	Monitor           Monitor          `yaml:"monitor"`
 	OutboundAlerts    OutboundAlerts   `yaml:"outbound_alerts"`
 	ControlPlane      ControlPlane     `yaml:"controlplane"`
+	Link              Link             `yaml:"link"`
 }
 
 // PolicySettings are the Outbound Policy Engine's settings: outbound_policy
@@ -203,7 +204,7 @@ type Spam struct {
 // suspensions are reported to.
 type Monitor struct {
 	Enabled bool          `yaml:"enabled" reload:"live" doc:"POST a JSON notification of each outbound-policy warning and suspension to url: per account at most one in 10 minutes and 24 a day, at most one a second in all; beyond, they are dropped and counted. Sending mail never waits for it."`
-	URL     string        `yaml:"url" reload:"live" doc:"http:// or https:// URL of the monitor service's notification endpoint; required with enabled."`
+	URL     string        `yaml:"url" reload:"live" doc:"http:// or https:// URL of a monitor service's JSON notification endpoint. Empty: the monitor service of the control plane this agent is enrolled into (mairust agent enroll), called with the agent's credential."`
 	Token   string        `yaml:"token" env:"MAIRUST_MONITOR_TOKEN" reload:"live" doc:"Bearer token sent with each notification; prefer the environment variable."`
 	Timeout time.Duration `yaml:"timeout" reload:"live" doc:"Longest wait for the monitor's answer to one notification (100ms-1m); past it the notification counts as failed."`
 }
@@ -234,6 +235,13 @@ type ControlPlane struct {
 	MonitorPerSecond   int           `yaml:"monitor_global_per_second" doc:"Notices the monitor service takes per second in all, per control-plane replica (0: 50)."`
 	SMTPRelay          string        `yaml:"smtp_relay" doc:"host:port of the SMTP server the control plane's mail (verification links, invitations, alerts) goes through, without authentication: by default an agent on this machine."`
 	MailFrom           string        `yaml:"mail_from" doc:"Sender address of the control plane's mail."`
+}
+
+// Link configures an enrolled agent's link to its control plane
+// (mairust agent enroll).
+type Link struct {
+	ReportInterval time.Duration `yaml:"report_interval" doc:"How often the agent reports its counters (messages in and out, spam, bytes) to the control plane (1s-1h)."`
+	OutboxLimit    int           `yaml:"outbox_limit" doc:"Reports kept while the control plane is unreachable (100-1000000); beyond, the oldest are dropped and counted."`
 }
 
 // AlertKinds are the transitions outbound_alerts.kinds may name.
@@ -314,6 +322,7 @@ func Default() Config {
 		OutboundPolicy: policy.DefaultSettings(),
 		Monitor:        Monitor{Timeout: 5 * time.Second},
 		OutboundAlerts: OutboundAlerts{Kinds: AlertKinds},
+		Link:           Link{ReportInterval: time.Minute, OutboxLimit: 10000},
 		ControlPlane: ControlPlane{Listen: "127.0.0.1:8090", SessionTTL: 24 * time.Hour,
 			AgentCredentialTTL: time.Hour, HeartbeatInterval: 30 * time.Second, AgentDownAfter: 90 * time.Second, MaxRequestBytes: 4 << 20,
 			SMTPRelay: "127.0.0.1:25", MailFrom: "noreply@localhost"},

@@ -10,6 +10,7 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -39,6 +40,7 @@ type notice struct {
 // Notifier sends notices to the monitor service; safe for concurrent use.
 type Notifier struct {
 	settings atomic.Pointer[config.Monitor]
+	sender   atomic.Pointer[Sender]
 	agent    string
 	now      func() time.Time
 	log      *slog.Logger
@@ -69,6 +71,13 @@ func start(c config.Monitor, agent string, log *slog.Logger, now func() time.Tim
 	go m.run(ctx)
 	return m
 }
+
+// Sender sends one notice some other way than monitor.url: to the control
+// plane's monitor service, for an enrolled agent.
+type Sender func(ctx context.Context, n policy.Notice) error
+
+// SetSender makes notices go through send when monitor.url is empty.
+func (m *Notifier) SetSender(send Sender) { m.sender.Store(&send) }
 
 // Apply replaces the settings (hot reload); they were validated with the
 // configuration.
@@ -154,7 +163,7 @@ func (m *Notifier) run(ctx context.Context) {
 			return
 		case n := <-m.queue:
 			s := m.settings.Load()
-			err := m.post(ctx, s, n)
+			err := m.send(ctx, s, n)
 			if ctx.Err() != nil {
 				return // abandoned by Close
 			}
@@ -173,6 +182,21 @@ func (m *Notifier) run(ctx context.Context) {
 			notifications.WithLabelValues("sent").Inc()
 		}
 	}
+}
+
+// send sends one notice to monitor.url, or through the Sender when the URL
+// is empty, within monitor.timeout.
+func (m *Notifier) send(ctx context.Context, s *config.Monitor, n policy.Notice) error {
+	if s.URL != "" {
+		return m.post(ctx, s, n)
+	}
+	send := m.sender.Load()
+	if send == nil {
+		return errors.New("monitor.url is empty and this agent is not enrolled into a control plane: set monitor.url or run mairust agent enroll")
+	}
+	ctx, cancel := context.WithTimeout(ctx, s.Timeout)
+	defer cancel()
+	return (*send)(ctx, n)
 }
 
 // post sends one notice under the settings s.

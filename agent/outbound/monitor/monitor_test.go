@@ -133,6 +133,24 @@ func TestNotifyPostsJSONWithToken(t *testing.T) {
 	}
 }
 
+// Without monitor.url, notices go through the Sender (the control plane's
+// monitor service), or fail, counted, when the agent has none.
+func TestSenderWithoutURL(t *testing.T) {
+	m, clk, _ := newNotifier(t, "", time.Second)
+	before := counts()
+	m.Notify(suspension("a@example.test"))
+	waitFor(t, before, map[string]float64{"failed": 1})
+	got := make(chan policy.Notice, 1)
+	m.SetSender(func(_ context.Context, n policy.Notice) error { got <- n; return nil })
+	clk.add(accountGap)
+	before = counts()
+	m.Notify(suspension("a@example.test"))
+	waitFor(t, before, map[string]float64{"sent": 1})
+	if n := <-got; n.Account != "a@example.test" || n.Kind != policy.Suspend {
+		t.Fatalf("sent %+v", n)
+	}
+}
+
 func TestRateLimits(t *testing.T) {
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {}))
 	defer srv.Close()
@@ -287,12 +305,15 @@ func TestConfig(t *testing.T) {
 	if err != nil || c.Monitor != (config.Monitor{Enabled: true, URL: "https://monitor.example.test/v1/notices", Token: "file", Timeout: 5 * time.Second}) {
 		t.Fatalf("%+v %v", c.Monitor, err)
 	}
+	// Enabled without a URL: the control plane's monitor service.
+	if c, err := config.Parse([]byte("monitor:\n  enabled: true\n"), "m.yaml"); err != nil || !c.Monitor.Enabled || c.Monitor.URL != "" {
+		t.Fatalf("%+v %v", c.Monitor, err)
+	}
 	t.Setenv("MAIRUST_MONITOR_TOKEN", "from-env")
 	if c, err := config.Parse([]byte("monitor:\n  token: file\n"), "m.yaml"); err != nil || c.Monitor.Token != "from-env" {
 		t.Fatalf("%+v %v", c.Monitor, err)
 	}
 	for yaml, want := range map[string]string{
-		"monitor:\n  enabled: true\n":              "m.yaml: monitor.url: must be an http:// or https:// URL with a host (required with monitor.enabled)",
 		"monitor:\n  url: ftp://monitor.test/\n":   "m.yaml:2: monitor.url: must be an http:// or https:// URL",
 		"monitor:\n  timeout: 50ms\n":              "m.yaml:2: monitor.timeout: must be between 100ms and 1m",
 		"monitor:\n  enabled: true\n  urls: x\n":   "m.yaml:3: monitor.urls: unknown key",
