@@ -23,6 +23,7 @@ import (
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/database"
 	"github.com/mairust/mairust/monitor"
+	"github.com/mairust/mairust/web/console"
 )
 
 // Run serves the control plane configured by cfg.ControlPlane (its signing
@@ -71,7 +72,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err != nil {
 		return fmt.Errorf("controlplane.listen %s: %w", c.Listen, err)
 	}
-	srv := server.HTTPServer(server.New(services, keys, ag.Check, reg))
+	mux := http.NewServeMux()
+	mux.Handle("/", server.New(services, keys, ag.Check, reg))
+	mux.Handle(console.Prefix, console.Handler()) // the hosted console's pages, outside authentication
+	srv := server.HTTPServer(mux)
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)
 	defer stop()

@@ -1,0 +1,48 @@
+// Calls to the control plane's Connect API on this origin: POST
+// /<package>.<Service>/<Method> with the message as JSON (protojson),
+// and the session token, kept in sessionStorage (gone when the tab
+// closes), as the bearer.
+import { t } from './i18n.js';
+
+export const session = {
+  get token() { return sessionStorage.getItem('session'); },
+  get email() { return sessionStorage.getItem('email') || ''; },
+  set(token, email) { sessionStorage.setItem('session', token); sessionStorage.setItem('email', email); },
+  clear() { sessionStorage.removeItem('session'); sessionStorage.removeItem('email'); },
+};
+
+// APIError is a Connect error: code (e.g. invalid_argument) and the
+// server's message.
+class APIError extends Error {
+  constructor(code, message) { super(message || code); this.code = code; }
+}
+
+// onUnauthenticated is called when the server refuses the session.
+let onUnauthenticated = () => {};
+export function whenUnauthenticated(f) { onUnauthenticated = f; }
+
+// call invokes service's method (service as 'tenants.v1.TenantsService')
+// with msg and returns the response message.
+async function call(service, method, msg = {}) {
+  const headers = { 'Content-Type': 'application/json' };
+  if (session.token) headers.Authorization = 'Bearer ' + session.token;
+  let resp;
+  try {
+    resp = await fetch(`/mairust.${service}/${method}`, { method: 'POST', headers, body: JSON.stringify(msg) });
+  } catch (e) {
+    throw new APIError('unavailable', t('unreachable', e.message));
+  }
+  let body = {};
+  try { body = await resp.json(); } catch { /* not JSON: a proxy's page */ }
+  if (resp.ok) return body;
+  const err = new APIError(body.code || 'unknown', body.message || `HTTP ${resp.status}`);
+  if (err.code === 'unauthenticated' && session.token) {
+    session.clear();
+    onUnauthenticated(err);
+  }
+  throw err;
+}
+
+export const accounts = (method, msg) => call('accounts.v1.AccountsService', method, msg);
+export const tenants = (method, msg) => call('tenants.v1.TenantsService', method, msg);
+export const agents = (method, msg) => call('agents.v1.AgentsService', method, msg);

@@ -1,0 +1,79 @@
+// The console's texts in English and Japanese, and the chosen language
+// (kept in localStorage).
+
+const T = {
+  en: {
+    logIn: 'Log in', logOut: 'Log out', signUp: 'Sign up', email: 'E-mail address', password: 'Password',
+    passwordRule: 'Password (at least 10 characters)', noAccount: 'No account yet? Sign up', haveAccount: 'Have an account? Log in',
+    checkMail: 'Check your mail: we sent a link to %s to verify the address. Then log in.',
+    verify: 'Verify your address', verifying: 'Verifying…', verified: '%s is verified. You can log in now.',
+    noToken: 'This link has no token: open the whole link from the mail.',
+    invitation: 'Invitation', inviteText: 'Accept the invitation to join a tenant with this account.', accept: 'Accept',
+    joined: 'You joined %s as %s.', openTenant: 'Open the tenant', logInToAccept: 'Log in (or sign up first) to accept the invitation.',
+    tenants: 'Tenants', noTenants: 'You are not a member of any tenant yet: create one.', tenantName: 'Name of a new tenant',
+    create: 'Create', allTenants: '← All tenants',
+    domains: 'Domains', domainName: 'Domain name', domain: 'Domain', add: 'Add', delete: 'Delete', actions: 'Actions',
+    dnsRecords: 'DNS records', dnsFor: 'DNS records for %s', dnsText: 'Publish these records at your DNS provider.',
+    purpose: 'Purpose', type: 'Type', name: 'Name', value: 'Value', note: 'Note',
+    mailUsers: 'Mail users', address: 'Address', admin: 'admin',
+    members: 'Members', role: 'Role', state: 'State', invite: 'Invite', invited: 'invited', member: 'member',
+    ROLE_OWNER: 'owner', ROLE_ADMIN: 'admin', ROLE_VIEWER: 'viewer',
+    agents: 'Agents', newToken: 'Create an enrollment token',
+    tokenOnce: 'The token enrolls one agent and is shown only now: copy it.', token: 'Token', expires: 'expires',
+    runOnAgent: 'Run on the agent’s machine:', copy: 'Copy the command', copied: 'Copied.', selected: 'Selected: press Ctrl+C to copy.',
+    hostname: 'Host', status: 'Status', version: 'Version', lastHeartbeat: 'Last heartbeat', health: 'Health',
+    never: 'never', revoke: 'Revoke', noAgents: 'No agents yet: create a token and enroll one.',
+    AGENT_STATUS_UP: 'up', AGENT_STATUS_DOWN: 'down', AGENT_STATUS_REVOKED: 'revoked',
+    HEALTH_STATUS_OK: 'ok', HEALTH_STATUS_DEGRADED: 'degraded', HEALTH_STATUS_ERROR: 'error',
+    confirmDelete: 'Delete %s?', confirmRevoke: 'Revoke agent %s? It stops at once.', sessionEnded: 'Your session has ended: log in again.',
+    unreachable: 'The control plane did not answer: %s',
+  },
+  ja: {
+    logIn: 'ログイン', logOut: 'ログアウト', signUp: 'アカウント登録', email: 'メールアドレス', password: 'パスワード',
+    passwordRule: 'パスワード（10 文字以上）', noAccount: 'アカウントがない場合は登録', haveAccount: 'アカウントをお持ちの場合はログイン',
+    checkMail: '%s に確認用のリンクを送りました。メールを確認してからログインしてください。',
+    verify: 'メールアドレスの確認', verifying: '確認しています…', verified: '%s を確認しました。ログインできます。',
+    noToken: 'リンクにトークンがありません。メールのリンクをそのまま開いてください。',
+    invitation: '招待', inviteText: 'このアカウントでテナントへの招待を受け入れます。', accept: '受け入れる',
+    joined: '%s に %s として参加しました。', openTenant: 'テナントを開く', logInToAccept: '招待を受け入れるにはログイン（または先にアカウント登録）してください。',
+    tenants: 'テナント', noTenants: 'まだどのテナントにも所属していません。作成してください。', tenantName: '新しいテナントの名前',
+    create: '作成', allTenants: '← テナント一覧',
+    domains: 'ドメイン', domainName: 'ドメイン名', domain: 'ドメイン', add: '追加', delete: '削除', actions: '操作',
+    dnsRecords: 'DNS レコード', dnsFor: '%s の DNS レコード', dnsText: '以下のレコードを DNS プロバイダに登録してください。',
+    purpose: '用途', type: '種類', name: '名前', value: '値', note: '注記',
+    mailUsers: 'メールユーザー', address: 'アドレス', admin: '管理者',
+    members: 'メンバー', role: '役割', state: '状態', invite: '招待', invited: '招待中', member: 'メンバー',
+    ROLE_OWNER: 'オーナー', ROLE_ADMIN: '管理者', ROLE_VIEWER: '閲覧者',
+    agents: 'エージェント', newToken: '登録トークンを作成',
+    tokenOnce: 'このトークンでエージェントを 1 台登録できます。今だけ表示されるのでコピーしてください。', token: 'トークン', expires: '有効期限',
+    runOnAgent: 'エージェントのマシンで実行してください:', copy: 'コマンドをコピー', copied: 'コピーしました。', selected: '選択しました。Ctrl+C でコピーしてください。',
+    hostname: 'ホスト', status: '状態', version: 'バージョン', lastHeartbeat: '最終ハートビート', health: 'ヘルス',
+    never: 'なし', revoke: '取り消す', noAgents: 'エージェントはまだありません。トークンを作成して登録してください。',
+    AGENT_STATUS_UP: '稼働中', AGENT_STATUS_DOWN: '停止', AGENT_STATUS_REVOKED: '取り消し済み',
+    HEALTH_STATUS_OK: '正常', HEALTH_STATUS_DEGRADED: '低下', HEALTH_STATUS_ERROR: 'エラー',
+    confirmDelete: '%s を削除しますか？', confirmRevoke: 'エージェント %s を取り消しますか？すぐに停止します。', sessionEnded: 'セッションが終了しました。もう一度ログインしてください。',
+    unreachable: 'コントロールプレーンが応答しません: %s',
+  },
+};
+
+export let lang = localStorage.getItem('lang') || (navigator.language.startsWith('ja') ? 'ja' : 'en');
+
+// t returns the text for key, each %s replaced by the next argument.
+export function t(key, ...args) {
+  let i = 0;
+  return (T[lang][key] || key).replace(/%s/g, () => String(args[i++] ?? ''));
+}
+
+// apply puts the texts into the elements marked with data-t.
+export function apply() {
+  document.documentElement.lang = lang;
+  for (const el of document.querySelectorAll('[data-t]')) el.textContent = t(el.dataset.t);
+  document.getElementById('lang').textContent = lang === 'ja' ? 'English' : '日本語';
+}
+
+// toggle switches between the two languages.
+export function toggle() {
+  lang = lang === 'ja' ? 'en' : 'ja';
+  localStorage.setItem('lang', lang);
+  apply();
+}
