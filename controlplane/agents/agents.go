@@ -81,9 +81,15 @@ const (
 )
 
 // Check is the auth.Checker of agent principals: the agent exists in its
-// tenant and is not revoked.
+// tenant and is not revoked (a refusal); a failure to tell is Unavailable,
+// for the agent to try again.
 func (s *Service) Check(ctx context.Context, p auth.Principal) error {
-	return s.st.Tx(ctx, store.Scope{TenantID: p.TenantID}, func(tx pgx.Tx) error { return standing(ctx, tx, p) })
+	err := s.st.Tx(ctx, store.Scope{TenantID: p.TenantID}, func(tx pgx.Tx) error { return standing(ctx, tx, p) })
+	var r refusal
+	if err != nil && !errors.As(err, &r) {
+		return connect.NewError(connect.CodeUnavailable, fmt.Errorf("cannot check the agent's enrollment now, try again: %w", err))
+	}
+	return err
 }
 
 // standing returns a refusal when p may no longer call.

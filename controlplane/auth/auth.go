@@ -136,7 +136,9 @@ func With(ctx context.Context, p Principal) context.Context {
 	return context.WithValue(ctx, ctxKey{}, p)
 }
 
-// Checker says whether an agent principal may still call (not revoked).
+// Checker says whether an agent principal may still call (not revoked):
+// nil, a refusal, or a *connect.Error whose code is kept (Unavailable when
+// it cannot tell).
 type Checker func(ctx context.Context, p Principal) error
 
 // Middleware authenticates each call: a procedure in public may come
@@ -167,6 +169,13 @@ func Middleware(k *Keys, public map[string]bool, check Checker, next http.Handle
 		}
 		if p.Kind == KindAgent && check != nil {
 			if err := check(r.Context(), p); err != nil {
+				// A Connect error keeps its code (Unavailable when the
+				// check could not be made); any other is a refusal.
+				var ce *connect.Error
+				if errors.As(err, &ce) {
+					errs.Write(w, r, ce)
+					return
+				}
 				fail(connect.CodePermissionDenied, err)
 				return
 			}
