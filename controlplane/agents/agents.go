@@ -30,10 +30,12 @@ import (
 // Service implements agentsv1connect.AgentsServiceHandler.
 type Service struct {
 	// Keepalive is how long a config stream stays silent before it sends a
-	// Keepalive; it re-reads the configuration and its agent's standing
-	// then too, in case a notification was lost. 15 s; set it before
-	// serving.
+	// Keepalive, without reading the database. 15 s; set it before serving.
 	Keepalive time.Duration
+	// Recheck is how often, with up to 20 % jitter, an idle stream
+	// re-reads its configuration version and its agent's standing, in case
+	// a notification was lost (changes and revocations notify). 5 min.
+	Recheck time.Duration
 
 	st   *store.Store
 	keys *auth.Keys
@@ -50,7 +52,7 @@ func New(st *store.Store, keys *auth.Keys, cfg config.ControlPlane, log *slog.Lo
 	if cfg.AgentCredentialTTL <= 0 || cfg.HeartbeatInterval < time.Second || cfg.AgentDownAfter <= 0 {
 		return nil, errors.New("agents: set controlplane.agent_credential_ttl, controlplane.heartbeat_interval (1s or more) and controlplane.agent_down_after")
 	}
-	return &Service{Keepalive: 15 * time.Second, st: st, keys: keys, cfg: cfg, log: log.With("component", "agents")}, nil
+	return &Service{Keepalive: 15 * time.Second, Recheck: 5 * time.Minute, st: st, keys: keys, cfg: cfg, log: log.With("component", "agents")}, nil
 }
 
 // Service returns the service for server.New; Enroll and RenewCredential

@@ -351,6 +351,25 @@ func TestWatchConfigListenerReconnects(t *testing.T) {
 	}
 }
 
+// A change whose notification was lost reaches the stream at the next
+// recheck; keepalives alone read nothing.
+func TestWatchConfigRecheck(t *testing.T) {
+	t.Parallel()
+	e := agentstest.StartRecheck(t, 50*time.Millisecond, 500*time.Millisecond)
+	tn := e.Tenant(t, "a.example")
+	s := watch(t, e, mustEnroll(t, e, tn), 0)
+	first := nextSnapshot(t, s)
+	stop := time.AfterFunc(30*time.Second, func() { s.Close() }) // a recheck that never comes fails the test
+	defer stop.Stop()
+	// A version raised without a notification (no trigger on the table).
+	if _, err := e.Owner.Exec(t.Context(), `UPDATE config_versions SET version = version + 1 WHERE tenant_id = $1`, tn.ID); err != nil {
+		t.Fatal(err)
+	}
+	if snap := nextSnapshot(t, s); snap.Version != first.Version+1 {
+		t.Fatalf("after the recheck: version %d, want %d", snap.Version, first.Version+1)
+	}
+}
+
 func TestRevokeAgent(t *testing.T) {
 	t.Parallel()
 	e := agentstest.Start(t, long)

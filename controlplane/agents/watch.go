@@ -3,6 +3,7 @@ package agents
 import (
 	"context"
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"connectrpc.com/connect"
@@ -41,22 +42,28 @@ func (s *Service) WatchConfig(ctx context.Context, req *connect.Request[agentsv1
 	defer unsubscribe()
 	keepalive := time.NewTicker(s.Keepalive)
 	defer keepalive.Stop()
-	known, idle := req.Msg.KnownVersion, false
+	recheck := time.NewTimer(jittered(s.Recheck))
+	defer recheck.Stop()
+	known, read := req.Msg.KnownVersion, true
 	for {
-		snap, err := s.snapshot(ctx, p, known)
-		var r refusal
-		switch {
-		case errors.As(err, &r):
-			return connect.NewError(connect.CodePermissionDenied, r)
-		case ctx.Err() != nil:
-			return nil // the client went away
-		case err != nil:
-			return err
-		case snap != nil:
-			err = stream.Send(&agentsv1.WatchConfigResponse{Message: &agentsv1.WatchConfigResponse_Snapshot{Snapshot: snap}})
-			known = snap.Version
-			keepalive.Reset(s.Keepalive)
-		case idle:
+		var err error
+		if read {
+			var snap *agentsv1.Snapshot
+			snap, err = s.snapshot(ctx, p, known)
+			var r refusal
+			switch {
+			case errors.As(err, &r):
+				return connect.NewError(connect.CodePermissionDenied, r)
+			case ctx.Err() != nil:
+				return nil // the client went away
+			case err != nil:
+				return err
+			case snap != nil:
+				err = stream.Send(&agentsv1.WatchConfigResponse{Message: &agentsv1.WatchConfigResponse_Snapshot{Snapshot: snap}})
+				known = snap.Version
+				keepalive.Reset(s.Keepalive)
+			}
+		} else {
 			err = stream.Send(&agentsv1.WatchConfigResponse{Message: &agentsv1.WatchConfigResponse_Keepalive{Keepalive: &agentsv1.Keepalive{At: timestamppb.Now()}}})
 		}
 		if err != nil {
@@ -66,11 +73,20 @@ func (s *Service) WatchConfig(ctx context.Context, req *connect.Request[agentsv1
 		case <-ctx.Done():
 			return nil
 		case <-wake:
-			idle = false
+			read = true
+		case <-recheck.C:
+			read = true
+			recheck.Reset(jittered(s.Recheck))
 		case <-keepalive.C:
-			idle = true
+			read = false
 		}
 	}
+}
+
+// jittered is d plus up to 20 % more, so that streams opened together do
+// not read the database together.
+func jittered(d time.Duration) time.Duration {
+	return d + time.Duration(rand.Int64N(int64(d)/5+1))
 }
 
 // snapshot returns the tenant's configuration when its version is not

@@ -5,6 +5,7 @@ package proctest
 
 import (
 	"fmt"
+	"math/rand/v2"
 	"net"
 	"os"
 	"os/exec"
@@ -45,15 +46,23 @@ func RemoveBinary() {
 	}
 }
 
-// FreeAddr returns a loopback address with a port free at the time of the call.
+// FreeAddr returns a loopback address with a port free at the time of the
+// call. The port is below the kernel's ephemeral range (32768 and up on
+// Linux), so that a connection some other test opens meanwhile cannot take
+// it as its local port before the child process listens on it.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
+	for range 1000 {
+		port := 20000 + rand.IntN(12000)
+		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
+		if err != nil {
+			continue // taken
+		}
+		l.Close()
+		return l.Addr().String()
 	}
-	defer l.Close()
-	return l.Addr().String()
+	t.Fatal("proctest: no free port between 20000 and 32000 on 127.0.0.1")
+	return ""
 }
 
 // Output collects what a child writes; safe for concurrent use.

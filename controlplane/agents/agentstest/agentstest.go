@@ -28,9 +28,16 @@ type Env struct {
 
 // Start runs an Env until t ends: the service and its Run loops behind the
 // control plane's server, on loopback. keepalive is its config streams'
-// keepalive interval; as they re-read the configuration then, make it
-// long in tests of what the notifications deliver.
+// keepalive interval; they re-read the configuration only when notified
+// or at the service's default recheck (minutes).
 func Start(t testing.TB, keepalive time.Duration) *Env {
+	t.Helper()
+	return StartRecheck(t, keepalive, 0)
+}
+
+// StartRecheck is Start with the streams' recheck interval (0: the
+// default).
+func StartRecheck(t testing.TB, keepalive, recheck time.Duration) *Env {
 	t.Helper()
 	ce := cptest.New(t, "cpagents")
 	svc, err := agents.New(ce.Store, ce.Keys, ce.Config, ce.Log)
@@ -38,6 +45,9 @@ func Start(t testing.TB, keepalive time.Duration) *Env {
 		t.Fatal(err)
 	}
 	svc.Keepalive = keepalive
+	if recheck > 0 {
+		svc.Recheck = recheck
+	}
 	ce.Serve(t, []server.Service{svc.Service(ce.Options()...)}, svc.Check)
 	running, cancel := context.WithCancel(t.Context())
 	done := make(chan struct{})
