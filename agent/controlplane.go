@@ -5,11 +5,13 @@ import (
 	"errors"
 	"net/http"
 	"sync/atomic"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/prometheus/client_golang/prometheus"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/mairust/mairust/agent/dkim"
 	"github.com/mairust/mairust/agent/link"
 	"github.com/mairust/mairust/agent/policy"
 	"github.com/mairust/mairust/internal/config"
@@ -94,7 +96,7 @@ func (a *Agent) startLink(ctx context.Context, metrics prometheus.Gatherer) erro
 	})
 	go func() {
 		err := lk.Run(ctx, link.RunConfig{Identity: id, Pool: a.pool, Log: a.log, Version: version.String(), StartedAt: a.startedAt,
-			Outbox: link.NewOutbox(a.pool, cfg.Link.OutboxLimit, a.log), Health: a.linkHealth, ApplySettings: a.applyManaged,
+			Outbox: link.NewOutbox(a.pool, cfg.Link.OutboxLimit, a.log), Health: a.linkHealth, DKIMKeys: a.dkimKeys, ApplySettings: a.applyManaged,
 			Collect: (&counters{gather: metrics}).collect, ReportInterval: cfg.Link.ReportInterval})
 		if err != nil {
 			a.log.Error("the control plane link did not start; mail is not affected", "component", "link", "error", err)
@@ -111,6 +113,28 @@ func monitorNotice(n policy.Notice) *monitorv1.Notice {
 	}
 	return &monitorv1.Notice{Account: n.Account, Kind: kind, Score: n.Score, Reason: n.Reason, At: timestamppb.New(n.At),
 		Factors: map[string]float64{"rate": n.Factors.Rate, "content": n.Factors.Content, "history": n.Factors.History}}
+}
+
+// retiredKeyPublished is how long a rotated DKIM key stays in the records
+// to publish, for mail it signed that is still on its way.
+const retiredKeyPublished = 7 * 24 * time.Hour
+
+// dkimKeys are the DKIM keys to publish: the active ones and those retired
+// less than retiredKeyPublished ago.
+func (a *Agent) dkimKeys(ctx context.Context) []*agentsv1.DKIMKey {
+	keys, err := a.out.dkim.List(ctx, "")
+	if err != nil {
+		a.log.Warn("DKIM keys not reported to the control plane", "component", "link", "error", err)
+		return nil
+	}
+	var out []*agentsv1.DKIMKey
+	for _, k := range keys {
+		if k.Active || time.Since(k.RetiredAt) < retiredKeyPublished {
+			_, txt := dkim.TXTRecord(k)
+			out = append(out, &agentsv1.DKIMKey{Domain: k.Domain, Selector: k.Selector, Txt: txt})
+		}
+	}
+	return out
 }
 
 // linkHealth is the health sent with each heartbeat.

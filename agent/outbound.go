@@ -36,6 +36,7 @@ type outbound struct {
 	submit  *submit.Submitter
 	monitor *monitor.Notifier
 	alerts  *alerts.Alerter
+	dkim    *dkim.Store
 }
 
 // outboundAdmin joins the policy engine's sending states and the queue's
@@ -61,6 +62,7 @@ func newOutbound(cfg config.Config, alertSettings func() config.OutboundAlerts, 
 	if err != nil {
 		return nil, err
 	}
+	o.dkim = keys
 	client := &deliver.Client{Router: router(cfg.Outbound), Limiter: deliver.NewLimiter(cfg.Outbound.MaxPerDestination),
 		HeloName: cfg.SMTP.Hostname, PlainFallback: cfg.Outbound.PlainFallback}
 	waits, err := config.ParseBackoff(cfg.Outbound.RetrySchedule) // validated with the file

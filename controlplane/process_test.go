@@ -336,6 +336,11 @@ monitor:
 
 	addUser("bob@example.test")
 	deliver("bob@example.test")
+	// The agent's DKIM key, made now, reaches the console's DNS records
+	// with the next heartbeat.
+	if out, err := exec.Command(proctest.Binary(t), "admin", "dkim", "generate", "--config", agentCfg, "example.test").CombinedOutput(); err != nil {
+		t.Fatalf("dkim generate: %v\n%s", err, out)
+	}
 	if n := count(inbox, "bob@example.test"); n != 1 {
 		t.Fatalf("bob has %d messages", n)
 	}
@@ -363,6 +368,22 @@ monitor:
 		}
 	}
 	waitUntil(t, "the report of 1 message in", reported(1))
+	waitUntil(t, "the DKIM record in the console", func() bool {
+		domains, err := c.tenants().ListDomains(ctx, cptest.Auth(&tenantsv1.ListDomainsRequest{TenantId: c.tenant}, c.session))
+		if err != nil || len(domains.Msg.Domains) != 1 {
+			t.Fatalf("domains: %v %v", domains, err)
+		}
+		recs, err := c.tenants().GetDNSRecords(ctx, cptest.Auth(&tenantsv1.GetDNSRecordsRequest{TenantId: c.tenant, DomainId: domains.Msg.Domains[0].Id}, c.session))
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, r := range recs.Msg.Records {
+			if r.Purpose == "dkim" && strings.HasPrefix(r.Value, "v=DKIM1; k=") && r.Note == "" && strings.HasSuffix(r.Name, "._domainkey.example.test") {
+				return true
+			}
+		}
+		return false
+	})
 
 	// The control plane goes away: mail keeps flowing.
 	c.cmd.Process.Kill()

@@ -72,6 +72,9 @@ type RunConfig struct {
 	// Health returns the agent's components' health for each heartbeat;
 	// nil: none.
 	Health func(context.Context) []*agentsv1.ComponentHealth
+	// DKIMKeys returns the public DKIM keys the agent signs with, sent with
+	// each heartbeat for the DNS records the console shows; nil: none.
+	DKIMKeys func(context.Context) []*agentsv1.DKIMKey
 	// ApplySettings takes the control plane's settings (never nil) into
 	// the agent: at start, those applied last; then each snapshot's, in
 	// the transaction applying the snapshot, which its error rolls back.
@@ -189,6 +192,9 @@ func (r *runner) heartbeats(ctx context.Context) {
 		req := &agentsv1.HeartbeatRequest{Version: r.Version, UptimeSeconds: int64(time.Since(r.StartedAt) / time.Second)}
 		if r.Health != nil {
 			req.Health = r.Health(ctx)
+		}
+		if r.DKIMKeys != nil {
+			req.DkimKeys = r.DKIMKeys(ctx)
 		}
 		cctx, cancel := context.WithTimeout(ctx, callTimeout)
 		resp, err := r.client.Heartbeat(cctx, connect.NewRequest(req))
