@@ -95,7 +95,7 @@ func (a *Agent) startLink(ctx context.Context, metrics prometheus.Gatherer) erro
 		return err
 	})
 	go func() {
-		err := lk.Run(ctx, link.RunConfig{Identity: id, Pool: a.pool, Log: a.log, Version: version.String(), StartedAt: a.startedAt,
+		err := lk.Run(ctx, link.RunConfig{Identity: id, Source: src, Pool: a.pool, Log: a.log, Version: version.String(), StartedAt: a.startedAt,
 			Outbox: link.NewOutbox(a.pool, cfg.Link.OutboxLimit, a.log), Health: a.linkHealth, DKIMKeys: a.dkimKeys, ApplySettings: a.applyManaged,
 			Collect: (&counters{gather: metrics}).collect, ReportInterval: cfg.Link.ReportInterval})
 		if err != nil {

@@ -61,11 +61,15 @@ func Collectors() []prometheus.Collector {
 
 // RunConfig is what Run needs from the agent.
 type RunConfig struct {
-	Identity Identity      // from Link.Identity
-	Pool     *pgxpool.Pool // the agent's database, migrated
-	Outbox   *Outbox       // where reports wait; nil: NewOutbox(Pool, 0, Log)
-	Log      *slog.Logger  // nil: slog.Default()
-	Version  string        // the agent's version, for heartbeats
+	Identity Identity // from Link.Identity
+	// Source keeps the credential; nil: Link.Source(Identity). Pass the
+	// one the agent's other calls to the control plane use, so that one
+	// credential is renewed for all.
+	Source  *Source
+	Pool    *pgxpool.Pool // the agent's database, migrated
+	Outbox  *Outbox       // where reports wait; nil: NewOutbox(Pool, 0, Log)
+	Log     *slog.Logger  // nil: slog.Default()
+	Version string        // the agent's version, for heartbeats
 	// StartedAt is when the agent started, for the uptime; zero: when Run
 	// starts.
 	StartedAt time.Time
@@ -115,11 +119,13 @@ func (l Link) Run(ctx context.Context, cfg RunConfig) error {
 	if cfg.ReportInterval <= 0 {
 		cfg.ReportInterval = defaultReportInterval
 	}
-	src, err := l.Source(cfg.Identity)
-	if err != nil {
-		return err
+	if cfg.Source == nil {
+		var err error
+		if cfg.Source, err = l.Source(cfg.Identity); err != nil {
+			return err
+		}
 	}
-	r := &runner{RunConfig: cfg, client: src.Client()}
+	r := &runner{RunConfig: cfg, client: cfg.Source.Client()}
 	if err := r.start(ctx); err != nil {
 		return err
 	}

@@ -16,21 +16,11 @@ var ErrNotSuspended = errors.New("policy: account is not suspended")
 // Status returns the account's sending state, after the transitions that
 // time alone causes; an account never seen is Allowed.
 func (e *Engine) Status(ctx context.Context, account string) (Status, error) {
-	c := e.settings.Load()
 	account = normalize(account)
-	en := e.acquire(account)
-	defer en.mu.Unlock()
-	now := e.now()
-	var r row
-	err := e.inTx(ctx, func(b *pgx.Batch) { queueRow(b, account, &r, true) }, func(w *pgx.Batch) error {
-		var err error
-		r, err = expire(w, c, account, r, now)
-		return err
-	})
+	r, err := e.change(ctx, account, nil)
 	if err != nil {
 		return Status{}, fmt.Errorf("policy: status %s: %w", account, err)
 	}
-	en.row, en.stateAt = r, e.tick()
 	if !r.found {
 		return Status{Account: account, State: Allowed}, nil
 	}
@@ -47,28 +37,41 @@ func (e *Engine) Status(ctx context.Context, account string) (Status, error) {
 // Release lifts a suspension: the account is allowed again; by and why are
 // logged.
 func (e *Engine) Release(ctx context.Context, account, by, why string) error {
-	c := e.settings.Load()
 	account = normalize(account)
+	_, err := e.change(ctx, account, func(w *pgx.Batch, r row, now time.Time) (row, error) {
+		if r.state != Suspended {
+			return r, ErrNotSuspended
+		}
+		return transition(w, account, now, "release", r, Allowed, by, why, nil, nil)
+	})
+	if err != nil {
+		return fmt.Errorf("policy: release %s: %w", account, err)
+	}
+	return nil
+}
+
+// change reads the account's state row locked, applies the transitions
+// time alone causes, then act's (nil: none), in one transaction, and
+// keeps the resulting row in the account's cache entry.
+func (e *Engine) change(ctx context.Context, account string, act func(w *pgx.Batch, r row, now time.Time) (row, error)) (row, error) {
+	c := e.settings.Load()
 	en := e.acquire(account)
 	defer en.mu.Unlock()
 	now := e.now()
 	var r row
 	err := e.inTx(ctx, func(b *pgx.Batch) { queueRow(b, account, &r, true) }, func(w *pgx.Batch) error {
 		var err error
-		if r, err = expire(w, c, account, r, now); err != nil {
+		if r, err = expire(w, c, account, r, now); err != nil || act == nil {
 			return err
 		}
-		if r.state != Suspended {
-			return ErrNotSuspended
-		}
-		r, err = transition(w, account, now, "release", r, Allowed, by, why, nil, nil)
+		r, err = act(w, r, now)
 		return err
 	})
 	if err != nil {
-		return fmt.Errorf("policy: release %s: %w", account, err)
+		return row{}, err
 	}
 	en.row, en.stateAt = r, e.tick()
-	return nil
+	return r, nil
 }
 
 // Feedback is a report against an account's mail.

@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"path"
 	"strings"
+
+	"github.com/mairust/mairust/web"
 )
 
 //go:embed static
@@ -39,10 +41,7 @@ func Handler() http.Handler {
 	assets := http.StripPrefix(strings.TrimSuffix(Prefix, "/"), http.FileServerFS(static))
 	return http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		h := w.Header()
-		h.Set("Content-Security-Policy", csp)
-		h.Set("X-Content-Type-Options", "nosniff")
-		h.Set("Referrer-Policy", "no-referrer") // links carry tokens
-		h.Set("X-Frame-Options", "DENY")
+		web.SecurityHeaders(h, csp)
 		if r.Method != http.MethodGet && r.Method != http.MethodHead {
 			h.Set("Allow", "GET, HEAD")
 			http.Error(w, "the console's pages are read with GET", http.StatusMethodNotAllowed)
