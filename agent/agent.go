@@ -60,6 +60,9 @@ type Options struct {
 	Override func(*config.Config)
 	Log      *slog.Logger
 	Level    *slog.LevelVar
+	// Prepare, when set, runs once the database is migrated and before the
+	// agent serves or links to its control plane; an error stops the start.
+	Prepare func(ctx context.Context, pool *pgxpool.Pool) error
 	// Ready is called once every listener is up, with their addresses.
 	Ready func(Info)
 }
@@ -222,6 +225,11 @@ func Run(ctx context.Context, opts Options) (err error) {
 	a.hooks.Start(jobClient)
 	go a.hooks.RunHealth(ctx)
 	go a.out.alerts.Run(ctx, alertScanInterval)
+	if a.opts.Prepare != nil {
+		if err := a.opts.Prepare(ctx, pool); err != nil {
+			return err
+		}
+	}
 	if err := a.startLink(ctx, reg); err != nil {
 		return err
 	}

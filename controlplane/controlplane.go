@@ -58,7 +58,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	// Served even when disabled: its calls then say so instead of 404.
-	mon, err := monitor.New(st, monitor.Config{Enabled: c.MonitorEnabled, GlobalPerSecond: c.MonitorPerSecond, ConsoleURL: c.PublicURL}, mail, reg, log)
+	mon, err := monitor.New(st, monitor.Config{Enabled: c.MonitorEnabled, GlobalPerSecond: c.MonitorPerSecond, ConsoleURL: c.URL() + console.Prefix}, mail, reg, log)
 	if err != nil {
 		return err
 	}
@@ -84,7 +84,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	wg.Go(func() { mon.Run(runCtx) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
-	log.Info("control plane started", "listen", ln.Addr().String(), "public_url", c.PublicURL)
+	log.Info("control plane started", "listen", ln.Addr().String(), "url", c.URL())
 	if ready != nil {
 		ready(ln.Addr().String())
 	}

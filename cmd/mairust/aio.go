@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
 	"os"
@@ -9,10 +10,13 @@ import (
 	"time"
 
 	"github.com/mairust/mairust/agent"
+	"github.com/jackc/pgx/v5/pgxpool"
+
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/embeddedpg"
 	"github.com/mairust/mairust/internal/password"
+	"github.com/mairust/mairust/web/console"
 )
 
 func init() {
@@ -21,8 +25,9 @@ func init() {
 		rf                                 runFlags
 		dataDir, smtpListen, httpListen    string
 		apiListen, imapListen, imapsListen string
-		subListen, subsListen              string
+		subListen, subsListen, cpListen    string
 		domain, admin, adminPW, hostname   string
+		noCP                               bool
 	)
 	c.run = func(args []string) error {
 		fs := flags(c)
@@ -35,6 +40,8 @@ func init() {
 		fs.StringVar(&imapsListen, "imaps-listen", "", "IMAPS address; overrides imap.tls_listen (without --config: 127.0.0.1:1993)")
 		fs.StringVar(&subListen, "submission-listen", "", "submission (STARTTLS) address; overrides submission.listen (without --config: 127.0.0.1:1587)")
 		fs.StringVar(&subsListen, "submissions-listen", "", "submission with implicit TLS address; overrides submission.tls_listen (without --config: 127.0.0.1:1465)")
+		fs.StringVar(&cpListen, "controlplane-listen", "", "control plane (console, agent enrollment) address; overrides controlplane.listen (default 127.0.0.1:8090)")
+		fs.BoolVar(&noCP, "no-controlplane", false, "run the agent alone, without the control plane and its console")
 		fs.StringVar(&hostname, "hostname", "", "SMTP host name; overrides smtp.hostname")
 		fs.StringVar(&domain, "domain", "example.test", "first mail domain, created on first start")
 		fs.StringVar(&admin, "admin", "", "first (admin) mail user, created on first start (default admin@<domain>)")
@@ -47,7 +54,7 @@ func init() {
 			return err
 		}
 		// override puts the command line over the file, at start and on reload.
-		var dbURL string
+		var dbURL, cpDBURL string
 		override := func(c *config.Config) {
 			rf.override(c)
 			if rf.config == "" {
@@ -55,13 +62,17 @@ func init() {
 				c.IMAP.Listen, c.IMAP.TLSListen = "127.0.0.1:1143", "127.0.0.1:1993"
 				c.Submission.Listen, c.Submission.TLSListen = "127.0.0.1:1587", "127.0.0.1:1465"
 			}
-			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&apiListen, &c.API.Listen}, {&imapListen, &c.IMAP.Listen}, {&imapsListen, &c.IMAP.TLSListen}, {&subListen, &c.Submission.Listen}, {&subsListen, &c.Submission.TLSListen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}} {
+			for _, o := range []struct{ flag, field *string }{{&dataDir, &c.DataDir}, {&smtpListen, &c.SMTP.Listen}, {&httpListen, &c.HTTP.Listen}, {&apiListen, &c.API.Listen}, {&imapListen, &c.IMAP.Listen}, {&imapsListen, &c.IMAP.TLSListen}, {&subListen, &c.Submission.Listen}, {&subsListen, &c.Submission.TLSListen}, {&hostname, &c.SMTP.Hostname}, {&dbURL, &c.Database.URL}, {&cpListen, &c.ControlPlane.Listen}, {&cpDBURL, &c.ControlPlane.DatabaseURL}} {
 				if *o.flag != "" {
 					*o.field = *o.flag
 				}
 			}
 			if abs, err := filepath.Abs(c.DataDir); err == nil {
 				c.DataDir = abs
+			}
+			// The control plane's mail goes through this agent.
+			if c.ControlPlane.SMTPRelay == config.Default().ControlPlane.SMTPRelay {
+				c.ControlPlane.SMTPRelay = c.SMTP.Listen
 			}
 		}
 		override(&cfg)
@@ -87,16 +98,37 @@ func init() {
 				pg.Stop(ctx)
 			}()
 			dbURL = pg.URL()
+			if !noCP && cfg.ControlPlane.DatabaseURL == "" {
+				if cpDBURL, err = pg.Database(ctx, cpDatabase); err != nil {
+					return err
+				}
+			}
 			override(&cfg)
 		}
+		var cp *aioControlPlane
+		if !noCP {
+			if cfg.ControlPlane.DatabaseURL == "" {
+				return errors.New("controlplane.database_url is not set: with an external database.url, give the control plane its own database, or run with --no-controlplane")
+			}
+			cp = startControlPlane(ctx, cfg, log)
+			defer cp.stop()
+		}
+		created := false
 		return agent.Run(ctx, agent.Options{
 			Config: cfg, ConfigPath: rf.config, Override: override, Log: log, Level: lv,
-			Ready: func(info agent.Info) {
-				created, err := bootstrap(info, domain, admin, &adminPW)
+			Prepare: func(ctx context.Context, pool *pgxpool.Pool) error {
+				tenant, ok, err := bootstrap(ctx, pool, domain, admin, &adminPW)
 				if err != nil {
 					log.Error("could not create the first domain and user", "component", "aio", "error", err)
 				}
-				banner(info, cfg.DataDir, embedded, created, admin, adminPW, log)
+				created = ok
+				if cp == nil || err != nil {
+					return nil
+				}
+				return cp.enroll(ctx, cfg, pool, tenant, admin, log)
+			},
+			Ready: func(info agent.Info) {
+				banner(info, cfg.DataDir, embedded, created, admin, adminPW, cp, log)
 			},
 		})
 	}
@@ -104,32 +136,31 @@ func init() {
 }
 
 // bootstrap creates the first tenant, domain and admin user when there are
-// no users yet; it reports whether it did.
-func bootstrap(info agent.Info, domain, admin string, pw *string) (bool, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-	defer cancel()
-	acc := accounts.New(info.Pool)
-	if n, err := acc.CountUsers(ctx); err != nil || n > 0 {
-		return false, err
-	}
-	tenant, err := acc.EnsureTenant(ctx, "default")
+// no users yet, and reports whether it did. It returns the id of that
+// tenant, "default".
+func bootstrap(ctx context.Context, pool *pgxpool.Pool, domain, admin string, pw *string) (tenant string, created bool, err error) {
+	acc := accounts.New(pool)
+	tenant, err = acc.EnsureTenant(ctx, "default")
 	if err != nil {
-		return false, err
+		return "", false, err
+	}
+	if n, err := acc.CountUsers(ctx); err != nil || n > 0 {
+		return tenant, false, err
 	}
 	if err := acc.CreateDomain(ctx, tenant, domain); err != nil {
-		return false, err
+		return "", false, err
 	}
 	if *pw == "" {
 		*pw = password.Random(16)
 	}
 	if err := acc.CreateUser(ctx, admin, *pw, true); err != nil {
-		return false, err
+		return "", false, err
 	}
-	return true, nil
+	return tenant, true, nil
 }
 
 // banner tells the operator where to go next.
-func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw string, log *slog.Logger) {
+func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw string, cp *aioControlPlane, log *slog.Logger) {
 	db := "external PostgreSQL (database.url)"
 	if embedded {
 		db = "embedded PostgreSQL in " + filepath.Join(dataDir, "db")
@@ -147,6 +178,13 @@ func banner(info agent.Info, dataDir string, embedded, created bool, admin, pw s
 	fmt.Printf("  Data      %s (mail in mail/, %s)\n", dataDir, db)
 	if created {
 		fmt.Printf("  User      %s   password: %s   (shown once, stored hashed)\n", admin, pw)
+	}
+	if cp != nil {
+		fmt.Printf("  Console   %s%s   (log in as %s with the mail password)\n", cp.url, console.Prefix, admin)
+		if cp.enrolled {
+			fmt.Printf("  Agents    this one is enrolled; another enrolls with a token from the console:\n")
+			fmt.Printf("            mairust agent enroll --control-plane %s --token mre_…\n", cp.url)
+		}
 	}
 	fmt.Printf("\nSend a test message:\n  swaks --to %s --server %s\n", admin, info.SMTPAddr)
 	fmt.Printf("Stop with Ctrl-C (running sessions are let finish).\n\n")

@@ -47,20 +47,33 @@ func (s *Service) CreateEnrollmentToken(ctx context.Context, req *connect.Reques
 	if ttl < minTokenTTL || ttl > maxTokenTTL {
 		return nil, connect.NewError(connect.CodeInvalidArgument, fmt.Errorf("ttl_seconds must be between %d (a minute) and %d (7 days), or 0 for an hour", minTokenTTL, maxTokenTTL))
 	}
-	raw := make([]byte, 32)
-	rand.Read(raw)
-	token := tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
 	account, _ := access.Session(ctx) // InTenant refuses a call without one
-	var expires time.Time
-	err := access.InTenant(ctx, s.st, req.Msg.TenantId, "admin", func(tx pgx.Tx, _ string) error {
-		return tx.QueryRow(ctx, `INSERT INTO enrollment_tokens(tenant_id, token_hash, created_by, expires_at)
-			VALUES ($1, $2, $3, now() + make_interval(secs => $4)) RETURNING expires_at`,
-			req.Msg.TenantId, tokenHash(token), account, float64(ttl)).Scan(&expires)
+	var (
+		token   string
+		expires time.Time
+	)
+	err := access.InTenant(ctx, s.st, req.Msg.TenantId, "admin", func(tx pgx.Tx, _ string) (err error) {
+		token, expires, err = NewEnrollmentToken(ctx, tx, req.Msg.TenantId, account, time.Duration(ttl)*time.Second)
+		return err
 	})
 	if err != nil {
 		return nil, err
 	}
 	return connect.NewResponse(&agentsv1.CreateEnrollmentTokenResponse{Token: token, ExpiresAt: timestamppb.New(expires)}), nil
+}
+
+// NewEnrollmentToken stores a new one-time enrollment token of tenant,
+// valid for ttl, in tx (scoped to the tenant), and returns it: the only
+// time it is seen, since it is stored hashed. createdBy is an account id,
+// or "" for none.
+func NewEnrollmentToken(ctx context.Context, tx pgx.Tx, tenant, createdBy string, ttl time.Duration) (token string, expires time.Time, err error) {
+	raw := make([]byte, 32)
+	rand.Read(raw)
+	token = tokenPrefix + base64.RawURLEncoding.EncodeToString(raw)
+	err = tx.QueryRow(ctx, `INSERT INTO enrollment_tokens(tenant_id, token_hash, created_by, expires_at)
+		VALUES ($1, $2, nullif($3, '')::uuid, now() + make_interval(secs => $4)) RETURNING expires_at`,
+		tenant, tokenHash(token), createdBy, ttl.Seconds()).Scan(&expires)
+	return token, expires, err
 }
 
 // ListAgents lists the tenant's agents (viewer or above).

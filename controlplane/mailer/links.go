@@ -57,12 +57,8 @@ func TokenHash(token string) ([]byte, error) {
 	return h[:], nil
 }
 
-// Link returns the console URL path?token=token under controlplane.public_url
-// (empty: http:// and controlplane.listen).
+// Link returns the console URL path?token=token under the control
+// plane's URL (controlplane.public_url, or its listener).
 func Link(cfg config.ControlPlane, path, token string) string {
-	base := strings.TrimSuffix(cfg.PublicURL, "/")
-	if base == "" {
-		base = "http://" + cfg.Listen
-	}
-	return base + path + "?token=" + token
+	return cfg.URL() + path + "?token=" + token
 }

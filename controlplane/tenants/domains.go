@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"net"
 	"net/url"
 	"strings"
 	"time"
@@ -160,13 +159,10 @@ func (s *Service) DeleteDomain(ctx context.Context, req *connect.Request[tenants
 }
 
 // mxHost is the host mail for the tenants' domains goes to: for now the
-// control plane's own public host (or its listener's host).
+// control plane's own host.
 func (s *Service) mxHost() string {
-	if u, err := url.Parse(s.cfg.PublicURL); err == nil && u.Hostname() != "" {
+	if u, err := url.Parse(s.cfg.URL()); err == nil && u.Hostname() != "" {
 		return u.Hostname()
-	}
-	if h, _, err := net.SplitHostPort(s.cfg.Listen); err == nil && h != "" {
-		return h
 	}
 	return "localhost"
 }

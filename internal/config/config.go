@@ -8,7 +8,10 @@
 package config
 
 import (
+	"net"
+	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/mairust/mairust/agent/policy"
@@ -224,7 +227,7 @@ type ControlPlane struct {
 	Listen             string        `yaml:"listen" doc:"Address of the control plane's HTTP listener (Connect, gRPC and gRPC-Web, and the console). Put TLS in front of it when it is reachable from outside."`
 	DatabaseURL        string        `yaml:"database_url" env:"MAIRUST_CONTROLPLANE_DATABASE_URL" doc:"PostgreSQL URL of the control plane's own database, as the role that owns its tables (it applies the schema). Not the agent's database."`
 	AppDatabaseURL     string        `yaml:"app_database_url" env:"MAIRUST_CONTROLPLANE_APP_DATABASE_URL" doc:"PostgreSQL URL the control plane serves requests through, as the role mairust_cp that the schema creates (give it a password with ALTER ROLE): not the tables' owner, so that row-level security keeps tenants apart. Empty: database_url with the user mairust_cp and no password (trust or peer authentication)."`
-	PublicURL          string        `yaml:"public_url" doc:"The URL people and agents reach the control plane at, for links in mails and the console. Empty: http://listen."`
+	PublicURL          string        `yaml:"public_url" doc:"The URL people and agents reach the control plane at, for links in mails and the console. Empty: http://listen (an unspecified host replaced by this machine's name)."`
 	JWTKey             string        `yaml:"jwt_key" env:"MAIRUST_CONTROLPLANE_JWT_KEY" doc:"Signing key of sessions and agent credentials as kid:base64 (at least 32 bytes). Empty: one is generated and kept in data_dir/controlplane-jwt.key."`
 	SessionTTL         time.Duration `yaml:"session_ttl" doc:"Lifetime of a console session (5m-720h)."`
 	AgentCredentialTTL time.Duration `yaml:"agent_credential_ttl" doc:"Lifetime of an agent credential (1m-24h); agents renew it with each heartbeat."`
@@ -339,4 +342,23 @@ func (c Config) PluginPaths() (files, work, logs string) {
 		return filepath.Join(c.DataDir, def)
 	}
 	return or(c.Plugins.Dir, "plugin-files"), or(c.Plugins.WorkDir, "plugins"), or(c.Plugins.LogDir, filepath.Join("logs", "plugins"))
+}
+
+// URL is where people and agents reach the control plane: public_url, or
+// http://listen with an unspecified host (0.0.0.0, ::) replaced by this
+// machine's name.
+func (c ControlPlane) URL() string {
+	if c.PublicURL != "" {
+		return strings.TrimSuffix(c.PublicURL, "/")
+	}
+	host, port, err := net.SplitHostPort(c.Listen)
+	if err != nil {
+		return "http://" + c.Listen
+	}
+	if ip := net.ParseIP(host); host == "" || ip != nil && ip.IsUnspecified() {
+		if host, err = os.Hostname(); err != nil {
+			host = "localhost"
+		}
+	}
+	return "http://" + net.JoinHostPort(host, port)
 }

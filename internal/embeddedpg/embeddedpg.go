@@ -143,7 +143,7 @@ func Start(ctx context.Context, o Options) (*Server, error) {
 	if err := s.waitReady(ctx); err != nil {
 		return nil, s.abort(err)
 	}
-	if err := s.createDatabase(ctx); err != nil {
+	if _, err := s.Database(ctx, database); err != nil {
 		return nil, s.abort(err)
 	}
 	s.logger.Info("embedded PostgreSQL is ready", "dir", dir, "bin", s.bin)
@@ -522,24 +522,24 @@ func (s *Server) waitReady(ctx context.Context) error {
 	}
 }
 
-// createDatabase creates database mairust when it does not exist.
-func (s *Server) createDatabase(ctx context.Context) error {
+// Database creates database name when it does not exist (as the control
+// plane's, next to the agent's) and returns its connection URL.
+func (s *Server) Database(ctx context.Context, name string) (string, error) {
 	c, err := pgx.Connect(ctx, s.url("postgres"))
 	if err != nil {
-		return fmt.Errorf("embeddedpg: %w", err)
+		return "", fmt.Errorf("embeddedpg: %w", err)
 	}
 	defer c.Close(context.WithoutCancel(ctx))
 	var exists bool
-	if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", database).Scan(&exists); err != nil {
-		return fmt.Errorf("embeddedpg: %w", err)
+	if err := c.QueryRow(ctx, "SELECT EXISTS (SELECT 1 FROM pg_database WHERE datname = $1)", name).Scan(&exists); err != nil {
+		return "", fmt.Errorf("embeddedpg: %w", err)
 	}
-	if exists {
-		return nil
+	if !exists {
+		if _, err := c.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{name}.Sanitize()); err != nil {
+			return "", fmt.Errorf("embeddedpg: create database %s: %w", name, err)
+		}
 	}
-	if _, err := c.Exec(ctx, "CREATE DATABASE "+pgx.Identifier{database}.Sanitize()); err != nil {
-		return fmt.Errorf("embeddedpg: create database %s: %w", database, err)
-	}
-	return nil
+	return s.url(name), nil
 }
 
 // abort stops a server that failed to start and returns err.
