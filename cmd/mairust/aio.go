@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/mairust/mairust/agent"
 	"github.com/jackc/pgx/v5/pgxpool"
+	"github.com/mairust/mairust/agent"
 
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/internal/config"
