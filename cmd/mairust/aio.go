@@ -10,8 +10,8 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5/pgxpool"
-	"github.com/mairust/mairust/agent"
 
+	"github.com/mairust/mairust/agent"
 	"github.com/mairust/mairust/agent/accounts"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/embeddedpg"
@@ -20,7 +20,7 @@ import (
 )
 
 func init() {
-	c := &command{name: "aio", summary: "run everything on this machine: an embedded PostgreSQL (system binaries, own data dir) and the agent"}
+	c := &command{name: "aio", summary: "run everything on this machine: an embedded PostgreSQL (system binaries, own data dir), the agent and the control plane with its console"}
 	var (
 		rf                                 runFlags
 		dataDir, smtpListen, httpListen    string
