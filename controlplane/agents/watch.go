@@ -90,27 +90,54 @@ func jittered(d time.Duration) time.Duration {
 }
 
 // snapshot returns the tenant's configuration when its version is not
-// known (nil when it is), or a refusal when p may no longer call. The
-// version is read first: what follows is at least as new, and a change
-// committed in between wakes the stream again.
+// known (nil when it is), or a refusal when p may no longer call. A
+// snapshot another stream of the tenant read is shared; else one stream
+// reads it while the others wait. The version is read first: what follows
+// is at least as new, and a change committed in between wakes the stream
+// again.
 func (s *Service) snapshot(ctx context.Context, p auth.Principal, known int64) (*agentsv1.Snapshot, error) {
-	var snap *agentsv1.Snapshot
-	err := s.st.Tx(ctx, store.Scope{TenantID: p.TenantID}, func(tx pgx.Tx) error {
+	var version int64
+	err := s.st.Tx(ctx, store.Scope{TenantID: p.TenantID}, func(tx pgx.Tx) (err error) {
 		if err := standing(ctx, tx, p); err != nil {
 			return err
 		}
-		var version int64
-		err := tx.QueryRow(ctx, `SELECT version FROM config_versions WHERE tenant_id = $1`, p.TenantID).Scan(&version)
-		if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		version, err = configVersion(ctx, tx, p.TenantID)
+		return err
+	})
+	if err != nil || version == known {
+		return nil, err
+	}
+	if snap := s.hub.cached(p.TenantID, version); snap != nil {
+		return snap, nil
+	}
+	reading := s.hub.reader(p.TenantID)
+	reading.Lock()
+	defer reading.Unlock()
+	if snap := s.hub.cached(p.TenantID, version); snap != nil {
+		return snap, nil
+	}
+	snap := &agentsv1.Snapshot{Settings: &tenantsv1.Settings{}}
+	err = s.st.Tx(ctx, store.Scope{TenantID: p.TenantID}, func(tx pgx.Tx) (err error) {
+		if snap.Version, err = configVersion(ctx, tx, p.TenantID); err != nil {
 			return err
 		}
-		if version == known {
-			return nil
-		}
-		snap = &agentsv1.Snapshot{Version: version, Settings: &tenantsv1.Settings{}}
 		return readSnapshot(ctx, tx, p.TenantID, snap)
 	})
-	return snap, err
+	if err != nil {
+		return nil, err
+	}
+	s.hub.keep(p.TenantID, snap)
+	return snap, nil
+}
+
+// configVersion is the tenant's configuration version (0 before any).
+func configVersion(ctx context.Context, tx pgx.Tx, tenantID string) (int64, error) {
+	var version int64
+	err := tx.QueryRow(ctx, `SELECT version FROM config_versions WHERE tenant_id = $1`, tenantID).Scan(&version)
+	if errors.Is(err, pgx.ErrNoRows) {
+		return 0, nil
+	}
+	return version, err
 }
 
 // readSnapshot fills snap with the tenant's domains, mail users and
