@@ -27,6 +27,7 @@ import (
 	"github.com/mairust/mairust/controlplane/store"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/password"
+	"github.com/mairust/mairust/internal/ratelimit"
 	accountsv1 "github.com/mairust/mairust/proto/mairust/accounts/v1"
 	"github.com/mairust/mairust/proto/mairust/accounts/v1/accountsv1connect"
 )
@@ -45,12 +46,14 @@ type Service struct {
 	mail  mailer.Mailer
 	log   *slog.Logger
 	dummy string // a hash checked for unknown addresses, so that they take as long as known ones
+	// limits counts the calls without a session, in this process.
+	limits *ratelimit.Memory
 }
 
 // New returns the service; cfg gives SessionTTL and the links' base URL.
 func New(st *store.Store, keys *auth.Keys, cfg config.ControlPlane, m mailer.Mailer, log *slog.Logger) *Service {
 	dummy, _ := password.Hash(password.Random(20)) // cannot fail: the password is short
-	return &Service{st: st, keys: keys, cfg: cfg, mail: m, log: log, dummy: dummy}
+	return &Service{st: st, keys: keys, cfg: cfg, mail: m, log: log, dummy: dummy, limits: ratelimit.NewMemory()}
 }
 
 // Service returns the handler to give server.New; SignUp, VerifyEmail and
@@ -138,6 +141,9 @@ func scanAccount(row pgx.Row) (account, error) {
 // in one transaction: when the mail cannot be sent nothing is kept. An
 // unverified account whose links have all expired may be signed up again.
 func (s *Service) SignUp(ctx context.Context, req *connect.Request[accountsv1.SignUpRequest]) (*connect.Response[accountsv1.SignUpResponse], error) {
+	if err := s.allowPublic(ctx, req); err != nil {
+		return nil, err
+	}
 	addr, err := email("email", req.Msg.Email)
 	if err != nil {
 		return nil, err
@@ -184,6 +190,9 @@ func (s *Service) SignUp(ctx context.Context, req *connect.Request[accountsv1.Si
 // VerifyEmail marks the account of a verification token verified. Using
 // a link a second time answers the verified account again.
 func (s *Service) VerifyEmail(ctx context.Context, req *connect.Request[accountsv1.VerifyEmailRequest]) (*connect.Response[accountsv1.VerifyEmailResponse], error) {
+	if err := s.allowPublic(ctx, req); err != nil {
+		return nil, err
+	}
 	hash, err := token(req.Msg.Token)
 	if err != nil {
 		return nil, err
@@ -218,8 +227,14 @@ func (s *Service) VerifyEmail(ctx context.Context, req *connect.Request[accounts
 // LogIn checks the password and issues a session token. An unknown
 // address and a wrong password get the same answer after the same work.
 func (s *Service) LogIn(ctx context.Context, req *connect.Request[accountsv1.LogInRequest]) (*connect.Response[accountsv1.LogInResponse], error) {
+	if err := s.allowPublic(ctx, req); err != nil {
+		return nil, err
+	}
 	addr, err := email("email", req.Msg.Email)
 	if err != nil {
+		return nil, err
+	}
+	if err := s.allow(ctx, "login:"+addr, loginsPerAccount, "log-in attempts on this account"); err != nil {
 		return nil, err
 	}
 	if req.Msg.Password == "" {

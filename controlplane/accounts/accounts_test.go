@@ -3,6 +3,7 @@ package accounts_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
@@ -208,4 +209,43 @@ func TestCheckPassword(t *testing.T) {
 			t.Errorf("CheckPassword(%d bytes) = %v", len(pw), err)
 		}
 	}
+}
+
+// TestPublicCallLimits: calls without a session are limited per client
+// address, and log-in attempts per account (from any address), with a
+// Retry-After; another account is not affected by the latter.
+func TestPublicCallLimits(t *testing.T) {
+	ctx := context.Background()
+	t.Run("per address", func(t *testing.T) {
+		e := &env{Env: cptest.New(t, "cplimits"), mail: &mailer.Recorder{}}
+		e.Config.PublicPerMinute = 3
+		e.Serve(t, []server.Service{accounts.New(e.Store, e.Keys, e.Config, e.mail, e.Log).Service(e.Options()...)}, nil)
+		c := e.client("")
+		for i := range 3 {
+			_, err := c.LogIn(ctx, connect.NewRequest(&accountsv1.LogInRequest{Email: "nobody@example.test", Password: "wrong password"}))
+			cptest.WantCode(t, fmt.Sprint("log-in ", i+1), err, connect.CodeUnauthenticated, "wrong e-mail address or password")
+		}
+		_, err := c.SignUp(ctx, connect.NewRequest(&accountsv1.SignUpRequest{Email: "alice@example.test", Password: "correct horse battery"}))
+		cptest.WantCode(t, "4th call", err, connect.CodeResourceExhausted, "too many calls from your address: try again in")
+		var ce *connect.Error
+		if !errors.As(err, &ce) || ce.Meta().Get("Retry-After") == "" {
+			t.Fatalf("no Retry-After in %v", err)
+		}
+		if len(e.mail.Mails()) != 0 {
+			t.Fatal("a refused sign-up sent a mail")
+		}
+	})
+	t.Run("per account", func(t *testing.T) {
+		e := start(t)
+		c := e.client("")
+		logIn := func(email string) error {
+			_, err := c.LogIn(ctx, connect.NewRequest(&accountsv1.LogInRequest{Email: email, Password: "wrong password"}))
+			return err
+		}
+		for range 10 {
+			cptest.WantCode(t, "guess", logIn("alice@example.test"), connect.CodeUnauthenticated, "wrong e-mail address or password")
+		}
+		cptest.WantCode(t, "11th guess", logIn("ALICE@example.test"), connect.CodeResourceExhausted, "too many log-in attempts on this account")
+		cptest.WantCode(t, "other account", logIn("bob@example.test"), connect.CodeUnauthenticated, "wrong e-mail address or password")
+	})
 }

@@ -234,6 +234,7 @@ type ControlPlane struct {
 	HeartbeatInterval  time.Duration `yaml:"heartbeat_interval" doc:"How often agents are asked to send a heartbeat (1s-10m)."`
 	AgentDownAfter     time.Duration `yaml:"agent_down_after" doc:"An agent without a heartbeat for this long (plus up to 10% jitter) is marked down; at least 2 heartbeat intervals."`
 	MaxRequestBytes    int           `yaml:"max_request_bytes" doc:"Largest request message taken (1 KiB-64 MiB)."`
+	PublicPerMinute    int           `yaml:"public_calls_per_minute" doc:"Sign-up, e-mail verification and log-in calls taken per client IP address and minute (bursts of as many), per replica; log-ins are also limited to 10 at once and 5 a minute per account. Behind a reverse proxy every client has the proxy's address: raise it there."`
 	MonitorEnabled     bool          `yaml:"monitor_enabled" doc:"Serve the monitor service: it takes the agents' outbound warnings and suspensions, rate-limits and stores them, lists them in the console and alerts the tenant's owners and admins. Off by default: its calls answer Unimplemented."`
 	MonitorPerSecond   int           `yaml:"monitor_global_per_second" doc:"Notices the monitor service takes per second in all, per control-plane replica (0: 50)."`
 	SMTPRelay          string        `yaml:"smtp_relay" doc:"host:port of the SMTP server the control plane's mail (verification links, invitations, alerts) goes through, without authentication: by default an agent on this machine."`
@@ -327,7 +328,7 @@ func Default() Config {
 		OutboundAlerts: OutboundAlerts{Kinds: AlertKinds},
 		Link:           Link{ReportInterval: time.Minute, OutboxLimit: 10000},
 		ControlPlane: ControlPlane{Listen: "127.0.0.1:8090", SessionTTL: 24 * time.Hour,
-			AgentCredentialTTL: time.Hour, HeartbeatInterval: 30 * time.Second, AgentDownAfter: 90 * time.Second, MaxRequestBytes: 4 << 20,
+			AgentCredentialTTL: time.Hour, HeartbeatInterval: 30 * time.Second, AgentDownAfter: 90 * time.Second, MaxRequestBytes: 4 << 20, PublicPerMinute: 20,
 			SMTPRelay: "127.0.0.1:25", MailFrom: "noreply@localhost"},
 	}
 }

@@ -331,6 +331,7 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"link.outbox_limit", c.Link.OutboxLimit < 100 || c.Link.OutboxLimit > 1000000, "must be between 100 and 1000000"},
 		{"controlplane.smtp_relay", !validAddr(c.ControlPlane.SMTPRelay), "must be host:port"},
 		{"controlplane.mail_from", !validAddress(c.ControlPlane.MailFrom), "must be a mail address, user@domain"},
+		{"controlplane.public_calls_per_minute", c.ControlPlane.PublicPerMinute < 1 || c.ControlPlane.PublicPerMinute > 100000, "must be between 1 and 100000"},
 		{"controlplane.max_request_bytes", c.ControlPlane.MaxRequestBytes < 1<<10 || c.ControlPlane.MaxRequestBytes > 64<<20, "must be between 1024 and 67108864"},
 		{"outbound_alerts.webhook_url", c.OutboundAlerts.WebhookURL != "" && !validHTTPURL(c.OutboundAlerts.WebhookURL), "must be an http:// or https:// URL with a host"},
 	}
