@@ -82,6 +82,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	srv.BaseContext = func(net.Listener) context.Context { return runCtx }
 	wg.Go(func() { ag.Run(runCtx) })
 	wg.Go(func() { mon.Run(runCtx) })
+	wg.Go(func() { runRetention(runCtx, st, c, log) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("control plane started", "listen", ln.Addr().String(), "url", c.URL())

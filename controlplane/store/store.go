@@ -11,6 +11,7 @@ import (
 	"errors"
 	"fmt"
 	"net/url"
+	"time"
 
 	"github.com/jackc/pgx/v5"
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -88,4 +89,24 @@ func (st *Store) Tx(ctx context.Context, s Scope, fn func(pgx.Tx) error) error {
 		}
 		return fn(tx)
 	})
+}
+
+// purgeBatch is the most rows a purge function deletes a call.
+const purgeBatch = 10000
+
+// Purge calls the purge function (purge_agent_reports, purge_notices)
+// with older until it deletes fewer than a batch, and returns how many
+// rows went.
+func (st *Store) Purge(ctx context.Context, function string, older time.Duration) (int, error) {
+	total := 0
+	for {
+		var n int
+		err := st.Tx(ctx, Scope{}, func(tx pgx.Tx) error {
+			return tx.QueryRow(ctx, `SELECT `+pgx.Identifier{function}.Sanitize()+`(make_interval(secs => $1), $2)`, older.Seconds(), purgeBatch).Scan(&n)
+		})
+		total += n
+		if err != nil || n < purgeBatch {
+			return total, err
+		}
+	}
 }

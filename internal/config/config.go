@@ -237,6 +237,8 @@ type ControlPlane struct {
 	PublicPerMinute    int           `yaml:"public_calls_per_minute" doc:"Sign-up, e-mail verification and log-in calls taken per client IP address and minute (bursts of as many), per replica; log-ins are also limited to 10 at once and 5 a minute per account. Behind a reverse proxy every client has the proxy's address: raise it there."`
 	MonitorEnabled     bool          `yaml:"monitor_enabled" doc:"Serve the monitor service: it takes the agents' outbound warnings and suspensions, rate-limits and stores them, lists them in the console and alerts the tenant's owners and admins. Off by default: its calls answer Unimplemented."`
 	MonitorPerSecond   int           `yaml:"monitor_global_per_second" doc:"Notices the monitor service takes per second in all, per control-plane replica (0: 50)."`
+	ReportRetention    time.Duration `yaml:"report_retention" doc:"Agents' reports (counters) are deleted this long after they arrive (24h-8760h); usage records are kept for billing."`
+	NoticeRetention    time.Duration `yaml:"notice_retention" doc:"The monitor service's notices are deleted this long after they arrive (24h-8760h)."`
 	SMTPRelay          string        `yaml:"smtp_relay" doc:"host:port of the SMTP server the control plane's mail (verification links, invitations, alerts) goes through, without authentication: by default an agent on this machine."`
 	MailFrom           string        `yaml:"mail_from" doc:"Sender address of the control plane's mail."`
 }
@@ -329,6 +331,7 @@ func Default() Config {
 		Link:           Link{ReportInterval: time.Minute, OutboxLimit: 10000},
 		ControlPlane: ControlPlane{Listen: "127.0.0.1:8090", SessionTTL: 24 * time.Hour,
 			AgentCredentialTTL: time.Hour, HeartbeatInterval: 30 * time.Second, AgentDownAfter: 90 * time.Second, MaxRequestBytes: 4 << 20, PublicPerMinute: 20,
+			ReportRetention: 30 * 24 * time.Hour, NoticeRetention: 90 * 24 * time.Hour,
 			SMTPRelay: "127.0.0.1:25", MailFrom: "noreply@localhost"},
 	}
 }

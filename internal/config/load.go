@@ -332,6 +332,8 @@ func Validate(c Config, name string, lines map[string]int) error {
 		{"controlplane.smtp_relay", !validAddr(c.ControlPlane.SMTPRelay), "must be host:port"},
 		{"controlplane.mail_from", !validAddress(c.ControlPlane.MailFrom), "must be a mail address, user@domain"},
 		{"controlplane.public_calls_per_minute", c.ControlPlane.PublicPerMinute < 1 || c.ControlPlane.PublicPerMinute > 100000, "must be between 1 and 100000"},
+		{"controlplane.report_retention", c.ControlPlane.ReportRetention < 24*time.Hour || c.ControlPlane.ReportRetention > 8760*time.Hour, "must be between 24h and 8760h"},
+		{"controlplane.notice_retention", c.ControlPlane.NoticeRetention < 24*time.Hour || c.ControlPlane.NoticeRetention > 8760*time.Hour, "must be between 24h and 8760h"},
 		{"controlplane.max_request_bytes", c.ControlPlane.MaxRequestBytes < 1<<10 || c.ControlPlane.MaxRequestBytes > 64<<20, "must be between 1024 and 67108864"},
 		{"outbound_alerts.webhook_url", c.OutboundAlerts.WebhookURL != "" && !validHTTPURL(c.OutboundAlerts.WebhookURL), "must be an http:// or https:// URL with a host"},
 	}
