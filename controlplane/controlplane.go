@@ -58,7 +58,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	// Served even when disabled: its calls then say so instead of 404.
-	mon, err := monitor.New(st, monitor.Config{Enabled: c.MonitorEnabled, GlobalPerSecond: c.MonitorPerSecond, ConsoleURL: c.URL() + console.Prefix}, mail, reg, log)
+	mon, err := monitor.New(st, monitor.Config{Enabled: c.MonitorEnabled, GlobalPerSecond: c.MonitorPerSecond, ConsoleURL: c.URL() + console.Prefix, AllowPrivateWebhooks: c.MonitorHookPrivate}, mail, reg, log)
 	if err != nil {
 		return err
 	}

@@ -42,7 +42,7 @@ const (
 // Config is the operator's choice.
 type Config struct {
 	// Enabled serves the service (controlplane.monitor_enabled); off,
-	// both procedures answer Unimplemented and Run does nothing.
+	// its procedures answer Unimplemented and Run does nothing.
 	Enabled bool
 	// GlobalPerSecond is how many notices this process stores a second
 	// from all agents together (controlplane.monitor_global_per_second;
@@ -51,6 +51,12 @@ type Config struct {
 	// ConsoleURL is linked in the alert mail (controlplane.public_url;
 	// empty: no link).
 	ConsoleURL string
+	// AllowPrivateWebhooks lets webhooks reach loopback, private,
+	// link-local, unspecified and multicast addresses
+	// (controlplane.monitor_webhook_allow_private). Unset, they are
+	// refused when a webhook is set and when it is sent, and webhooks are
+	// sent directly, not through the environment's proxy.
+	AllowPrivateWebhooks bool
 }
 
 // Service implements MonitorService and sends its alerts.
@@ -76,7 +82,7 @@ func New(st *store.Store, cfg Config, m mailer.Mailer, reg prometheus.Registerer
 		cfg.GlobalPerSecond = DefaultGlobalPerSecond
 	}
 	s := &Service{st: st, cfg: cfg, mail: m, log: log.With("component", "monitor"), now: time.Now, poll: pollInterval,
-		client: &http.Client{Timeout: webhookTimeout, CheckRedirect: func(*http.Request, []*http.Request) error { return http.ErrUseLastResponse }},
+		client: webhookClient(cfg.AllowPrivateWebhooks),
 		global: &bucket{size: float64(cfg.GlobalPerSecond), tokens: float64(cfg.GlobalPerSecond)},
 		wake:   make(chan struct{}, 1), m: newMetrics()}
 	for _, c := range []prometheus.Collector{s.m.notices, s.m.alerts} {
@@ -88,14 +94,14 @@ func New(st *store.Store, cfg Config, m mailer.Mailer, reg prometheus.Registerer
 }
 
 // Service returns the handler to give server.New: Notify needs an agent
-// credential, ListNotices a console session.
+// credential, the other procedures a console session.
 func (s *Service) Service(opts ...connect.HandlerOption) server.Service {
 	path, h := monitorv1connect.NewMonitorServiceHandler(s, opts...)
 	return server.Service{Name: monitorv1connect.MonitorServiceName, Path: path, Handler: h}
 }
 
-// errDisabled is both procedures' answer when the operator has not enabled
-// the service.
+// errDisabled is every procedure's answer when the operator has not
+// enabled the service.
 var errDisabled = connect.NewError(connect.CodeUnimplemented,
 	errors.New("the monitor service is disabled on this control plane (controlplane.monitor_enabled)"))
 

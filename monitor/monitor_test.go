@@ -3,7 +3,9 @@ package monitor
 import (
 	"context"
 	"crypto/rand"
+	"encoding/base64"
 	"errors"
+	"fmt"
 	"io"
 	"math"
 	"net/http"
@@ -370,7 +372,7 @@ func (e *env) recipients() []string {
 }
 
 func TestAlertsReachAdmins(t *testing.T) {
-	e := start(t, Config{Enabled: true, ConsoleURL: cptest.PublicURL})
+	e := start(t, Config{Enabled: true, ConsoleURL: cptest.PublicURL, AllowPrivateWebhooks: true})
 	a, b := e.tenant(t, "a.example"), e.tenant(t, "b.example")
 	type delivery struct {
 		header http.Header
@@ -382,8 +384,11 @@ func TestAlertsReachAdmins(t *testing.T) {
 		got <- delivery{r.Header.Clone(), body}
 	}))
 	t.Cleanup(hook.Close)
-	const secret = "webhook secret of a"
-	e.Exec(t, a.id, `INSERT INTO monitor_webhooks(tenant_id, url, secret) VALUES ($1, $2, $3)`, a.id, hook.URL+"/monitor", secret)
+	set, err := e.setHook(t, a.sessions["admin"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: hook.URL + "/monitor"})
+	if err != nil {
+		t.Fatalf("SetAlertWebhook: %v", err)
+	}
+	secret := set.Secret
 
 	n := e.notice("jo@a.example")
 	n.Kind = monitorv1.NoticeKind_NOTICE_KIND_SUSPEND
@@ -427,6 +432,143 @@ func TestAlertsReachAdmins(t *testing.T) {
 	}
 }
 
+// setHook calls SetAlertWebhook with the session.
+func (e *env) setHook(t *testing.T, session string, req *monitorv1.SetAlertWebhookRequest) (*monitorv1.SetAlertWebhookResponse, error) {
+	t.Helper()
+	resp, err := e.client(session).SetAlertWebhook(t.Context(), connect.NewRequest(req))
+	if err != nil {
+		return nil, err
+	}
+	return resp.Msg, nil
+}
+
+// getHook returns the tenant's webhook as GetAlertWebhook answers it to the
+// session, marshalled to JSON to show it all.
+func (e *env) getHook(t *testing.T, session, tenantID string) string {
+	t.Helper()
+	resp, err := e.client(session).GetAlertWebhook(t.Context(), connect.NewRequest(&monitorv1.GetAlertWebhookRequest{TenantId: tenantID}))
+	if err != nil {
+		t.Fatalf("GetAlertWebhook: %v", err)
+	}
+	return protojson.Format(resp.Msg)
+}
+
+func TestSetAlertWebhook(t *testing.T) {
+	e := start(t, Config{Enabled: true, AllowPrivateWebhooks: true})
+	a, b := e.tenant(t, "a.example"), e.tenant(t, "b.example")
+	if got := e.getHook(t, a.sessions["viewer"], a.id); got != "{}" {
+		t.Errorf("no webhook yet: %s; want {}", got)
+	}
+	const url = "http://127.0.0.1:9/hook"
+	set, err := e.setHook(t, a.sessions["admin"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: url})
+	if err != nil {
+		t.Fatalf("SetAlertWebhook: %v", err)
+	}
+	if key, err := base64.RawURLEncoding.DecodeString(set.Secret); err != nil || len(key) != 32 {
+		t.Errorf("generated secret %q: %v; want 32 bytes in base64url", set.Secret, err)
+	}
+	if set.Webhook.GetUrl() != url || !set.Webhook.GetUpdatedAt().AsTime().Equal(e.clock.now()) {
+		t.Errorf("set %v; want %s at %s", set.Webhook, url, e.clock.now())
+	}
+	got := e.getHook(t, a.sessions["viewer"], a.id)
+	if !strings.Contains(got, url) || !strings.Contains(got, e.clock.now().Format(time.RFC3339)) || strings.Contains(got, set.Secret) {
+		t.Errorf("GetAlertWebhook: %s; want the URL and time, not the secret", got)
+	}
+
+	e.clock.add(time.Minute)
+	const secret = "sixteen bytes ok"
+	again, err := e.setHook(t, a.sessions["owner"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: url + "2", Secret: secret})
+	if err != nil || again.Secret != secret || again.Webhook.GetUrl() != url+"2" {
+		t.Fatalf("SetAlertWebhook again: %v, %v; want the new URL and the secret given", again, err)
+	}
+	if got := e.getHook(t, a.sessions["viewer"], a.id); !strings.Contains(got, url+"2") || !strings.Contains(got, e.clock.now().Format(time.RFC3339)) {
+		t.Errorf("after replacing: %s", got)
+	}
+
+	req := &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: url}
+	_, err = e.setHook(t, a.sessions["viewer"], req)
+	cptest.WantCode(t, "a viewer's SetAlertWebhook", err, connect.CodePermissionDenied, "admin")
+	_, err = e.setHook(t, b.sessions["admin"], req)
+	cptest.WantCode(t, "B's admin setting A's", err, connect.CodeNotFound, a.id)
+	_, err = e.client(b.sessions["owner"]).GetAlertWebhook(t.Context(), connect.NewRequest(&monitorv1.GetAlertWebhookRequest{TenantId: a.id}))
+	cptest.WantCode(t, "B's owner reading A's", err, connect.CodeNotFound, a.id)
+	for _, s := range []string{"fifteen bytes!!", strings.Repeat("s", maxSecretLen+1), "sixteen\x00bytes ok"} {
+		_, err = e.setHook(t, a.sessions["admin"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: url, Secret: s})
+		cptest.WantCode(t, fmt.Sprintf("secret of %d bytes", len(s)), err, connect.CodeInvalidArgument, "secret:")
+	}
+	if got := e.getHook(t, a.sessions["viewer"], a.id); !strings.Contains(got, url+"2") {
+		t.Errorf("refused calls changed the webhook: %s", got)
+	}
+
+	for range 2 { // removing none is fine too
+		gone, err := e.setHook(t, a.sessions["admin"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id})
+		if err != nil || gone.Webhook != nil || gone.Secret != "" {
+			t.Fatalf("removing: %v, %v; want an empty answer", gone, err)
+		}
+	}
+	if got := e.getHook(t, a.sessions["viewer"], a.id); got != "{}" {
+		t.Errorf("after removing: %s; want {}", got)
+	}
+}
+
+func TestWebhookURLRefused(t *testing.T) {
+	e := start(t, Config{Enabled: true})
+	a := e.tenant(t, "a.example")
+	for _, url := range []string{
+		"ftp://hooks.example/monitor",
+		"hooks.example/monitor",
+		"http:///monitor",
+		"https://:443/monitor",
+		"https://198.51.100.7/" + strings.Repeat("x", maxURLLen),
+		"https://user:pass@198.51.100.7/monitor",
+	} {
+		_, err := e.setHook(t, a.sessions["admin"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: url})
+		cptest.WantCode(t, url, err, connect.CodeInvalidArgument, "url:")
+	}
+	for _, url := range []string{
+		"http://127.0.0.1/monitor",
+		"http://10.1.2.3/monitor",
+		"http://172.16.0.1/monitor",
+		"http://192.168.1.1/monitor",
+		"http://[::1]:8080/monitor",
+		"http://[fd00::1]/monitor",
+		"http://[::ffff:127.0.0.1]/monitor",
+		"http://169.254.169.254/latest/meta-data/",
+		"http://[fe80::1%25eth0]/monitor",
+		"http://0.0.0.0/monitor",
+		"http://224.0.0.1/monitor",
+		"http://localhost:8080/monitor",
+	} {
+		_, err := e.setHook(t, a.sessions["admin"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: url})
+		cptest.WantCode(t, url, err, connect.CodeInvalidArgument, "url: ")
+		if err != nil && !strings.Contains(err.Error(), "address: give a publicly reachable receiver") {
+			t.Errorf("%s: %v; want it refused for its address", url, err)
+		}
+	}
+	if got := e.getHook(t, a.sessions["viewer"], a.id); got != "{}" {
+		t.Errorf("a refused URL stored: %s", got)
+	}
+	const public = "https://198.51.100.7/monitor"
+	if set, err := e.setHook(t, a.sessions["admin"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: public}); err != nil || set.Webhook.GetUrl() != public {
+		t.Errorf("a public address: %v, %v; want it taken", set, err)
+	}
+}
+
+// TestWebhookClientRefusesPrivate checks the guard at connect time, which
+// a host resolving to another address after SetAlertWebhook meets.
+func TestWebhookClientRefusesPrivate(t *testing.T) {
+	hook := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	t.Cleanup(hook.Close)
+	if _, err := webhookClient(false).Get(hook.URL); err == nil || !strings.Contains(err.Error(), "loopback") {
+		t.Errorf("guarded client to %s: %v; want refused as loopback", hook.URL, err)
+	}
+	resp, err := webhookClient(true).Get(hook.URL)
+	if err != nil {
+		t.Fatalf("client allowing private addresses: %v", err)
+	}
+	resp.Body.Close()
+}
+
 func TestAlertRetried(t *testing.T) {
 	e := start(t, Config{Enabled: true})
 	a := e.tenant(t, "a.example")
@@ -450,6 +592,10 @@ func TestDisabled(t *testing.T) {
 	cptest.WantCode(t, "Notify", err, connect.CodeUnimplemented, "controlplane.monitor_enabled")
 	_, err = e.client(a.sessions["owner"]).ListNotices(t.Context(), connect.NewRequest(&monitorv1.ListNoticesRequest{TenantId: a.id}))
 	cptest.WantCode(t, "ListNotices", err, connect.CodeUnimplemented, "disabled")
+	_, err = e.setHook(t, a.sessions["owner"], &monitorv1.SetAlertWebhookRequest{TenantId: a.id, Url: "https://198.51.100.7/monitor"})
+	cptest.WantCode(t, "SetAlertWebhook", err, connect.CodeUnimplemented, "disabled")
+	_, err = e.client(a.sessions["owner"]).GetAlertWebhook(t.Context(), connect.NewRequest(&monitorv1.GetAlertWebhookRequest{TenantId: a.id}))
+	cptest.WantCode(t, "GetAlertWebhook", err, connect.CodeUnimplemented, "disabled")
 }
 
 func TestNewRefusesNegativeLimit(t *testing.T) {

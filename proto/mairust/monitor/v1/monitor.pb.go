@@ -431,6 +431,268 @@ func (x *ListNoticesResponse) GetNotices() []*Notice {
 	return nil
 }
 
+// AlertWebhook is a tenant's alert webhook: each stored notice is POSTed
+// to it as JSON, signed with its secret (X-MaiRust-Plugin-Id: monitor).
+type AlertWebhook struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	Url   string                 `protobuf:"bytes,1,opt,name=url,proto3" json:"url,omitempty"`
+	// When it was last set.
+	UpdatedAt     *timestamppb.Timestamp `protobuf:"bytes,2,opt,name=updated_at,json=updatedAt,proto3" json:"updated_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *AlertWebhook) Reset() {
+	*x = AlertWebhook{}
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[5]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *AlertWebhook) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*AlertWebhook) ProtoMessage() {}
+
+func (x *AlertWebhook) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[5]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use AlertWebhook.ProtoReflect.Descriptor instead.
+func (*AlertWebhook) Descriptor() ([]byte, []int) {
+	return file_mairust_monitor_v1_monitor_proto_rawDescGZIP(), []int{5}
+}
+
+func (x *AlertWebhook) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *AlertWebhook) GetUpdatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.UpdatedAt
+	}
+	return nil
+}
+
+type SetAlertWebhookRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	TenantId string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	// http:// or https:// URL of a public address, at most 2048 bytes;
+	// empty: remove the webhook.
+	Url string `protobuf:"bytes,2,opt,name=url,proto3" json:"url,omitempty"`
+	// Signs the POSTs, 16 to 256 bytes; empty: one is generated.
+	Secret        string `protobuf:"bytes,3,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAlertWebhookRequest) Reset() {
+	*x = SetAlertWebhookRequest{}
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[6]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAlertWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAlertWebhookRequest) ProtoMessage() {}
+
+func (x *SetAlertWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[6]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAlertWebhookRequest.ProtoReflect.Descriptor instead.
+func (*SetAlertWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_mairust_monitor_v1_monitor_proto_rawDescGZIP(), []int{6}
+}
+
+func (x *SetAlertWebhookRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+func (x *SetAlertWebhookRequest) GetUrl() string {
+	if x != nil {
+		return x.Url
+	}
+	return ""
+}
+
+func (x *SetAlertWebhookRequest) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type SetAlertWebhookResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The webhook as set; unset when removed.
+	Webhook *AlertWebhook `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	// The secret, for the receiver to check the signatures; returned only
+	// here (empty when removed).
+	Secret        string `protobuf:"bytes,2,opt,name=secret,proto3" json:"secret,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *SetAlertWebhookResponse) Reset() {
+	*x = SetAlertWebhookResponse{}
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[7]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *SetAlertWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*SetAlertWebhookResponse) ProtoMessage() {}
+
+func (x *SetAlertWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[7]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use SetAlertWebhookResponse.ProtoReflect.Descriptor instead.
+func (*SetAlertWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_mairust_monitor_v1_monitor_proto_rawDescGZIP(), []int{7}
+}
+
+func (x *SetAlertWebhookResponse) GetWebhook() *AlertWebhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
+func (x *SetAlertWebhookResponse) GetSecret() string {
+	if x != nil {
+		return x.Secret
+	}
+	return ""
+}
+
+type GetAlertWebhookRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	TenantId      string                 `protobuf:"bytes,1,opt,name=tenant_id,json=tenantId,proto3" json:"tenant_id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAlertWebhookRequest) Reset() {
+	*x = GetAlertWebhookRequest{}
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[8]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAlertWebhookRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAlertWebhookRequest) ProtoMessage() {}
+
+func (x *GetAlertWebhookRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[8]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAlertWebhookRequest.ProtoReflect.Descriptor instead.
+func (*GetAlertWebhookRequest) Descriptor() ([]byte, []int) {
+	return file_mairust_monitor_v1_monitor_proto_rawDescGZIP(), []int{8}
+}
+
+func (x *GetAlertWebhookRequest) GetTenantId() string {
+	if x != nil {
+		return x.TenantId
+	}
+	return ""
+}
+
+type GetAlertWebhookResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Unset: the tenant has none.
+	Webhook       *AlertWebhook `protobuf:"bytes,1,opt,name=webhook,proto3" json:"webhook,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *GetAlertWebhookResponse) Reset() {
+	*x = GetAlertWebhookResponse{}
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[9]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *GetAlertWebhookResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*GetAlertWebhookResponse) ProtoMessage() {}
+
+func (x *GetAlertWebhookResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_monitor_v1_monitor_proto_msgTypes[9]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use GetAlertWebhookResponse.ProtoReflect.Descriptor instead.
+func (*GetAlertWebhookResponse) Descriptor() ([]byte, []int) {
+	return file_mairust_monitor_v1_monitor_proto_rawDescGZIP(), []int{9}
+}
+
+func (x *GetAlertWebhookResponse) GetWebhook() *AlertWebhook {
+	if x != nil {
+		return x.Webhook
+	}
+	return nil
+}
+
 var File_mairust_monitor_v1_monitor_proto protoreflect.FileDescriptor
 
 const file_mairust_monitor_v1_monitor_proto_rawDesc = "" +
@@ -458,7 +720,22 @@ const file_mairust_monitor_v1_monitor_proto_rawDesc = "" +
 	"\aaccount\x18\x02 \x01(\tR\aaccount\x12\x14\n" +
 	"\x05limit\x18\x03 \x01(\x05R\x05limit\"K\n" +
 	"\x13ListNoticesResponse\x124\n" +
-	"\anotices\x18\x01 \x03(\v2\x1a.mairust.monitor.v1.NoticeR\anotices*X\n" +
+	"\anotices\x18\x01 \x03(\v2\x1a.mairust.monitor.v1.NoticeR\anotices\"[\n" +
+	"\fAlertWebhook\x12\x10\n" +
+	"\x03url\x18\x01 \x01(\tR\x03url\x129\n" +
+	"\n" +
+	"updated_at\x18\x02 \x01(\v2\x1a.google.protobuf.TimestampR\tupdatedAt\"_\n" +
+	"\x16SetAlertWebhookRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x10\n" +
+	"\x03url\x18\x02 \x01(\tR\x03url\x12\x16\n" +
+	"\x06secret\x18\x03 \x01(\tR\x06secret\"m\n" +
+	"\x17SetAlertWebhookResponse\x12:\n" +
+	"\awebhook\x18\x01 \x01(\v2 .mairust.monitor.v1.AlertWebhookR\awebhook\x12\x16\n" +
+	"\x06secret\x18\x02 \x01(\tR\x06secret\"5\n" +
+	"\x16GetAlertWebhookRequest\x12\x1b\n" +
+	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"U\n" +
+	"\x17GetAlertWebhookResponse\x12:\n" +
+	"\awebhook\x18\x01 \x01(\v2 .mairust.monitor.v1.AlertWebhookR\awebhook*X\n" +
 	"\n" +
 	"NoticeKind\x12\x1b\n" +
 	"\x17NOTICE_KIND_UNSPECIFIED\x10\x00\x12\x14\n" +
@@ -468,10 +745,12 @@ const file_mairust_monitor_v1_monitor_proto_rawDesc = "" +
 	"\x13OUTCOME_UNSPECIFIED\x10\x00\x12\x12\n" +
 	"\x0eOUTCOME_STORED\x10\x01\x12\x15\n" +
 	"\x11OUTCOME_DUPLICATE\x10\x02\x12\x18\n" +
-	"\x14OUTCOME_RATE_LIMITED\x10\x032\xc1\x01\n" +
+	"\x14OUTCOME_RATE_LIMITED\x10\x032\x99\x03\n" +
 	"\x0eMonitorService\x12O\n" +
 	"\x06Notify\x12!.mairust.monitor.v1.NotifyRequest\x1a\".mairust.monitor.v1.NotifyResponse\x12^\n" +
-	"\vListNotices\x12&.mairust.monitor.v1.ListNoticesRequest\x1a'.mairust.monitor.v1.ListNoticesResponseB?Z=github.com/mairust/mairust/proto/mairust/monitor/v1;monitorv1b\x06proto3"
+	"\vListNotices\x12&.mairust.monitor.v1.ListNoticesRequest\x1a'.mairust.monitor.v1.ListNoticesResponse\x12j\n" +
+	"\x0fSetAlertWebhook\x12*.mairust.monitor.v1.SetAlertWebhookRequest\x1a+.mairust.monitor.v1.SetAlertWebhookResponse\x12j\n" +
+	"\x0fGetAlertWebhook\x12*.mairust.monitor.v1.GetAlertWebhookRequest\x1a+.mairust.monitor.v1.GetAlertWebhookResponseB?Z=github.com/mairust/mairust/proto/mairust/monitor/v1;monitorv1b\x06proto3"
 
 var (
 	file_mairust_monitor_v1_monitor_proto_rawDescOnce sync.Once
@@ -486,34 +765,46 @@ func file_mairust_monitor_v1_monitor_proto_rawDescGZIP() []byte {
 }
 
 var file_mairust_monitor_v1_monitor_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mairust_monitor_v1_monitor_proto_msgTypes = make([]protoimpl.MessageInfo, 6)
+var file_mairust_monitor_v1_monitor_proto_msgTypes = make([]protoimpl.MessageInfo, 11)
 var file_mairust_monitor_v1_monitor_proto_goTypes = []any{
-	(NoticeKind)(0),               // 0: mairust.monitor.v1.NoticeKind
-	(Outcome)(0),                  // 1: mairust.monitor.v1.Outcome
-	(*Notice)(nil),                // 2: mairust.monitor.v1.Notice
-	(*NotifyRequest)(nil),         // 3: mairust.monitor.v1.NotifyRequest
-	(*NotifyResponse)(nil),        // 4: mairust.monitor.v1.NotifyResponse
-	(*ListNoticesRequest)(nil),    // 5: mairust.monitor.v1.ListNoticesRequest
-	(*ListNoticesResponse)(nil),   // 6: mairust.monitor.v1.ListNoticesResponse
-	nil,                           // 7: mairust.monitor.v1.Notice.FactorsEntry
-	(*timestamppb.Timestamp)(nil), // 8: google.protobuf.Timestamp
+	(NoticeKind)(0),                 // 0: mairust.monitor.v1.NoticeKind
+	(Outcome)(0),                    // 1: mairust.monitor.v1.Outcome
+	(*Notice)(nil),                  // 2: mairust.monitor.v1.Notice
+	(*NotifyRequest)(nil),           // 3: mairust.monitor.v1.NotifyRequest
+	(*NotifyResponse)(nil),          // 4: mairust.monitor.v1.NotifyResponse
+	(*ListNoticesRequest)(nil),      // 5: mairust.monitor.v1.ListNoticesRequest
+	(*ListNoticesResponse)(nil),     // 6: mairust.monitor.v1.ListNoticesResponse
+	(*AlertWebhook)(nil),            // 7: mairust.monitor.v1.AlertWebhook
+	(*SetAlertWebhookRequest)(nil),  // 8: mairust.monitor.v1.SetAlertWebhookRequest
+	(*SetAlertWebhookResponse)(nil), // 9: mairust.monitor.v1.SetAlertWebhookResponse
+	(*GetAlertWebhookRequest)(nil),  // 10: mairust.monitor.v1.GetAlertWebhookRequest
+	(*GetAlertWebhookResponse)(nil), // 11: mairust.monitor.v1.GetAlertWebhookResponse
+	nil,                             // 12: mairust.monitor.v1.Notice.FactorsEntry
+	(*timestamppb.Timestamp)(nil),   // 13: google.protobuf.Timestamp
 }
 var file_mairust_monitor_v1_monitor_proto_depIdxs = []int32{
-	0, // 0: mairust.monitor.v1.Notice.kind:type_name -> mairust.monitor.v1.NoticeKind
-	7, // 1: mairust.monitor.v1.Notice.factors:type_name -> mairust.monitor.v1.Notice.FactorsEntry
-	8, // 2: mairust.monitor.v1.Notice.at:type_name -> google.protobuf.Timestamp
-	2, // 3: mairust.monitor.v1.NotifyRequest.notice:type_name -> mairust.monitor.v1.Notice
-	1, // 4: mairust.monitor.v1.NotifyResponse.outcome:type_name -> mairust.monitor.v1.Outcome
-	2, // 5: mairust.monitor.v1.ListNoticesResponse.notices:type_name -> mairust.monitor.v1.Notice
-	3, // 6: mairust.monitor.v1.MonitorService.Notify:input_type -> mairust.monitor.v1.NotifyRequest
-	5, // 7: mairust.monitor.v1.MonitorService.ListNotices:input_type -> mairust.monitor.v1.ListNoticesRequest
-	4, // 8: mairust.monitor.v1.MonitorService.Notify:output_type -> mairust.monitor.v1.NotifyResponse
-	6, // 9: mairust.monitor.v1.MonitorService.ListNotices:output_type -> mairust.monitor.v1.ListNoticesResponse
-	8, // [8:10] is the sub-list for method output_type
-	6, // [6:8] is the sub-list for method input_type
-	6, // [6:6] is the sub-list for extension type_name
-	6, // [6:6] is the sub-list for extension extendee
-	0, // [0:6] is the sub-list for field type_name
+	0,  // 0: mairust.monitor.v1.Notice.kind:type_name -> mairust.monitor.v1.NoticeKind
+	12, // 1: mairust.monitor.v1.Notice.factors:type_name -> mairust.monitor.v1.Notice.FactorsEntry
+	13, // 2: mairust.monitor.v1.Notice.at:type_name -> google.protobuf.Timestamp
+	2,  // 3: mairust.monitor.v1.NotifyRequest.notice:type_name -> mairust.monitor.v1.Notice
+	1,  // 4: mairust.monitor.v1.NotifyResponse.outcome:type_name -> mairust.monitor.v1.Outcome
+	2,  // 5: mairust.monitor.v1.ListNoticesResponse.notices:type_name -> mairust.monitor.v1.Notice
+	13, // 6: mairust.monitor.v1.AlertWebhook.updated_at:type_name -> google.protobuf.Timestamp
+	7,  // 7: mairust.monitor.v1.SetAlertWebhookResponse.webhook:type_name -> mairust.monitor.v1.AlertWebhook
+	7,  // 8: mairust.monitor.v1.GetAlertWebhookResponse.webhook:type_name -> mairust.monitor.v1.AlertWebhook
+	3,  // 9: mairust.monitor.v1.MonitorService.Notify:input_type -> mairust.monitor.v1.NotifyRequest
+	5,  // 10: mairust.monitor.v1.MonitorService.ListNotices:input_type -> mairust.monitor.v1.ListNoticesRequest
+	8,  // 11: mairust.monitor.v1.MonitorService.SetAlertWebhook:input_type -> mairust.monitor.v1.SetAlertWebhookRequest
+	10, // 12: mairust.monitor.v1.MonitorService.GetAlertWebhook:input_type -> mairust.monitor.v1.GetAlertWebhookRequest
+	4,  // 13: mairust.monitor.v1.MonitorService.Notify:output_type -> mairust.monitor.v1.NotifyResponse
+	6,  // 14: mairust.monitor.v1.MonitorService.ListNotices:output_type -> mairust.monitor.v1.ListNoticesResponse
+	9,  // 15: mairust.monitor.v1.MonitorService.SetAlertWebhook:output_type -> mairust.monitor.v1.SetAlertWebhookResponse
+	11, // 16: mairust.monitor.v1.MonitorService.GetAlertWebhook:output_type -> mairust.monitor.v1.GetAlertWebhookResponse
+	13, // [13:17] is the sub-list for method output_type
+	9,  // [9:13] is the sub-list for method input_type
+	9,  // [9:9] is the sub-list for extension type_name
+	9,  // [9:9] is the sub-list for extension extendee
+	0,  // [0:9] is the sub-list for field type_name
 }
 
 func init() { file_mairust_monitor_v1_monitor_proto_init() }
@@ -527,7 +818,7 @@ func file_mairust_monitor_v1_monitor_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mairust_monitor_v1_monitor_proto_rawDesc), len(file_mairust_monitor_v1_monitor_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   6,
+			NumMessages:   11,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

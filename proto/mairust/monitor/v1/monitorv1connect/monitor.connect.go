@@ -38,6 +38,12 @@ const (
 	// MonitorServiceListNoticesProcedure is the fully-qualified name of the MonitorService's
 	// ListNotices RPC.
 	MonitorServiceListNoticesProcedure = "/mairust.monitor.v1.MonitorService/ListNotices"
+	// MonitorServiceSetAlertWebhookProcedure is the fully-qualified name of the MonitorService's
+	// SetAlertWebhook RPC.
+	MonitorServiceSetAlertWebhookProcedure = "/mairust.monitor.v1.MonitorService/SetAlertWebhook"
+	// MonitorServiceGetAlertWebhookProcedure is the fully-qualified name of the MonitorService's
+	// GetAlertWebhook RPC.
+	MonitorServiceGetAlertWebhookProcedure = "/mairust.monitor.v1.MonitorService/GetAlertWebhook"
 )
 
 // MonitorServiceClient is a client for the mairust.monitor.v1.MonitorService service.
@@ -47,6 +53,12 @@ type MonitorServiceClient interface {
 	Notify(context.Context, *connect.Request[v1.NotifyRequest]) (*connect.Response[v1.NotifyResponse], error)
 	// ListNotices lists a tenant's notices, newest first.
 	ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error)
+	// SetAlertWebhook sets or removes the tenant's alert webhook (admin or
+	// owner).
+	SetAlertWebhook(context.Context, *connect.Request[v1.SetAlertWebhookRequest]) (*connect.Response[v1.SetAlertWebhookResponse], error)
+	// GetAlertWebhook returns the tenant's alert webhook, without its secret
+	// (viewer or above).
+	GetAlertWebhook(context.Context, *connect.Request[v1.GetAlertWebhookRequest]) (*connect.Response[v1.GetAlertWebhookResponse], error)
 }
 
 // NewMonitorServiceClient constructs a client for the mairust.monitor.v1.MonitorService service. By
@@ -72,13 +84,27 @@ func NewMonitorServiceClient(httpClient connect.HTTPClient, baseURL string, opts
 			connect.WithSchema(monitorServiceMethods.ByName("ListNotices")),
 			connect.WithClientOptions(opts...),
 		),
+		setAlertWebhook: connect.NewClient[v1.SetAlertWebhookRequest, v1.SetAlertWebhookResponse](
+			httpClient,
+			baseURL+MonitorServiceSetAlertWebhookProcedure,
+			connect.WithSchema(monitorServiceMethods.ByName("SetAlertWebhook")),
+			connect.WithClientOptions(opts...),
+		),
+		getAlertWebhook: connect.NewClient[v1.GetAlertWebhookRequest, v1.GetAlertWebhookResponse](
+			httpClient,
+			baseURL+MonitorServiceGetAlertWebhookProcedure,
+			connect.WithSchema(monitorServiceMethods.ByName("GetAlertWebhook")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
 // monitorServiceClient implements MonitorServiceClient.
 type monitorServiceClient struct {
-	notify      *connect.Client[v1.NotifyRequest, v1.NotifyResponse]
-	listNotices *connect.Client[v1.ListNoticesRequest, v1.ListNoticesResponse]
+	notify          *connect.Client[v1.NotifyRequest, v1.NotifyResponse]
+	listNotices     *connect.Client[v1.ListNoticesRequest, v1.ListNoticesResponse]
+	setAlertWebhook *connect.Client[v1.SetAlertWebhookRequest, v1.SetAlertWebhookResponse]
+	getAlertWebhook *connect.Client[v1.GetAlertWebhookRequest, v1.GetAlertWebhookResponse]
 }
 
 // Notify calls mairust.monitor.v1.MonitorService.Notify.
@@ -91,6 +117,16 @@ func (c *monitorServiceClient) ListNotices(ctx context.Context, req *connect.Req
 	return c.listNotices.CallUnary(ctx, req)
 }
 
+// SetAlertWebhook calls mairust.monitor.v1.MonitorService.SetAlertWebhook.
+func (c *monitorServiceClient) SetAlertWebhook(ctx context.Context, req *connect.Request[v1.SetAlertWebhookRequest]) (*connect.Response[v1.SetAlertWebhookResponse], error) {
+	return c.setAlertWebhook.CallUnary(ctx, req)
+}
+
+// GetAlertWebhook calls mairust.monitor.v1.MonitorService.GetAlertWebhook.
+func (c *monitorServiceClient) GetAlertWebhook(ctx context.Context, req *connect.Request[v1.GetAlertWebhookRequest]) (*connect.Response[v1.GetAlertWebhookResponse], error) {
+	return c.getAlertWebhook.CallUnary(ctx, req)
+}
+
 // MonitorServiceHandler is an implementation of the mairust.monitor.v1.MonitorService service.
 type MonitorServiceHandler interface {
 	// Notify reports one warning or suspension; duplicates and notices over
@@ -98,6 +134,12 @@ type MonitorServiceHandler interface {
 	Notify(context.Context, *connect.Request[v1.NotifyRequest]) (*connect.Response[v1.NotifyResponse], error)
 	// ListNotices lists a tenant's notices, newest first.
 	ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error)
+	// SetAlertWebhook sets or removes the tenant's alert webhook (admin or
+	// owner).
+	SetAlertWebhook(context.Context, *connect.Request[v1.SetAlertWebhookRequest]) (*connect.Response[v1.SetAlertWebhookResponse], error)
+	// GetAlertWebhook returns the tenant's alert webhook, without its secret
+	// (viewer or above).
+	GetAlertWebhook(context.Context, *connect.Request[v1.GetAlertWebhookRequest]) (*connect.Response[v1.GetAlertWebhookResponse], error)
 }
 
 // NewMonitorServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -119,12 +161,28 @@ func NewMonitorServiceHandler(svc MonitorServiceHandler, opts ...connect.Handler
 		connect.WithSchema(monitorServiceMethods.ByName("ListNotices")),
 		connect.WithHandlerOptions(opts...),
 	)
+	monitorServiceSetAlertWebhookHandler := connect.NewUnaryHandler(
+		MonitorServiceSetAlertWebhookProcedure,
+		svc.SetAlertWebhook,
+		connect.WithSchema(monitorServiceMethods.ByName("SetAlertWebhook")),
+		connect.WithHandlerOptions(opts...),
+	)
+	monitorServiceGetAlertWebhookHandler := connect.NewUnaryHandler(
+		MonitorServiceGetAlertWebhookProcedure,
+		svc.GetAlertWebhook,
+		connect.WithSchema(monitorServiceMethods.ByName("GetAlertWebhook")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/mairust.monitor.v1.MonitorService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MonitorServiceNotifyProcedure:
 			monitorServiceNotifyHandler.ServeHTTP(w, r)
 		case MonitorServiceListNoticesProcedure:
 			monitorServiceListNoticesHandler.ServeHTTP(w, r)
+		case MonitorServiceSetAlertWebhookProcedure:
+			monitorServiceSetAlertWebhookHandler.ServeHTTP(w, r)
+		case MonitorServiceGetAlertWebhookProcedure:
+			monitorServiceGetAlertWebhookHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -140,4 +198,12 @@ func (UnimplementedMonitorServiceHandler) Notify(context.Context, *connect.Reque
 
 func (UnimplementedMonitorServiceHandler) ListNotices(context.Context, *connect.Request[v1.ListNoticesRequest]) (*connect.Response[v1.ListNoticesResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.monitor.v1.MonitorService.ListNotices is not implemented"))
+}
+
+func (UnimplementedMonitorServiceHandler) SetAlertWebhook(context.Context, *connect.Request[v1.SetAlertWebhookRequest]) (*connect.Response[v1.SetAlertWebhookResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.monitor.v1.MonitorService.SetAlertWebhook is not implemented"))
+}
+
+func (UnimplementedMonitorServiceHandler) GetAlertWebhook(context.Context, *connect.Request[v1.GetAlertWebhookRequest]) (*connect.Response[v1.GetAlertWebhookResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.monitor.v1.MonitorService.GetAlertWebhook is not implemented"))
 }
