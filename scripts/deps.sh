@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what MaiRust needs on a Debian machine, pinned, only when missing.
 #   scripts/deps.sh run   — what `make run` needs (PostgreSQL binaries, swaks)
-#   scripts/deps.sh test  — that plus the test tools (versitygw, staticcheck,
+#   scripts/deps.sh test  — that plus the test tools (versitygw, stripe-mock, staticcheck,
 #                           Redis, rspamd, Chromium, mbsync) and the services started
 #   scripts/deps.sh proto — that of run plus buf and the protoc plugins (make proto)
 set -euo pipefail
@@ -48,6 +48,7 @@ fi
 
 if [ "$what" = test ]; then
   go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0
+  go_tool stripe-mock github.com/stripe/stripe-mock@v0.203.0
   go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
   # The tests use the machine's PostgreSQL on 127.0.0.1:5432; start it if it is down.
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then

@@ -41,6 +41,7 @@ type Config struct {
 	Monitor           Monitor          `yaml:"monitor"`
 	OutboundAlerts    OutboundAlerts   `yaml:"outbound_alerts"`
 	ControlPlane      ControlPlane     `yaml:"controlplane"`
+	Billing           Billing          `yaml:"billing"`
 	Link              Link             `yaml:"link"`
 }
 
@@ -244,6 +245,32 @@ type ControlPlane struct {
 	MailFrom           string        `yaml:"mail_from" doc:"Sender address of the control plane's mail."`
 }
 
+// Billing configures the control plane's billing through Stripe. Without
+// stripe_secret_key it is off: no customers, no limits, nothing depends on
+// it (self-hosted).
+type Billing struct {
+	StripeSecretKey  string        `yaml:"stripe_secret_key" env:"MAIRUST_STRIPE_SECRET_KEY" doc:"Stripe secret key (sk_live_... or sk_test_...). Empty: billing is off."`
+	WebhookSecret    string        `yaml:"stripe_webhook_secret" env:"MAIRUST_STRIPE_WEBHOOK_SECRET" doc:"Signing secret (whsec_...) of the webhook endpoint <public_url>/billing/stripe/webhook in Stripe's dashboard; required with stripe_secret_key."`
+	StripeAPIURL     string        `yaml:"stripe_api_url" doc:"Base URL of Stripe's API. Empty: Stripe's own; set it to a stripe-mock for tests."`
+	WebhookTolerance time.Duration `yaml:"webhook_tolerance" doc:"Oldest webhook signature timestamp taken (1m-1h); older events are refused as replays."`
+	GracePeriod      time.Duration `yaml:"grace_period" doc:"How long a tenant whose payment failed stays past_due, with full service, before it is restricted (no new outbound mail; inbound mail keeps arriving) (0-2160h)."`
+	DefaultPlan      string        `yaml:"default_plan" doc:"The plan (an id of plans) of a tenant without a subscription."`
+	Plans            []Plan        `yaml:"plans" doc:"The plans: a list of {id, name, price_id (the Stripe price of its subscription; empty for a free plan), domains, mail_users, agents, monthly_messages (each 0: no limit)}."`
+	MessagesMeter    string        `yaml:"messages_meter" doc:"event_name of the Stripe billing meter that counts messages processed (in + out)."`
+	StorageMeter     string        `yaml:"storage_meter" doc:"event_name of the Stripe billing meter of storage, in GB-months (sent as GB-hours / 730, in thousandths)."`
+}
+
+// Plan is a billing plan and its limits (0: none).
+type Plan struct {
+	ID              string `yaml:"id"`
+	Name            string `yaml:"name"`
+	PriceID         string `yaml:"price_id"`
+	Domains         int    `yaml:"domains"`
+	MailUsers       int    `yaml:"mail_users"`
+	Agents          int    `yaml:"agents"`
+	MonthlyMessages int64  `yaml:"monthly_messages"`
+}
+
 // Link configures an enrolled agent's link to its control plane
 // (mairust agent enroll).
 type Link struct {
@@ -334,6 +361,13 @@ func Default() Config {
 			AgentCredentialTTL: time.Hour, HeartbeatInterval: 30 * time.Second, AgentDownAfter: 90 * time.Second, MaxRequestBytes: 4 << 20, PublicPerMinute: 20,
 			ReportRetention: 30 * 24 * time.Hour, NoticeRetention: 90 * 24 * time.Hour,
 			SMTPRelay: "127.0.0.1:25", MailFrom: "noreply@localhost"},
+		Billing: Billing{WebhookTolerance: 5 * time.Minute, GracePeriod: 7 * 24 * time.Hour, DefaultPlan: "free",
+			Plans: []Plan{
+				{ID: "free", Name: "Free", Domains: 1, MailUsers: 5, Agents: 1, MonthlyMessages: 10000},
+				{ID: "pro", Name: "Pro", Domains: 10, MailUsers: 100, Agents: 5, MonthlyMessages: 1000000},
+				{ID: "business", Name: "Business"},
+			},
+			MessagesMeter: "mairust_messages", StorageMeter: "mairust_storage_gb_months"},
 	}
 }
 

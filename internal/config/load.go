@@ -363,11 +363,53 @@ func Validate(c Config, name string, lines map[string]int) error {
 			return fail(fmt.Sprintf("outbound.routes[%d]", i), "%v", err)
 		}
 	}
+	if err := validateBilling(c.Billing, fail); err != nil {
+		return err
+	}
 	var se *policy.SettingError
 	if err := c.PolicySettings().Validate(); errors.As(err, &se) {
 		return fail(se.Key, "%s", se.Msg)
 	} else if err != nil {
 		return err
+	}
+	return nil
+}
+
+// validateBilling checks billing.*: the plans always (the control plane
+// shows them), Stripe's settings when billing is on.
+func validateBilling(b Billing, fail func(key, format string, args ...any) error) error {
+	ids := map[string]bool{}
+	for i, p := range b.Plans {
+		key := fmt.Sprintf("billing.plans[%d]", i)
+		switch {
+		case p.ID == "" || strings.ContainsAny(p.ID, " \t\r\n/"):
+			return fail(key+".id", "must be a short name without spaces, e.g. pro")
+		case ids[p.ID]:
+			return fail(key+".id", "plan %q is given twice", p.ID)
+		case p.Domains < 0 || p.MailUsers < 0 || p.Agents < 0 || p.MonthlyMessages < 0:
+			return fail(key, "plan %q: limits must be 0 (none) or more", p.ID)
+		case b.StripeSecretKey != "" && p.ID != b.DefaultPlan && p.PriceID == "":
+			return fail(key+".price_id", "plan %q needs the Stripe price of its subscription (price_...)", p.ID)
+		}
+		ids[p.ID] = true
+	}
+	checks := []struct {
+		key string
+		bad bool
+		msg string
+	}{
+		{"billing.default_plan", !ids[b.DefaultPlan], "must be the id of one of billing.plans"},
+		{"billing.webhook_tolerance", b.WebhookTolerance < time.Minute || b.WebhookTolerance > time.Hour, "must be between 1m and 1h"},
+		{"billing.grace_period", b.GracePeriod < 0 || b.GracePeriod > 2160*time.Hour, "must be between 0 and 2160h"},
+		{"billing.stripe_api_url", b.StripeAPIURL != "" && !validHTTPURL(b.StripeAPIURL), "must be an http:// or https:// URL with a host"},
+		{"billing.stripe_webhook_secret", b.StripeSecretKey != "" && b.WebhookSecret == "", "must be set with stripe_secret_key: the signing secret (whsec_...) of the webhook endpoint (or MAIRUST_STRIPE_WEBHOOK_SECRET)"},
+		{"billing.messages_meter", b.StripeSecretKey != "" && b.MessagesMeter == "", "must be the event_name of a Stripe billing meter"},
+		{"billing.storage_meter", b.StripeSecretKey != "" && b.StorageMeter == "", "must be the event_name of a Stripe billing meter"},
+	}
+	for _, ch := range checks {
+		if ch.bad {
+			return fail(ch.key, "%s", ch.msg)
+		}
 	}
 	return nil
 }

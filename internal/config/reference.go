@@ -132,6 +132,20 @@ func Example() string {
 		for _, line := range wrap(comment, 76-len(indent)) {
 			fmt.Fprintf(&b, "%s# %s\n", indent, line)
 		}
+		if l.def.Kind() == reflect.Slice && l.def.Type().Elem().Kind() == reflect.Struct && l.def.Len() > 0 {
+			// In block style: a flow list of mappings is too wide.
+			fmt.Fprintf(&b, "%s%s:\n", indent, parts[len(parts)-1])
+			for i := 0; i < l.def.Len(); i++ {
+				for j, f := range formatFields(l.def.Index(i)) {
+					dash := "  "
+					if j == 0 {
+						dash = "- "
+					}
+					fmt.Fprintf(&b, "%s  %s%s\n", indent, dash, f)
+				}
+			}
+			continue
+		}
 		v := formatValue(l.def)
 		if l.def.Kind() == reflect.String {
 			v = strconv.Quote(v)
@@ -178,7 +192,38 @@ func formatValue(v reflect.Value) string {
 	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.String {
 		return "[" + strings.Join(v.Interface().([]string), ", ") + "]"
 	}
+	if v.Kind() == reflect.Slice && v.Type().Elem().Kind() == reflect.Struct {
+		items := make([]string, v.Len())
+		for i := range items {
+			items[i] = formatMapping(v.Index(i))
+		}
+		return "[" + strings.Join(items, ", ") + "]"
+	}
 	return fmt.Sprint(v.Interface())
+}
+
+// formatMapping renders a struct as a YAML flow mapping of its fields that
+// are not zero.
+func formatMapping(v reflect.Value) string {
+	return "{" + strings.Join(formatFields(v), ", ") + "}"
+}
+
+// formatFields renders the fields of a struct that are not zero, as
+// key: value each.
+func formatFields(v reflect.Value) []string {
+	var fields []string
+	for i := 0; i < v.NumField(); i++ {
+		f := v.Field(i)
+		if f.IsZero() {
+			continue
+		}
+		val := formatValue(f)
+		if f.Kind() == reflect.String {
+			val = strconv.Quote(val)
+		}
+		fields = append(fields, yamlName(v.Type().Field(i))+": "+val)
+	}
+	return fields
 }
 
 // wrap splits text into lines of at most width bytes at spaces.

@@ -84,3 +84,35 @@ func (o *Output) String() string {
 	defer o.mu.Unlock()
 	return o.b.String()
 }
+
+// GoTool finds the program name, installed with `go install` (the command
+// given in install), in PATH, GOBIN or GOPATH/bin; it fails the test with
+// the install command when it is missing.
+func GoTool(t testing.TB, name, install string) string {
+	t.Helper()
+	if p, err := exec.LookPath(name); err == nil {
+		return p
+	}
+	out, err := exec.Command("go", "env", "GOBIN", "GOPATH").Output()
+	if err != nil {
+		t.Fatalf("%s is not in PATH and `go env` failed (%v); install it with: %s", name, err, install)
+	}
+	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
+	dirs := []string{strings.TrimSpace(lines[0])}
+	if len(lines) > 1 {
+		for _, gp := range filepath.SplitList(strings.TrimSpace(lines[1])) {
+			dirs = append(dirs, filepath.Join(gp, "bin"))
+		}
+	}
+	for _, d := range dirs {
+		if d == "" {
+			continue
+		}
+		p := filepath.Join(d, name)
+		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
+			return p
+		}
+	}
+	t.Fatalf("%s not found in PATH nor in %v; install it with: %s (scripts/deps.sh test does)", name, dirs, install)
+	return ""
+}

@@ -25,6 +25,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/s3"
 
 	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/proctest"
 )
 
 // Settings every gateway shares.
@@ -68,7 +69,7 @@ type Request struct {
 // stopped when the test ends.
 func Start(t testing.TB) *Gateway {
 	t.Helper()
-	bin := binary(t)
+	bin := proctest.GoTool(t, "versitygw", install)
 	dir := t.TempDir()
 	g := &Gateway{
 		Root:      filepath.Join(dir, "root"),
@@ -113,37 +114,6 @@ func Start(t testing.TB) *Gateway {
 		t.Fatalf("create bucket: %v", err)
 	}
 	return g
-}
-
-// binary finds versitygw in PATH, GOBIN or GOPATH/bin, and fails the test
-// with the install command when it is missing.
-func binary(t testing.TB) string {
-	t.Helper()
-	if p, err := exec.LookPath("versitygw"); err == nil {
-		return p
-	}
-	out, err := exec.Command("go", "env", "GOBIN", "GOPATH").Output()
-	if err != nil {
-		t.Fatalf("versitygw is not in PATH and `go env` failed (%v); install it with: %s", err, install)
-	}
-	lines := strings.Split(strings.TrimSpace(string(out)), "\n")
-	dirs := []string{strings.TrimSpace(lines[0])}
-	if len(lines) > 1 {
-		for _, gp := range filepath.SplitList(strings.TrimSpace(lines[1])) {
-			dirs = append(dirs, filepath.Join(gp, "bin"))
-		}
-	}
-	for _, d := range dirs {
-		if d == "" {
-			continue
-		}
-		p := filepath.Join(d, "versitygw")
-		if fi, err := os.Stat(p); err == nil && !fi.IsDir() {
-			return p
-		}
-	}
-	t.Fatalf("versitygw not found in PATH nor in %v; install it with: %s", dirs, install)
-	return ""
 }
 
 // run starts versitygw on a free port and waits until its health endpoint

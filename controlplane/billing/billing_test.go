@@ -1,0 +1,198 @@
+package billing_test
+
+import (
+	"bytes"
+	"encoding/json"
+	"net/http"
+	"net/http/httptest"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stripe/stripe-go/v76/webhook"
+
+	"github.com/mairust/mairust/controlplane/billing"
+	"github.com/mairust/mairust/controlplane/cptest"
+	"github.com/mairust/mairust/controlplane/mailer"
+	"github.com/mairust/mairust/internal/config"
+	"github.com/mairust/mairust/internal/stripetest"
+)
+
+const whsec = "whsec_mairust_test"
+
+// env is billing against stripe-mock, its webhook served on loopback.
+type env struct {
+	*cptest.Env
+	svc  *billing.Service
+	mail *mailer.Recorder
+	hook string // the webhook's URL
+}
+
+func start(t *testing.T) *env {
+	t.Helper()
+	e := &env{Env: cptest.New(t, "cpbilling"), mail: &mailer.Recorder{}}
+	cfg := config.Default().Billing
+	cfg.StripeSecretKey, cfg.StripeAPIURL, cfg.WebhookSecret = stripetest.Key, stripetest.Start(t), whsec
+	cfg.GracePeriod = time.Hour
+	cfg.Plans[1].PriceID, cfg.Plans[2].PriceID = "price_pro", "price_business"
+	e.svc = billing.New(e.Store, cfg, cptest.PublicURL+"/console/", e.mail, e.Log)
+	srv := httptest.NewServer(e.svc.Webhook())
+	t.Cleanup(srv.Close)
+	e.hook = srv.URL + billing.WebhookPath
+	return e
+}
+
+// tenant makes a tenant owned by a new account owner@<name>.test.
+func (e *env) tenant(t *testing.T, name string) string {
+	t.Helper()
+	var id, account string
+	ctx := t.Context()
+	if err := e.Owner.QueryRow(ctx, `INSERT INTO accounts (email, password_hash, email_verified_at) VALUES ($1, 'x', now()) RETURNING id`, "owner@"+name+".test").Scan(&account); err != nil {
+		t.Fatal(err)
+	}
+	if err := e.Owner.QueryRow(ctx, `INSERT INTO tenants (name, created_by) VALUES ($1, $2) RETURNING id`, name, account).Scan(&id); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Owner.Exec(ctx, `INSERT INTO memberships (tenant_id, account_id, role) VALUES ($1, $2, 'owner')`, id, account); err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// state is a tenant's billing row: customer, plan, state, subscription.
+func (e *env) state(t *testing.T, tenant string) (customer, plan, state, sub string) {
+	t.Helper()
+	err := e.Owner.QueryRow(t.Context(), `SELECT customer_id, plan, state, coalesce(subscription_id, '') FROM tenant_billing WHERE tenant_id = $1`, tenant).
+		Scan(&customer, &plan, &state, &sub)
+	if err != nil {
+		t.Fatalf("billing of tenant %s: %v", tenant, err)
+	}
+	return
+}
+
+// post sends a Stripe event of type typ about object, signed at signedAt
+// with secret, and returns the status.
+func (e *env) post(t *testing.T, id, typ string, created time.Time, object map[string]any, secret string, signedAt time.Time) int {
+	t.Helper()
+	payload, _ := json.Marshal(map[string]any{"id": id, "object": "event", "type": typ, "created": created.Unix(),
+		"api_version": "2023-10-16", "data": map[string]any{"object": object}})
+	signed := webhook.GenerateTestSignedPayload(&webhook.UnsignedPayload{Payload: payload, Secret: secret, Timestamp: signedAt})
+	req, _ := http.NewRequest(http.MethodPost, e.hook, bytes.NewReader(payload))
+	req.Header.Set("Stripe-Signature", signed.Header)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resp.Body.Close()
+	return resp.StatusCode
+}
+
+// TestCustomers: each tenant gets one Stripe customer, on the default
+// plan; another round changes nothing.
+func TestCustomers(t *testing.T) {
+	e := start(t)
+	a, b := e.tenant(t, "a"), e.tenant(t, "b")
+	e.svc.Pass(t.Context())
+	ca, plan, state, _ := e.state(t, a)
+	cb, _, _, _ := e.state(t, b)
+	if !strings.HasPrefix(ca, "cus_") || !strings.HasPrefix(cb, "cus_") || ca == cb || plan != "free" || state != billing.Active {
+		t.Fatalf("customers %q %q, plan %q, state %q; want two cus_ ids on free, active", ca, cb, plan, state)
+	}
+	e.svc.Pass(t.Context())
+	if again, _, _, _ := e.state(t, a); again != ca {
+		t.Fatalf("customer changed to %s on the next round", again)
+	}
+}
+
+// TestWebhookSignatures: a bad signature, a stale timestamp and a GET are
+// refused and change nothing.
+func TestWebhookSignatures(t *testing.T) {
+	e := start(t)
+	tn := e.tenant(t, "a")
+	e.svc.Pass(t.Context())
+	cus, _, _, _ := e.state(t, tn)
+	failed := map[string]any{"object": "invoice", "id": "in_1", "customer": cus}
+	now := time.Now()
+	if code := e.post(t, "evt_bad", "invoice.payment_failed", now, failed, "whsec_wrong", now); code != http.StatusBadRequest {
+		t.Errorf("bad signature: HTTP %d, want 400", code)
+	}
+	if code := e.post(t, "evt_old", "invoice.payment_failed", now, failed, whsec, now.Add(-10*time.Minute)); code != http.StatusBadRequest {
+		t.Errorf("timestamp 10 minutes old (tolerance 5m): HTTP %d, want 400", code)
+	}
+	resp, err := http.Get(e.hook)
+	if err != nil || resp.StatusCode != http.StatusMethodNotAllowed {
+		t.Errorf("GET: %v %v, want 405", resp.Status, err)
+	}
+	if _, _, state, _ := e.state(t, tn); state != billing.Active {
+		t.Fatalf("state %s after refused events, want active", state)
+	}
+	var n int
+	e.Owner.QueryRow(t.Context(), `SELECT count(*) FROM stripe_events`).Scan(&n)
+	if n != 0 {
+		t.Fatalf("%d refused events recorded", n)
+	}
+}
+
+// TestStateMachine walks a tenant through checkout, a failed payment
+// (past_due, mailed), the grace period (restricted, mailed) and the
+// payment (active), with a replayed and a late event changing nothing,
+// then a subscription change and its end.
+func TestStateMachine(t *testing.T) {
+	e := start(t)
+	tn := e.tenant(t, "a")
+	e.svc.Pass(t.Context())
+	cus, _, _, _ := e.state(t, tn)
+	now := time.Now()
+	post := func(id, typ string, created time.Time, object map[string]any) {
+		t.Helper()
+		if code := e.post(t, id, typ, created, object, whsec, time.Now()); code != http.StatusOK {
+			t.Fatalf("%s %s: HTTP %d, want 200", id, typ, code)
+		}
+	}
+	want := func(what, plan, state, sub string) {
+		t.Helper()
+		if _, p, s, sb := e.state(t, tn); p != plan || s != state || sb != sub {
+			t.Fatalf("%s: plan %q state %q subscription %q; want %q %q %q", what, p, s, sb, plan, state, sub)
+		}
+	}
+	post("evt_1", "checkout.session.completed", now.Add(-5*time.Minute), map[string]any{"object": "checkout.session", "id": "cs_1",
+		"customer": cus, "subscription": "sub_1", "client_reference_id": tn, "metadata": map[string]string{"plan": "pro"}})
+	want("checkout", "pro", billing.Active, "sub_1")
+
+	invoice := map[string]any{"object": "invoice", "id": "in_1", "customer": cus, "subscription": "sub_1"}
+	post("evt_2", "invoice.payment_failed", now.Add(-4*time.Minute), invoice)
+	want("payment failed", "pro", billing.PastDue, "sub_1")
+	if m := e.mail.Mails(); len(m) != 1 || m[0].To != "owner@a.test" || !strings.Contains(m[0].Body, "Everything keeps working for 1 hour.") {
+		t.Fatalf("mails after the failed payment: %+v", m)
+	}
+
+	e.svc.Pass(t.Context()) // within the grace period
+	want("within the grace period", "pro", billing.PastDue, "sub_1")
+	e.Owner.Exec(t.Context(), `UPDATE tenant_billing SET past_due_since = now() - interval '2 hours' WHERE tenant_id = $1`, tn)
+	e.svc.Pass(t.Context())
+	want("after the grace period", "pro", billing.Restricted, "sub_1")
+	if m := e.mail.Mails(); len(m) != 2 || !strings.Contains(m[1].Subject, "outbound mail of a is paused") || !strings.Contains(m[1].Body, "Incoming mail keeps arriving") {
+		t.Fatalf("mails after the restriction: %+v", m)
+	}
+
+	post("evt_3", "invoice.paid", now.Add(-3*time.Minute), invoice)
+	want("paid", "pro", billing.Active, "sub_1")
+	post("evt_2", "invoice.payment_failed", now.Add(-4*time.Minute), invoice) // replayed
+	want("replayed failure", "pro", billing.Active, "sub_1")
+	post("evt_late", "invoice.payment_failed", now.Add(-10*time.Minute), invoice) // older than the last applied
+	want("late failure", "pro", billing.Active, "sub_1")
+
+	sub := map[string]any{"object": "subscription", "id": "sub_1", "customer": cus, "status": "past_due",
+		"items": map[string]any{"object": "list", "data": []any{map[string]any{"object": "subscription_item", "id": "si_1",
+			"price": map[string]any{"object": "price", "id": "price_business"}}}}}
+	post("evt_4", "customer.subscription.updated", now.Add(-2*time.Minute), sub)
+	want("upgraded, past due", "business", billing.PastDue, "sub_1")
+	post("evt_5", "customer.subscription.deleted", now.Add(-time.Minute), sub)
+	want("subscription ended", "free", billing.Active, "")
+
+	var events int
+	e.Owner.QueryRow(t.Context(), `SELECT count(*) FROM stripe_events WHERE tenant_id = $1`, tn).Scan(&events)
+	if events != 6 {
+		t.Fatalf("%d events recorded, want 6 (each id once)", events)
+	}
+}
