@@ -207,6 +207,7 @@ func Run(ctx context.Context, opts Options) (err error) {
 	if a.out, err = newOutbound(cfg, func() config.OutboundAlerts { return a.cfg.Load().OutboundAlerts }, pool, store, a.spam, tlsCfg, workers, a.log); err != nil {
 		return err
 	}
+	a.out.submit.Hold = a.holdReason
 	a.api.SetSending(a.out.submit, outboundAdmin{a.out.policy, a.out.queue})
 	a.hooks = hooks.New(pluginSettings(cfg), pool, store, blobs, a.log)
 	if err := a.hooks.Load(ctx); err != nil {

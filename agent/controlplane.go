@@ -27,6 +27,20 @@ import (
 // drop them.
 type managed struct {
 	policy atomic.Pointer[tenantsv1.OutboundPolicy]
+	hold   atomic.Pointer[outboundHold]
+}
+
+// outboundHold is the control plane's hold on its tenant's new outbound
+// mail (an unpaid bill): why, as senders are told.
+type outboundHold struct{ tenant, reason string }
+
+// holdReason is why tenant may not send new outbound mail now; "" when it
+// may.
+func (a *Agent) holdReason(tenant string) string {
+	if h := a.managed.hold.Load(); h != nil && h.tenant == tenant {
+		return h.reason
+	}
+	return ""
 }
 
 // policySettings are the file's policy settings with the control plane's
@@ -97,6 +111,13 @@ func (a *Agent) startLink(ctx context.Context, metrics prometheus.Gatherer) erro
 	go func() {
 		err := lk.Run(ctx, link.RunConfig{Identity: id, Source: src, Pool: a.pool, Log: a.log, Version: version.String(), StartedAt: a.startedAt,
 			Outbox: link.NewOutbox(a.pool, cfg.Link.OutboxLimit, a.log), Health: a.linkHealth, DKIMKeys: a.dkimKeys, ApplySettings: a.applyManaged,
+			ApplyHold: func(reason string) {
+				if reason == "" {
+					a.managed.hold.Store(nil)
+				} else {
+					a.managed.hold.Store(&outboundHold{tenant: id.TenantID, reason: reason})
+				}
+			},
 			Collect: (&counters{gather: metrics}).collect, ReportInterval: cfg.Link.ReportInterval})
 		if err != nil {
 			a.log.Error("the control plane link did not start; mail is not affected", "component", "link", "error", err)

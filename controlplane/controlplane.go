@@ -16,6 +16,7 @@ import (
 	"github.com/mairust/mairust/controlplane/accounts"
 	"github.com/mairust/mairust/controlplane/agents"
 	"github.com/mairust/mairust/controlplane/auth"
+	"github.com/mairust/mairust/controlplane/billing"
 	"github.com/mairust/mairust/controlplane/mailer"
 	"github.com/mairust/mairust/controlplane/server"
 	"github.com/mairust/mairust/controlplane/store"
@@ -75,6 +76,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	mux := http.NewServeMux()
 	mux.Handle("/", server.New(services, keys, ag.Check, reg))
 	mux.Handle(console.Prefix, console.Handler()) // the hosted console's pages, outside authentication
+	bill := billing.New(st, cfg.Billing, c.URL()+console.Prefix, mail, log)
+	if bill.Enabled() {
+		mux.Handle(billing.WebhookPath, bill.Webhook()) // authenticated by Stripe's signature
+	}
 	srv := server.HTTPServer(mux)
 	var wg sync.WaitGroup
 	runCtx, stop := context.WithCancel(ctx)
@@ -83,6 +88,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	wg.Go(func() { ag.Run(runCtx) })
 	wg.Go(func() { mon.Run(runCtx) })
 	wg.Go(func() { runRetention(runCtx, st, c, log) })
+	wg.Go(func() { bill.Run(runCtx) })
 	errc := make(chan error, 1)
 	go func() { errc <- srv.Serve(ln) }()
 	log.Info("control plane started", "listen", ln.Addr().String(), "url", c.URL())

@@ -111,10 +111,10 @@ type cp struct {
 	out                           *proctest.Output
 }
 
-// startControlPlane runs the control plane and goes the console's way over
-// its API: sign up, verify through the mailed link, log in, create a
-// tenant and its domain.
-func startControlPlane(t *testing.T) *cp {
+// startControlPlane runs the control plane, with extra appended to its
+// configuration file, and goes the console's way over its API: sign up,
+// verify through the mailed link, log in, create a tenant and its domain.
+func startControlPlane(t *testing.T, extra string) *cp {
 	t.Helper()
 	relay, relayAddr := newRelay(t)
 	dir := t.TempDir()
@@ -122,7 +122,7 @@ func startControlPlane(t *testing.T) *cp {
 	c := &cp{url: "http://" + listen, cfgPath: filepath.Join(dir, "mairust.yaml"), out: &proctest.Output{}, db: pgtest.NewDatabase(t, "cpproc")}
 	cfg := fmt.Sprintf("data_dir: %s\ncontrolplane:\n  listen: %s\n  database_url: %s\n  smtp_relay: %s\n  mail_from: noreply@cp.example.test\n  public_url: http://%s\n  heartbeat_interval: 1s\n  agent_down_after: 5s\n  monitor_enabled: true\n",
 		dir, listen, c.db, relayAddr, listen)
-	if err := os.WriteFile(c.cfgPath, []byte(cfg), 0o600); err != nil {
+	if err := os.WriteFile(c.cfgPath, []byte(cfg+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	c.start(t)
@@ -200,7 +200,7 @@ func (c *cp) enroll(t *testing.T, agentCfg, token string) (string, error) {
 // an enrollment token through its API, enrolls an agent with `mairust
 // agent enroll`, sees it listed, and sees the token refused a second time.
 func TestControlPlaneProcessEnrollsAnAgent(t *testing.T) {
-	c := startControlPlane(t)
+	c := startControlPlane(t, "")
 	ctx := context.Background()
 	session, tid, out := c.session, c.tenant, c.out
 	ag := c.agents()
@@ -240,99 +240,22 @@ func TestControlPlaneProcessEnrollsAnAgent(t *testing.T) {
 // the control plane is down, and once it is back picks up the next change
 // and delivers the reports it kept.
 func TestAgentFollowsControlPlane(t *testing.T) {
-	c := startControlPlane(t)
+	c := startControlPlane(t, "")
 	ctx := context.Background()
-	dir := t.TempDir()
-	if err := os.Chmod(dir, 0o711); err != nil {
-		t.Fatal(err)
-	}
-	agentDB := pgtest.NewDatabase(t, "cpagent")
-	smtpAddr, httpAddr, subAddr := proctest.FreeAddr(t), proctest.FreeAddr(t), proctest.FreeAddr(t)
-	agentCfg := filepath.Join(dir, "agent.yaml")
 	// A warning after two messages in the hour, told to the control
 	// plane's monitor service (no monitor.url).
-	cfg := fmt.Sprintf(`data_dir: %s
-database:
-  url: %s
-smtp:
-  listen: %s
-  hostname: mx1.example.test
-http:
-  listen: %s
-api:
-  listen: %s
-imap:
-  listen: ""
-  tls_listen: ""
-submission:
-  listen: %s
-  tls_listen: ""
-link:
-  report_interval: 1s
-outbound_policy:
+	a := startAgent(t, c, `outbound_policy:
   weights: {rate: 1, content: 0, history: 0}
   max_per_hour: 4
   soft_limit_fraction: 1
 monitor:
   enabled: true
-`, dir, agentDB, smtpAddr, httpAddr, proctest.FreeAddr(t), subAddr)
-	if err := os.WriteFile(agentCfg, []byte(cfg), 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if out, err := c.enroll(t, agentCfg, c.token(t)); err != nil {
-		t.Fatalf("enroll: %v\n%s", err, out)
-	}
-	var log proctest.Output
-	agent := exec.Command(proctest.Binary(t), "agent", "--config", agentCfg)
-	agent.Stdout, agent.Stderr = &log, &log
-	if err := agent.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { agent.Process.Kill(); agent.Wait() })
-	waitUntil(t, "the agent's /health\n"+log.String(), func() bool {
-		resp, err := http.Get("http://" + httpAddr + "/health")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
-	db, err := pgx.Connect(ctx, agentDB)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer db.Close(ctx)
-	count := func(q string, args ...any) int {
-		var n int
-		if err := db.QueryRow(ctx, q, args...).Scan(&n); err != nil {
-			t.Fatal(err)
-		}
-		return n
-	}
+`)
+	agentCfg, log := a.cfgPath, a.log
+	count := func(q string, args ...any) int { t.Helper(); return a.count(t, q, args...) }
 	const inbox = `SELECT count(*) FROM messages m JOIN mail_users u ON u.id = m.user_id WHERE u.address = $1`
-	addUser := func(address string) {
-		t.Helper()
-		start := time.Now()
-		_, err := c.tenants().AddMailUser(ctx, cptest.Auth(&tenantsv1.AddMailUserRequest{TenantId: c.tenant, Address: address, Password: "a long password"}, c.session))
-		if err != nil {
-			t.Fatal(err)
-		}
-		waitUntil(t, address+" on the agent\n"+log.String(), func() bool {
-			return count(`SELECT count(*) FROM mail_users WHERE address = $1`, address) == 1
-		})
-		t.Logf("%s reached the agent %v after it was added", address, time.Since(start).Round(time.Millisecond))
-	}
-	deliver := func(to string) {
-		t.Helper()
-		msg := "From: sender@remote.test\r\nTo: " + to + "\r\nSubject: hello\r\nMessage-ID: <" + fmt.Sprint(time.Now().UnixNano()) + "@remote.test>\r\n\r\nhello\r\n"
-		sc, err := smtp.DialStartTLS(smtpAddr, &tls.Config{InsecureSkipVerify: true}) // the agent's generated certificate
-		if err == nil {
-			defer sc.Close()
-			err = sc.SendMail("sender@remote.test", []string{to}, strings.NewReader(msg))
-		}
-		if err != nil {
-			t.Fatalf("mail to %s: %v\n%s", to, err, log.String())
-		}
-	}
+	addUser := func(address string) { t.Helper(); a.addUser(t, address) }
+	deliver := func(to string) { t.Helper(); a.deliver(t, to) }
 
 	addUser("bob@example.test")
 	deliver("bob@example.test")
@@ -402,18 +325,9 @@ monitor:
 	// reaches the control plane's monitor service with the agent's
 	// credential.
 	for i := range 2 {
-		sc, err := smtp.DialStartTLS(subAddr, &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if err := sc.Auth(sasl.NewPlainClient("", "bob@example.test", "a long password")); err != nil {
-			t.Fatalf("AUTH as bob: %v", err)
-		}
-		msg := fmt.Sprintf("From: bob@example.test\r\nTo: carol@example.test\r\nSubject: %d\r\n\r\nhi\r\n", i)
-		if err := sc.SendMail("bob@example.test", []string{"carol@example.test"}, strings.NewReader(msg)); err != nil {
+		if err := a.submit("bob@example.test", "carol@example.test", fmt.Sprint(i)); err != nil {
 			t.Fatalf("submission %d: %v\n%s", i, err, log.String())
 		}
-		sc.Close()
 	}
 	mon := monitorv1connect.NewMonitorServiceClient(http.DefaultClient, c.url)
 	waitUntil(t, "bob's warning at the monitor service\n"+log.String(), func() bool {
@@ -424,6 +338,128 @@ monitor:
 		return len(list.Msg.Notices) == 1 && list.Msg.Notices[0].Account == "bob@example.test" &&
 			list.Msg.Notices[0].Kind == monitorv1.NoticeKind_NOTICE_KIND_WARN
 	})
+}
+
+// agentProc is an agent process enrolled into a control plane, with its
+// own database.
+type agentProc struct {
+	c                          *cp
+	cfgPath, smtpAddr, subAddr string
+	db                         *pgx.Conn
+	log                        *proctest.Output
+}
+
+// startAgent enrolls an agent into c (extra appended to its configuration
+// file), runs it until the test ends and waits for its /health.
+func startAgent(t *testing.T, c *cp, extra string) *agentProc {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.Chmod(dir, 0o711); err != nil {
+		t.Fatal(err)
+	}
+	agentDB := pgtest.NewDatabase(t, "cpagent")
+	a := &agentProc{c: c, cfgPath: filepath.Join(dir, "agent.yaml"), smtpAddr: proctest.FreeAddr(t), subAddr: proctest.FreeAddr(t), log: &proctest.Output{}}
+	httpAddr := proctest.FreeAddr(t)
+	cfg := fmt.Sprintf(`data_dir: %s
+database:
+  url: %s
+smtp:
+  listen: %s
+  hostname: mx1.example.test
+http:
+  listen: %s
+api:
+  listen: %s
+imap:
+  listen: ""
+  tls_listen: ""
+submission:
+  listen: %s
+  tls_listen: ""
+link:
+  report_interval: 1s
+`, dir, agentDB, a.smtpAddr, httpAddr, proctest.FreeAddr(t), a.subAddr)
+	if err := os.WriteFile(a.cfgPath, []byte(cfg+extra), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if out, err := c.enroll(t, a.cfgPath, c.token(t)); err != nil {
+		t.Fatalf("enroll: %v\n%s", err, out)
+	}
+	cmd := exec.Command(proctest.Binary(t), "agent", "--config", a.cfgPath)
+	cmd.Stdout, cmd.Stderr = a.log, a.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitUntil(t, "the agent's /health\n"+a.log.String(), func() bool {
+		resp, err := http.Get("http://" + httpAddr + "/health")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+	db, err := pgx.Connect(t.Context(), agentDB)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { db.Close(context.Background()) })
+	a.db = db
+	return a
+}
+
+// count runs a count query on the agent's database.
+func (a *agentProc) count(t *testing.T, q string, args ...any) int {
+	t.Helper()
+	var n int
+	if err := a.db.QueryRow(context.Background(), q, args...).Scan(&n); err != nil {
+		t.Fatal(err)
+	}
+	return n
+}
+
+// addUser adds a mail user (password "a long password") in the console
+// and waits until the agent has it.
+func (a *agentProc) addUser(t *testing.T, address string) {
+	t.Helper()
+	start := time.Now()
+	_, err := a.c.tenants().AddMailUser(context.Background(), cptest.Auth(&tenantsv1.AddMailUserRequest{TenantId: a.c.tenant, Address: address, Password: "a long password"}, a.c.session))
+	if err != nil {
+		t.Fatal(err)
+	}
+	waitUntil(t, address+" on the agent\n"+a.log.String(), func() bool {
+		return a.count(t, `SELECT count(*) FROM mail_users WHERE address = $1`, address) == 1
+	})
+	t.Logf("%s reached the agent %v after it was added", address, time.Since(start).Round(time.Millisecond))
+}
+
+// deliver sends a message to the agent's SMTP listener, as another
+// server would, and fails the test unless it is accepted.
+func (a *agentProc) deliver(t *testing.T, to string) {
+	t.Helper()
+	msg := "From: sender@remote.test\r\nTo: " + to + "\r\nSubject: hello\r\nMessage-ID: <" + fmt.Sprint(time.Now().UnixNano()) + "@remote.test>\r\n\r\nhello\r\n"
+	sc, err := smtp.DialStartTLS(a.smtpAddr, &tls.Config{InsecureSkipVerify: true}) // the agent's generated certificate
+	if err == nil {
+		defer sc.Close()
+		err = sc.SendMail("sender@remote.test", []string{to}, strings.NewReader(msg))
+	}
+	if err != nil {
+		t.Fatalf("mail to %s: %v\n%s", to, err, a.log.String())
+	}
+}
+
+// submit sends a message from a mail user (password "a long password")
+// through the agent's submission listener.
+func (a *agentProc) submit(from, to, subject string) error {
+	sc, err := smtp.DialStartTLS(a.subAddr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		return err
+	}
+	defer sc.Close()
+	if err := sc.Auth(sasl.NewPlainClient("", from, "a long password")); err != nil {
+		return fmt.Errorf("AUTH as %s: %w", from, err)
+	}
+	msg := fmt.Sprintf("From: %s\r\nTo: %s\r\nSubject: %s\r\n\r\nhi\r\n", from, to, subject)
+	return sc.SendMail(from, []string{to}, strings.NewReader(msg))
 }
 
 // waitUntil polls cond for up to a minute.

@@ -112,6 +112,10 @@ func (r *runner) apply(ctx context.Context, snap *agentsv1.Snapshot) error {
 	if err != nil {
 		return err
 	}
+	var hold *string
+	if h := snap.GetOutboundHold(); h != nil {
+		hold = &h.Reason
+	}
 	var c changes
 	err = pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 		var current int64
@@ -135,16 +139,30 @@ func (r *runner) apply(ctx context.Context, snap *agentsv1.Snapshot) error {
 			s.tenant, map[string]any{"version": snap.Version, "created": c.created, "updated": c.updated, "deleted": c.deleted, "released": c.released}); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE link_state SET config_version = $1, settings = $2`, snap.Version, kept)
+		_, err := tx.Exec(ctx, `UPDATE link_state SET config_version = $1, settings = $2, outbound_hold = $3`, snap.Version, kept, hold)
 		return err
 	})
 	if err != nil {
 		return err
 	}
+	r.applyHold(hold)
 	configVersion.Set(float64(snap.Version))
 	r.Log.Info("applied the control plane's configuration", "version", snap.Version, "created", c.created, "updated", c.updated,
 		"deleted", c.deleted, "released", c.released)
 	return nil
+}
+
+// applyHold tells the agent the outbound hold (nil: none).
+func (r *runner) applyHold(hold *string) {
+	if r.ApplyHold == nil {
+		return
+	}
+	reason := ""
+	if hold != nil {
+		reason = *hold
+		r.Log.Warn("the control plane holds the tenant's outbound mail", "reason", reason)
+	}
+	r.ApplyHold(reason)
 }
 
 // changes counts what a snapshot changed.

@@ -84,6 +84,10 @@ type RunConfig struct {
 	// the transaction applying the snapshot, which its error rolls back.
 	// nil: settings are ignored.
 	ApplySettings func(context.Context, *tenantsv1.Settings) error
+	// ApplyHold is told the tenant's outbound hold ("": none): at start,
+	// the one applied last; then each snapshot's, once it is committed.
+	// nil: holds are ignored.
+	ApplyHold func(reason string)
 	// Collect returns the report to enqueue every ReportInterval (counters
 	// since the previous one, usage); nil: none, the agent enqueues its
 	// reports itself.
@@ -147,17 +151,18 @@ func (r *runner) start(ctx context.Context) error {
 	var (
 		version  int64
 		settings []byte
+		hold     *string
 		dropped  int64
 	)
 	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 		var owner string
-		if err := tx.QueryRow(ctx, `SELECT agent_id, config_version, settings FROM link_state FOR UPDATE`).Scan(&owner, &version, &settings); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT agent_id, config_version, settings, outbound_hold FROM link_state FOR UPDATE`).Scan(&owner, &version, &settings, &hold); err != nil {
 			return err
 		}
 		if owner == r.Identity.AgentID {
 			return nil
 		}
-		version, settings = 0, nil
+		version, settings, hold = 0, nil, nil
 		if owner != "" {
 			tag, err := tx.Exec(ctx, `DELETE FROM link_reports`)
 			if err != nil {
@@ -165,7 +170,7 @@ func (r *runner) start(ctx context.Context) error {
 			}
 			dropped = tag.RowsAffected()
 		}
-		_, err := tx.Exec(ctx, `UPDATE link_state SET agent_id = $1, config_version = 0, acked_version = 0, settings = NULL`, r.Identity.AgentID)
+		_, err := tx.Exec(ctx, `UPDATE link_state SET agent_id = $1, config_version = 0, acked_version = 0, settings = NULL, outbound_hold = NULL`, r.Identity.AgentID)
 		return err
 	})
 	if err != nil {
@@ -176,6 +181,7 @@ func (r *runner) start(ctx context.Context) error {
 		r.Log.Warn("the agent enrolled anew: the former enrollment's undelivered reports are dropped", "reports", dropped)
 	}
 	configVersion.Set(float64(version))
+	r.applyHold(hold)
 	if settings == nil || r.ApplySettings == nil {
 		return nil
 	}

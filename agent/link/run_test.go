@@ -239,6 +239,7 @@ func TestConfigSync(t *testing.T) {
 		applies atomic.Int32
 		failing atomic.Bool
 		last    atomic.Pointer[tenantsv1.Settings]
+		hold    atomic.Pointer[string]
 	)
 	cfg := link.RunConfig{ApplySettings: func(_ context.Context, st *tenantsv1.Settings) error {
 		if failing.Load() {
@@ -247,7 +248,10 @@ func TestConfigSync(t *testing.T) {
 		applies.Add(1)
 		last.Store(st)
 		return nil
-	}}
+	}, ApplyHold: func(reason string) { hold.Store(&reason) }}
+	holding := func(reason string) func() bool {
+		return func() bool { h := hold.Load(); return h != nil && *h == reason }
+	}
 	stop := s.run(t, cfg)
 
 	// The control plane's domain appears, in the agent tenant of the
@@ -271,6 +275,12 @@ func TestConfigSync(t *testing.T) {
 			AND u.password_hash = 'hash-1' AND u.quota_bytes = 1000 AND u.managed_by_controlplane AND d.managed_by_controlplane AND u.tenant_id = $1`, s.tn.ID) == 1 &&
 			last.Load().GetOutboundPolicy().GetMaxPerHour() == 42
 	})
+	if !holding("")() {
+		t.Errorf("outbound hold %q before any, want none", *hold.Load())
+	}
+	const unpaid = "Sending is paused: the bill is unpaid"
+	s.e.Exec(t, s.tn.ID, `INSERT INTO tenant_billing(tenant_id, plan, state, hold_reason) VALUES ($1, 'free', 'restricted', $2)`, s.tn.ID, unpaid)
+	waitFor(t, "the outbound hold", holding(unpaid))
 	uid := int64(count(t, s.pool, `SELECT id FROM mail_users WHERE address = 'u@b.example'`))
 	if n := count(t, s.pool, `SELECT count(*) FROM folders WHERE user_id = $1`, uid); n != len(accounts.StandardFolders) {
 		t.Errorf("the new user has %d folders, want %d", n, len(accounts.StandardFolders))
@@ -321,10 +331,14 @@ func TestConfigSync(t *testing.T) {
 	stop()
 	applied, calls := s.agentVersion(t), applies.Load()
 	last.Store(nil)
+	hold.Store(nil)
 	stop = s.run(t, cfg)
 	defer func() { stop() }()
 	waitFor(t, "the settings re-applied at start", func() bool { return last.Load().GetOutboundPolicy().GetMaxPerHour() == 42 })
+	waitFor(t, "the hold re-applied at start", holding(unpaid))
 	waitFor(t, "the stream reopened", func() bool { return s.rec.lastKnown() == applied && applies.Load() == calls+1 })
+	s.e.Exec(t, s.tn.ID, `UPDATE tenant_billing SET state = 'active', hold_reason = NULL WHERE tenant_id = $1`, s.tn.ID)
+	waitFor(t, "the hold lifted", holding(""))
 
 	// A deletion: the user (with a message in its mailbox) and its domain.
 	var folder int64

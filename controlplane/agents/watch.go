@@ -140,8 +140,8 @@ func configVersion(ctx context.Context, tx pgx.Tx, tenantID string) (int64, erro
 	return version, err
 }
 
-// readSnapshot fills snap with the tenant's domains, mail users and
-// settings. Plugins and recalls are not managed yet.
+// readSnapshot fills snap with the tenant's domains, mail users, settings
+// and outbound hold. Plugins and recalls are not managed yet.
 func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv1.Snapshot) error {
 	rows, err := tx.Query(ctx, `SELECT id, tenant_id, name, created_at FROM domains WHERE tenant_id = $1 ORDER BY name`, tenantID)
 	if err != nil {
@@ -171,6 +171,14 @@ func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv
 	})
 	if err != nil {
 		return err
+	}
+	var hold *string
+	err = tx.QueryRow(ctx, `SELECT hold_reason FROM tenant_billing WHERE tenant_id = $1`, tenantID).Scan(&hold)
+	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
+		return err
+	}
+	if hold != nil {
+		snap.OutboundHold = &agentsv1.OutboundHold{Reason: *hold}
 	}
 	var settings []byte
 	err = tx.QueryRow(ctx, `SELECT settings FROM tenant_settings WHERE tenant_id = $1`, tenantID).Scan(&settings)

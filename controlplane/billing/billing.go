@@ -40,16 +40,13 @@ type Service struct {
 	consoleURL string
 	plans      map[string]config.Plan // by id
 	byPrice    map[string]string      // plan id by Stripe price id
-	// Interval is how often Run looks for tenants without a customer,
-	// overdue tenants and usage to send (10 s; set it before Run).
-	Interval time.Duration
 }
 
 // New returns billing as cfg sets it (see Enabled); consoleURL is where
 // the console is, for links.
 func New(st *store.Store, cfg config.Billing, consoleURL string, m mailer.Mailer, log *slog.Logger) *Service {
 	s := &Service{st: st, cfg: cfg, mail: m, log: log.With("component", "billing"), consoleURL: consoleURL,
-		plans: map[string]config.Plan{}, byPrice: map[string]string{}, Interval: 10 * time.Second}
+		plans: map[string]config.Plan{}, byPrice: map[string]string{}}
 	for _, p := range cfg.Plans {
 		s.plans[p.ID] = p
 		if p.PriceID != "" {
@@ -88,14 +85,14 @@ func (l leveled) Infof(format string, v ...any)  { l.log.Debug(fmt.Sprintf(forma
 func (l leveled) Warnf(format string, v ...any)  { l.log.Warn(fmt.Sprintf(format, v...)) }
 func (l leveled) Errorf(format string, v ...any) { l.log.Warn(fmt.Sprintf(format, v...)) }
 
-// Run keeps billing up to date until ctx ends: customers for new tenants,
-// overdue tenants restricted, usage sent. It returns at once when billing
-// is off.
+// Run keeps billing up to date until ctx ends, every
+// billing.sync_interval: customers for new tenants, overdue tenants
+// restricted, usage sent. It returns at once when billing is off.
 func (s *Service) Run(ctx context.Context) {
 	if !s.Enabled() {
 		return
 	}
-	t := time.NewTicker(s.Interval)
+	t := time.NewTicker(s.cfg.SyncInterval)
 	defer t.Stop()
 	for {
 		s.Pass(ctx)

@@ -154,6 +154,11 @@ func TestStateMachine(t *testing.T) {
 		if _, p, s, sb := e.state(t, tn); p != plan || s != state || sb != sub {
 			t.Fatalf("%s: plan %q state %q subscription %q; want %q %q %q", what, p, s, sb, plan, state, sub)
 		}
+		var hold *string
+		e.Owner.QueryRow(t.Context(), `SELECT hold_reason FROM tenant_billing WHERE tenant_id = $1`, tn).Scan(&hold)
+		if (state == billing.Restricted) != (hold != nil && strings.Contains(*hold, "bill is unpaid; incoming mail still arrives")) {
+			t.Fatalf("%s: state %s with outbound hold %v", what, state, hold)
+		}
 	}
 	post("evt_1", "checkout.session.completed", now.Add(-5*time.Minute), map[string]any{"object": "checkout.session", "id": "cs_1",
 		"customer": cus, "subscription": "sub_1", "client_reference_id": tn, "metadata": map[string]string{"plan": "pro"}})

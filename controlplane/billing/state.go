@@ -15,7 +15,7 @@ import (
 func (s *Service) restrictOverdue(ctx context.Context) error {
 	var ids []string
 	err := s.st.Tx(ctx, store.Scope{}, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `SELECT restrict_overdue(make_interval(secs => $1))::text`, s.cfg.GracePeriod.Seconds())
+		rows, _ := tx.Query(ctx, `SELECT restrict_overdue(make_interval(secs => $1), $2)::text`, s.cfg.GracePeriod.Seconds(), *s.hold(Restricted))
 		var err error
 		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
@@ -25,6 +25,16 @@ func (s *Service) restrictOverdue(ctx context.Context) error {
 		s.tell(ctx, id, Restricted)
 	}
 	return err
+}
+
+// hold is why a tenant in state may not send new outbound mail, as its
+// senders are told; nil when it may.
+func (s *Service) hold(state string) *string {
+	if state != Restricted {
+		return nil
+	}
+	reason := "Sending is paused for this organisation because its bill is unpaid; incoming mail still arrives. An administrator can pay in the console: " + s.consoleURL
+	return &reason
 }
 
 // tell mails the tenant's owners and admins what its new billing state

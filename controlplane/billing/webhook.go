@@ -72,6 +72,7 @@ type billingRow struct {
 	subscription *string
 	pastDueSince *time.Time
 	lastEventAt  *time.Time
+	hold         *string // why outbound mail is held
 }
 
 // change is what an event does to a tenant's billing: the fields set.
@@ -105,8 +106,8 @@ func (s *Service) apply(ctx context.Context, ev stripe.Event) error {
 		if err != nil || tag.RowsAffected() == 0 || tenant == "" || do == nil {
 			return err // a replay, or nothing to do
 		}
-		err = tx.QueryRow(ctx, `SELECT plan, state, subscription_id, past_due_since, last_event_at FROM tenant_billing WHERE tenant_id = $1 FOR UPDATE`, tenant).
-			Scan(&before.plan, &before.state, &before.subscription, &before.pastDueSince, &before.lastEventAt)
+		err = tx.QueryRow(ctx, `SELECT plan, state, subscription_id, past_due_since, last_event_at, hold_reason FROM tenant_billing WHERE tenant_id = $1 FOR UPDATE`, tenant).
+			Scan(&before.plan, &before.state, &before.subscription, &before.pastDueSince, &before.lastEventAt, &before.hold)
 		if errors.Is(err, pgx.ErrNoRows) {
 			s.log.Warn("Stripe event for a tenant without billing; ignored", "event", ev.ID, "tenant_id", tenant)
 			return nil
@@ -116,9 +117,9 @@ func (s *Service) apply(ctx context.Context, ev stripe.Event) error {
 		}
 		after = before
 		do(&after, at)
-		after.lastEventAt = &at
-		_, err = tx.Exec(ctx, `UPDATE tenant_billing SET plan = $2, state = $3, subscription_id = $4, past_due_since = $5, last_event_at = $6, updated_at = now()
-			WHERE tenant_id = $1`, tenant, after.plan, after.state, after.subscription, after.pastDueSince, after.lastEventAt)
+		after.lastEventAt, after.hold = &at, s.hold(after.state)
+		_, err = tx.Exec(ctx, `UPDATE tenant_billing SET plan = $2, state = $3, subscription_id = $4, past_due_since = $5, last_event_at = $6,
+			hold_reason = $7, updated_at = now() WHERE tenant_id = $1`, tenant, after.plan, after.state, after.subscription, after.pastDueSince, after.lastEventAt, after.hold)
 		return err
 	})
 	if err != nil {
@@ -166,16 +167,20 @@ func (s *Service) decode(ev stripe.Event) (customer, tenant string, do change, e
 		if ev.Type == "invoice.paid" {
 			return idOf(inv.Customer), "", func(b *billingRow, _ time.Time) { b.state, b.pastDueSince = Active, nil }, nil
 		}
-		return idOf(inv.Customer), "", pastDue, nil
+		return idOf(inv.Customer), "", s.pastDue, nil
 	}
 	return "", "", nil, nil
 }
 
-// pastDue marks a tenant past due from at, unless it is already past due
-// or restricted.
-func pastDue(b *billingRow, at time.Time) {
-	if b.state == Active {
-		b.state, b.pastDueSince = PastDue, &at
+// pastDue marks a tenant past due from at (restricted at once without a
+// grace period), unless it is already past due or restricted.
+func (s *Service) pastDue(b *billingRow, at time.Time) {
+	if b.state != Active {
+		return
+	}
+	b.state, b.pastDueSince = PastDue, &at
+	if s.cfg.GracePeriod == 0 {
+		b.state = Restricted
 	}
 }
 
@@ -211,7 +216,7 @@ func (s *Service) subscriptionChange(typ stripe.EventType, sub *stripe.Subscript
 		case stripe.SubscriptionStatusActive, stripe.SubscriptionStatusTrialing:
 			b.state, b.pastDueSince = Active, nil
 		case stripe.SubscriptionStatusPastDue, stripe.SubscriptionStatusUnpaid:
-			pastDue(b, at)
+			s.pastDue(b, at)
 		}
 	}
 }

@@ -253,6 +253,7 @@ type Billing struct {
 	WebhookSecret    string        `yaml:"stripe_webhook_secret" env:"MAIRUST_STRIPE_WEBHOOK_SECRET" doc:"Signing secret (whsec_...) of the webhook endpoint <public_url>/billing/stripe/webhook in Stripe's dashboard; required with stripe_secret_key."`
 	StripeAPIURL     string        `yaml:"stripe_api_url" doc:"Base URL of Stripe's API. Empty: Stripe's own; set it to a stripe-mock for tests."`
 	WebhookTolerance time.Duration `yaml:"webhook_tolerance" doc:"Oldest webhook signature timestamp taken (1m-1h); older events are refused as replays."`
+	SyncInterval     time.Duration `yaml:"sync_interval" doc:"How often the control plane creates missing Stripe customers, restricts tenants past their grace period and sends usage to Stripe's meters (1s-1h)."`
 	GracePeriod      time.Duration `yaml:"grace_period" doc:"How long a tenant whose payment failed stays past_due, with full service, before it is restricted (no new outbound mail; inbound mail keeps arriving) (0-2160h)."`
 	DefaultPlan      string        `yaml:"default_plan" doc:"The plan (an id of plans) of a tenant without a subscription."`
 	Plans            []Plan        `yaml:"plans" doc:"The plans: a list of {id, name, price_id (the Stripe price of its subscription; empty for a free plan), domains, mail_users, agents, monthly_messages (each 0: no limit)}."`
@@ -361,7 +362,7 @@ func Default() Config {
 			AgentCredentialTTL: time.Hour, HeartbeatInterval: 30 * time.Second, AgentDownAfter: 90 * time.Second, MaxRequestBytes: 4 << 20, PublicPerMinute: 20,
 			ReportRetention: 30 * 24 * time.Hour, NoticeRetention: 90 * 24 * time.Hour,
 			SMTPRelay: "127.0.0.1:25", MailFrom: "noreply@localhost"},
-		Billing: Billing{WebhookTolerance: 5 * time.Minute, GracePeriod: 7 * 24 * time.Hour, DefaultPlan: "free",
+		Billing: Billing{WebhookTolerance: 5 * time.Minute, SyncInterval: 10 * time.Second, GracePeriod: 7 * 24 * time.Hour, DefaultPlan: "free",
 			Plans: []Plan{
 				{ID: "free", Name: "Free", Domains: 1, MailUsers: 5, Agents: 1, MonthlyMessages: 10000},
 				{ID: "pro", Name: "Pro", Domains: 10, MailUsers: 100, Agents: 5, MonthlyMessages: 1000000},

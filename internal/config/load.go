@@ -400,6 +400,7 @@ func validateBilling(b Billing, fail func(key, format string, args ...any) error
 	}{
 		{"billing.default_plan", !ids[b.DefaultPlan], "must be the id of one of billing.plans"},
 		{"billing.webhook_tolerance", b.WebhookTolerance < time.Minute || b.WebhookTolerance > time.Hour, "must be between 1m and 1h"},
+		{"billing.sync_interval", b.SyncInterval < time.Second || b.SyncInterval > time.Hour, "must be between 1s and 1h"},
 		{"billing.grace_period", b.GracePeriod < 0 || b.GracePeriod > 2160*time.Hour, "must be between 0 and 2160h"},
 		{"billing.stripe_api_url", b.StripeAPIURL != "" && !validHTTPURL(b.StripeAPIURL), "must be an http:// or https:// URL with a host"},
 		{"billing.stripe_webhook_secret", b.StripeSecretKey != "" && b.WebhookSecret == "", "must be set with stripe_secret_key: the signing secret (whsec_...) of the webhook endpoint (or MAIRUST_STRIPE_WEBHOOK_SECRET)"},

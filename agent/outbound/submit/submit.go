@@ -51,13 +51,22 @@ type Submitter struct {
 	Signer   *dkim.Signer // nil: nothing is signed
 	Scanner  Scanner      // nil: the content factor is 0
 	Notifier Notifier     // nil: no one is told of warnings and suspensions
-	Log      *slog.Logger
+	// Hold returns why a tenant may not send new outbound mail now (its
+	// control plane's hold: an unpaid bill), "" when it may; nil: never held.
+	Hold func(tenantID string) string
+	Log  *slog.Logger
 }
 
 // Submit scans, evaluates, signs and stores or queues s; it returns nil
 // once the message is durable. A refusal by the policy is a
 // *submission.Reject with the engine's code and text.
 func (sb *Submitter) Submit(ctx context.Context, s submission.Submission) error {
+	if sb.Hold != nil {
+		if reason := sb.Hold(s.TenantID); reason != "" {
+			sb.Log.Warn("submission refused: the control plane holds the tenant's outbound mail", "account", s.Address, "reason", reason)
+			return &submission.Reject{Code: 550, Enhanced: "5.7.1", Text: reason}
+		}
+	}
 	ps := policy.Submission{Account: s.Address, TenantID: s.TenantID, Recipients: s.Recipients}
 	if sb.Scanner != nil {
 		v, err := sb.Scanner.Scan(ctx, spam.Envelope{IP: s.ClientIP, MailFrom: s.MailFrom, Rcpts: s.Recipients, User: s.Address, QueueID: s.ID}, s.Data)

@@ -5,7 +5,8 @@
 -- (a payment failed; full service during billing.grace_period), restricted
 -- (no new outbound mail; inbound keeps arriving). last_event_at is the
 -- creation time of the newest Stripe event applied, so that an older event
--- arriving late changes nothing.
+-- arriving late changes nothing. hold_reason, while set, stops the
+-- tenant's new outbound mail on its agents, and says why.
 CREATE TABLE tenant_billing (
 	tenant_id uuid PRIMARY KEY REFERENCES tenants(id) ON DELETE CASCADE,
 	customer_id text UNIQUE,
@@ -14,6 +15,7 @@ CREATE TABLE tenant_billing (
 	state text NOT NULL DEFAULT 'active' CHECK (state IN ('active', 'past_due', 'restricted')),
 	past_due_since timestamptz,
 	last_event_at timestamptz,
+	hold_reason text,
 	updated_at timestamptz NOT NULL DEFAULT now()
 );
 
@@ -33,8 +35,8 @@ CREATE POLICY tenant_rows ON tenant_billing USING (tenant_id = app_tenant()) WIT
 CREATE POLICY not_app ON tenant_billing USING (current_user <> 'mairust_cp') WITH CHECK (current_user <> 'mairust_cp');
 GRANT SELECT, INSERT, UPDATE, DELETE ON tenant_billing, stripe_events TO mairust_cp;
 
--- Agents learn of a restriction through their configuration.
-CREATE TRIGGER tenant_billing_config AFTER INSERT OR DELETE OR UPDATE OF state ON tenant_billing
+-- Agents learn of a hold through their configuration.
+CREATE TRIGGER tenant_billing_config AFTER INSERT OR DELETE OR UPDATE OF hold_reason ON tenant_billing
 	FOR EACH ROW EXECUTE FUNCTION config_changed();
 
 -- billing_tenant returns the tenant of a Stripe customer, for webhook
@@ -56,13 +58,13 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
 $$;
 
 -- restrict_overdue restricts the tenants past due for longer than grace,
--- and returns them.
-CREATE FUNCTION restrict_overdue(grace interval) RETURNS SETOF uuid
+-- holding their outbound mail for reason, and returns them.
+CREATE FUNCTION restrict_overdue(grace interval, reason text) RETURNS SETOF uuid
 LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public AS $$
-	UPDATE tenant_billing SET state = 'restricted', updated_at = now()
+	UPDATE tenant_billing SET state = 'restricted', hold_reason = reason, updated_at = now()
 	WHERE state = 'past_due' AND past_due_since <= now() - grace
 	RETURNING tenant_id
 $$;
 
-REVOKE EXECUTE ON FUNCTION billing_tenant(text), tenants_without_customer(integer), restrict_overdue(interval) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION billing_tenant(text), tenants_without_customer(integer), restrict_overdue(interval) TO mairust_cp;
+REVOKE EXECUTE ON FUNCTION billing_tenant(text), tenants_without_customer(integer), restrict_overdue(interval, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION billing_tenant(text), tenants_without_customer(integer), restrict_overdue(interval, text) TO mairust_cp;

@@ -1441,13 +1441,16 @@ func (x *WatchConfigRequest) GetKnownVersion() int64 {
 // Snapshot is the whole configuration the control plane manages for a
 // tenant's agents.
 type Snapshot struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	Version       int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
-	Domains       []*v1.Domain           `protobuf:"bytes,2,rep,name=domains,proto3" json:"domains,omitempty"`
-	Users         []*SnapshotMailUser    `protobuf:"bytes,3,rep,name=users,proto3" json:"users,omitempty"`
-	Settings      *v1.Settings           `protobuf:"bytes,4,opt,name=settings,proto3" json:"settings,omitempty"`
-	Plugins       []*PluginInstallation  `protobuf:"bytes,5,rep,name=plugins,proto3" json:"plugins,omitempty"`
-	Recalls       []*Recall              `protobuf:"bytes,6,rep,name=recalls,proto3" json:"recalls,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Version  int64                  `protobuf:"varint,1,opt,name=version,proto3" json:"version,omitempty"`
+	Domains  []*v1.Domain           `protobuf:"bytes,2,rep,name=domains,proto3" json:"domains,omitempty"`
+	Users    []*SnapshotMailUser    `protobuf:"bytes,3,rep,name=users,proto3" json:"users,omitempty"`
+	Settings *v1.Settings           `protobuf:"bytes,4,opt,name=settings,proto3" json:"settings,omitempty"`
+	Plugins  []*PluginInstallation  `protobuf:"bytes,5,rep,name=plugins,proto3" json:"plugins,omitempty"`
+	Recalls  []*Recall              `protobuf:"bytes,6,rep,name=recalls,proto3" json:"recalls,omitempty"`
+	// Set while the tenant may not send new outbound mail (an unpaid bill,
+	// a plan's monthly limit reached); inbound mail is not affected.
+	OutboundHold  *OutboundHold `protobuf:"bytes,7,opt,name=outbound_hold,json=outboundHold,proto3" json:"outbound_hold,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -1524,6 +1527,59 @@ func (x *Snapshot) GetRecalls() []*Recall {
 	return nil
 }
 
+func (x *Snapshot) GetOutboundHold() *OutboundHold {
+	if x != nil {
+		return x.OutboundHold
+	}
+	return nil
+}
+
+// OutboundHold stops a tenant's new outbound mail.
+type OutboundHold struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// Why, and what to do, as the sender is told.
+	Reason        string `protobuf:"bytes,1,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *OutboundHold) Reset() {
+	*x = OutboundHold{}
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *OutboundHold) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*OutboundHold) ProtoMessage() {}
+
+func (x *OutboundHold) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use OutboundHold.ProtoReflect.Descriptor instead.
+func (*OutboundHold) Descriptor() ([]byte, []int) {
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *OutboundHold) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
 // SnapshotMailUser is a mail user as the agent stores it.
 type SnapshotMailUser struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1536,7 +1592,7 @@ type SnapshotMailUser struct {
 
 func (x *SnapshotMailUser) Reset() {
 	*x = SnapshotMailUser{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[23]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1548,7 +1604,7 @@ func (x *SnapshotMailUser) String() string {
 func (*SnapshotMailUser) ProtoMessage() {}
 
 func (x *SnapshotMailUser) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[23]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1561,7 +1617,7 @@ func (x *SnapshotMailUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMailUser.ProtoReflect.Descriptor instead.
 func (*SnapshotMailUser) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{23}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *SnapshotMailUser) GetUser() *v1.MailUser {
@@ -1591,7 +1647,7 @@ type PluginInstallation struct {
 
 func (x *PluginInstallation) Reset() {
 	*x = PluginInstallation{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[24]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1603,7 +1659,7 @@ func (x *PluginInstallation) String() string {
 func (*PluginInstallation) ProtoMessage() {}
 
 func (x *PluginInstallation) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[24]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1616,7 +1672,7 @@ func (x *PluginInstallation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginInstallation.ProtoReflect.Descriptor instead.
 func (*PluginInstallation) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{24}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *PluginInstallation) GetPluginId() string {
@@ -1652,7 +1708,7 @@ type Recall struct {
 
 func (x *Recall) Reset() {
 	*x = Recall{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[25]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1664,7 +1720,7 @@ func (x *Recall) String() string {
 func (*Recall) ProtoMessage() {}
 
 func (x *Recall) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[25]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1677,7 +1733,7 @@ func (x *Recall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recall.ProtoReflect.Descriptor instead.
 func (*Recall) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{25}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *Recall) GetPluginId() string {
@@ -1711,7 +1767,7 @@ type Keepalive struct {
 
 func (x *Keepalive) Reset() {
 	*x = Keepalive{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[26]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1723,7 +1779,7 @@ func (x *Keepalive) String() string {
 func (*Keepalive) ProtoMessage() {}
 
 func (x *Keepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[26]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1736,7 +1792,7 @@ func (x *Keepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keepalive.ProtoReflect.Descriptor instead.
 func (*Keepalive) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{26}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Keepalive) GetAt() *timestamppb.Timestamp {
@@ -1759,7 +1815,7 @@ type WatchConfigResponse struct {
 
 func (x *WatchConfigResponse) Reset() {
 	*x = WatchConfigResponse{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[27]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1771,7 +1827,7 @@ func (x *WatchConfigResponse) String() string {
 func (*WatchConfigResponse) ProtoMessage() {}
 
 func (x *WatchConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[27]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1784,7 +1840,7 @@ func (x *WatchConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchConfigResponse.ProtoReflect.Descriptor instead.
 func (*WatchConfigResponse) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{27}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *WatchConfigResponse) GetMessage() isWatchConfigResponse_Message {
@@ -1839,7 +1895,7 @@ type AckConfigRequest struct {
 
 func (x *AckConfigRequest) Reset() {
 	*x = AckConfigRequest{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[28]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1851,7 +1907,7 @@ func (x *AckConfigRequest) String() string {
 func (*AckConfigRequest) ProtoMessage() {}
 
 func (x *AckConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[28]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1864,7 +1920,7 @@ func (x *AckConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckConfigRequest.ProtoReflect.Descriptor instead.
 func (*AckConfigRequest) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{28}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *AckConfigRequest) GetVersion() int64 {
@@ -1889,7 +1945,7 @@ type AckConfigResponse struct {
 
 func (x *AckConfigResponse) Reset() {
 	*x = AckConfigResponse{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[29]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1901,7 +1957,7 @@ func (x *AckConfigResponse) String() string {
 func (*AckConfigResponse) ProtoMessage() {}
 
 func (x *AckConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[29]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1914,7 +1970,7 @@ func (x *AckConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckConfigResponse.ProtoReflect.Descriptor instead.
 func (*AckConfigResponse) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{29}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{30}
 }
 
 var File_mairust_agents_v1_agents_proto protoreflect.FileDescriptor
@@ -2019,14 +2075,17 @@ const file_mairust_agents_v1_agents_proto_rawDesc = "" +
 	"\x0eReportResponse\x12\x1c\n" +
 	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"9\n" +
 	"\x12WatchConfigRequest\x12#\n" +
-	"\rknown_version\x18\x01 \x01(\x03R\fknownVersion\"\xc5\x02\n" +
+	"\rknown_version\x18\x01 \x01(\x03R\fknownVersion\"\x8b\x03\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x124\n" +
 	"\adomains\x18\x02 \x03(\v2\x1a.mairust.tenants.v1.DomainR\adomains\x129\n" +
 	"\x05users\x18\x03 \x03(\v2#.mairust.agents.v1.SnapshotMailUserR\x05users\x128\n" +
 	"\bsettings\x18\x04 \x01(\v2\x1c.mairust.tenants.v1.SettingsR\bsettings\x12?\n" +
 	"\aplugins\x18\x05 \x03(\v2%.mairust.agents.v1.PluginInstallationR\aplugins\x123\n" +
-	"\arecalls\x18\x06 \x03(\v2\x19.mairust.agents.v1.RecallR\arecalls\"i\n" +
+	"\arecalls\x18\x06 \x03(\v2\x19.mairust.agents.v1.RecallR\arecalls\x12D\n" +
+	"\routbound_hold\x18\a \x01(\v2\x1f.mairust.agents.v1.OutboundHoldR\foutboundHold\"&\n" +
+	"\fOutboundHold\x12\x16\n" +
+	"\x06reason\x18\x01 \x01(\tR\x06reason\"i\n" +
 	"\x10SnapshotMailUser\x120\n" +
 	"\x04user\x18\x01 \x01(\v2\x1c.mairust.tenants.v1.MailUserR\x04user\x12#\n" +
 	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"e\n" +
@@ -2083,7 +2142,7 @@ func file_mairust_agents_v1_agents_proto_rawDescGZIP() []byte {
 }
 
 var file_mairust_agents_v1_agents_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mairust_agents_v1_agents_proto_msgTypes = make([]protoimpl.MessageInfo, 30)
+var file_mairust_agents_v1_agents_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
 var file_mairust_agents_v1_agents_proto_goTypes = []any{
 	(AgentStatus)(0),                      // 0: mairust.agents.v1.AgentStatus
 	(HealthStatus)(0),                     // 1: mairust.agents.v1.HealthStatus
@@ -2110,70 +2169,72 @@ var file_mairust_agents_v1_agents_proto_goTypes = []any{
 	(*ReportResponse)(nil),                // 22: mairust.agents.v1.ReportResponse
 	(*WatchConfigRequest)(nil),            // 23: mairust.agents.v1.WatchConfigRequest
 	(*Snapshot)(nil),                      // 24: mairust.agents.v1.Snapshot
-	(*SnapshotMailUser)(nil),              // 25: mairust.agents.v1.SnapshotMailUser
-	(*PluginInstallation)(nil),            // 26: mairust.agents.v1.PluginInstallation
-	(*Recall)(nil),                        // 27: mairust.agents.v1.Recall
-	(*Keepalive)(nil),                     // 28: mairust.agents.v1.Keepalive
-	(*WatchConfigResponse)(nil),           // 29: mairust.agents.v1.WatchConfigResponse
-	(*AckConfigRequest)(nil),              // 30: mairust.agents.v1.AckConfigRequest
-	(*AckConfigResponse)(nil),             // 31: mairust.agents.v1.AckConfigResponse
-	(*timestamppb.Timestamp)(nil),         // 32: google.protobuf.Timestamp
-	(*v1.Domain)(nil),                     // 33: mairust.tenants.v1.Domain
-	(*v1.Settings)(nil),                   // 34: mairust.tenants.v1.Settings
-	(*v1.MailUser)(nil),                   // 35: mairust.tenants.v1.MailUser
+	(*OutboundHold)(nil),                  // 25: mairust.agents.v1.OutboundHold
+	(*SnapshotMailUser)(nil),              // 26: mairust.agents.v1.SnapshotMailUser
+	(*PluginInstallation)(nil),            // 27: mairust.agents.v1.PluginInstallation
+	(*Recall)(nil),                        // 28: mairust.agents.v1.Recall
+	(*Keepalive)(nil),                     // 29: mairust.agents.v1.Keepalive
+	(*WatchConfigResponse)(nil),           // 30: mairust.agents.v1.WatchConfigResponse
+	(*AckConfigRequest)(nil),              // 31: mairust.agents.v1.AckConfigRequest
+	(*AckConfigResponse)(nil),             // 32: mairust.agents.v1.AckConfigResponse
+	(*timestamppb.Timestamp)(nil),         // 33: google.protobuf.Timestamp
+	(*v1.Domain)(nil),                     // 34: mairust.tenants.v1.Domain
+	(*v1.Settings)(nil),                   // 35: mairust.tenants.v1.Settings
+	(*v1.MailUser)(nil),                   // 36: mairust.tenants.v1.MailUser
 }
 var file_mairust_agents_v1_agents_proto_depIdxs = []int32{
 	1,  // 0: mairust.agents.v1.ComponentHealth.status:type_name -> mairust.agents.v1.HealthStatus
 	0,  // 1: mairust.agents.v1.Agent.status:type_name -> mairust.agents.v1.AgentStatus
-	32, // 2: mairust.agents.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	32, // 3: mairust.agents.v1.Agent.last_heartbeat_at:type_name -> google.protobuf.Timestamp
+	33, // 2: mairust.agents.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	33, // 3: mairust.agents.v1.Agent.last_heartbeat_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: mairust.agents.v1.Agent.health:type_name -> mairust.agents.v1.ComponentHealth
-	32, // 5: mairust.agents.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 5: mairust.agents.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 6: mairust.agents.v1.ListAgentsResponse.agents:type_name -> mairust.agents.v1.Agent
-	32, // 7: mairust.agents.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	33, // 7: mairust.agents.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
 	10, // 8: mairust.agents.v1.EnrollResponse.credential:type_name -> mairust.agents.v1.Credential
 	10, // 9: mairust.agents.v1.RenewCredentialResponse.credential:type_name -> mairust.agents.v1.Credential
 	2,  // 10: mairust.agents.v1.HeartbeatRequest.health:type_name -> mairust.agents.v1.ComponentHealth
 	15, // 11: mairust.agents.v1.HeartbeatRequest.dkim_keys:type_name -> mairust.agents.v1.DKIMKey
 	10, // 12: mairust.agents.v1.HeartbeatResponse.credential:type_name -> mairust.agents.v1.Credential
-	32, // 13: mairust.agents.v1.UsageRecord.period_start:type_name -> google.protobuf.Timestamp
-	32, // 14: mairust.agents.v1.UsageRecord.period_end:type_name -> google.protobuf.Timestamp
-	32, // 15: mairust.agents.v1.ReportRequest.at:type_name -> google.protobuf.Timestamp
+	33, // 13: mairust.agents.v1.UsageRecord.period_start:type_name -> google.protobuf.Timestamp
+	33, // 14: mairust.agents.v1.UsageRecord.period_end:type_name -> google.protobuf.Timestamp
+	33, // 15: mairust.agents.v1.ReportRequest.at:type_name -> google.protobuf.Timestamp
 	18, // 16: mairust.agents.v1.ReportRequest.counters:type_name -> mairust.agents.v1.Counters
 	19, // 17: mairust.agents.v1.ReportRequest.breakers:type_name -> mairust.agents.v1.BreakerState
 	20, // 18: mairust.agents.v1.ReportRequest.usage:type_name -> mairust.agents.v1.UsageRecord
-	33, // 19: mairust.agents.v1.Snapshot.domains:type_name -> mairust.tenants.v1.Domain
-	25, // 20: mairust.agents.v1.Snapshot.users:type_name -> mairust.agents.v1.SnapshotMailUser
-	34, // 21: mairust.agents.v1.Snapshot.settings:type_name -> mairust.tenants.v1.Settings
-	26, // 22: mairust.agents.v1.Snapshot.plugins:type_name -> mairust.agents.v1.PluginInstallation
-	27, // 23: mairust.agents.v1.Snapshot.recalls:type_name -> mairust.agents.v1.Recall
-	35, // 24: mairust.agents.v1.SnapshotMailUser.user:type_name -> mairust.tenants.v1.MailUser
-	32, // 25: mairust.agents.v1.Keepalive.at:type_name -> google.protobuf.Timestamp
-	24, // 26: mairust.agents.v1.WatchConfigResponse.snapshot:type_name -> mairust.agents.v1.Snapshot
-	28, // 27: mairust.agents.v1.WatchConfigResponse.keepalive:type_name -> mairust.agents.v1.Keepalive
-	4,  // 28: mairust.agents.v1.AgentsService.CreateEnrollmentToken:input_type -> mairust.agents.v1.CreateEnrollmentTokenRequest
-	6,  // 29: mairust.agents.v1.AgentsService.ListAgents:input_type -> mairust.agents.v1.ListAgentsRequest
-	8,  // 30: mairust.agents.v1.AgentsService.RevokeAgent:input_type -> mairust.agents.v1.RevokeAgentRequest
-	11, // 31: mairust.agents.v1.AgentsService.Enroll:input_type -> mairust.agents.v1.EnrollRequest
-	13, // 32: mairust.agents.v1.AgentsService.RenewCredential:input_type -> mairust.agents.v1.RenewCredentialRequest
-	16, // 33: mairust.agents.v1.AgentsService.Heartbeat:input_type -> mairust.agents.v1.HeartbeatRequest
-	21, // 34: mairust.agents.v1.AgentsService.Report:input_type -> mairust.agents.v1.ReportRequest
-	23, // 35: mairust.agents.v1.AgentsService.WatchConfig:input_type -> mairust.agents.v1.WatchConfigRequest
-	30, // 36: mairust.agents.v1.AgentsService.AckConfig:input_type -> mairust.agents.v1.AckConfigRequest
-	5,  // 37: mairust.agents.v1.AgentsService.CreateEnrollmentToken:output_type -> mairust.agents.v1.CreateEnrollmentTokenResponse
-	7,  // 38: mairust.agents.v1.AgentsService.ListAgents:output_type -> mairust.agents.v1.ListAgentsResponse
-	9,  // 39: mairust.agents.v1.AgentsService.RevokeAgent:output_type -> mairust.agents.v1.RevokeAgentResponse
-	12, // 40: mairust.agents.v1.AgentsService.Enroll:output_type -> mairust.agents.v1.EnrollResponse
-	14, // 41: mairust.agents.v1.AgentsService.RenewCredential:output_type -> mairust.agents.v1.RenewCredentialResponse
-	17, // 42: mairust.agents.v1.AgentsService.Heartbeat:output_type -> mairust.agents.v1.HeartbeatResponse
-	22, // 43: mairust.agents.v1.AgentsService.Report:output_type -> mairust.agents.v1.ReportResponse
-	29, // 44: mairust.agents.v1.AgentsService.WatchConfig:output_type -> mairust.agents.v1.WatchConfigResponse
-	31, // 45: mairust.agents.v1.AgentsService.AckConfig:output_type -> mairust.agents.v1.AckConfigResponse
-	37, // [37:46] is the sub-list for method output_type
-	28, // [28:37] is the sub-list for method input_type
-	28, // [28:28] is the sub-list for extension type_name
-	28, // [28:28] is the sub-list for extension extendee
-	0,  // [0:28] is the sub-list for field type_name
+	34, // 19: mairust.agents.v1.Snapshot.domains:type_name -> mairust.tenants.v1.Domain
+	26, // 20: mairust.agents.v1.Snapshot.users:type_name -> mairust.agents.v1.SnapshotMailUser
+	35, // 21: mairust.agents.v1.Snapshot.settings:type_name -> mairust.tenants.v1.Settings
+	27, // 22: mairust.agents.v1.Snapshot.plugins:type_name -> mairust.agents.v1.PluginInstallation
+	28, // 23: mairust.agents.v1.Snapshot.recalls:type_name -> mairust.agents.v1.Recall
+	25, // 24: mairust.agents.v1.Snapshot.outbound_hold:type_name -> mairust.agents.v1.OutboundHold
+	36, // 25: mairust.agents.v1.SnapshotMailUser.user:type_name -> mairust.tenants.v1.MailUser
+	33, // 26: mairust.agents.v1.Keepalive.at:type_name -> google.protobuf.Timestamp
+	24, // 27: mairust.agents.v1.WatchConfigResponse.snapshot:type_name -> mairust.agents.v1.Snapshot
+	29, // 28: mairust.agents.v1.WatchConfigResponse.keepalive:type_name -> mairust.agents.v1.Keepalive
+	4,  // 29: mairust.agents.v1.AgentsService.CreateEnrollmentToken:input_type -> mairust.agents.v1.CreateEnrollmentTokenRequest
+	6,  // 30: mairust.agents.v1.AgentsService.ListAgents:input_type -> mairust.agents.v1.ListAgentsRequest
+	8,  // 31: mairust.agents.v1.AgentsService.RevokeAgent:input_type -> mairust.agents.v1.RevokeAgentRequest
+	11, // 32: mairust.agents.v1.AgentsService.Enroll:input_type -> mairust.agents.v1.EnrollRequest
+	13, // 33: mairust.agents.v1.AgentsService.RenewCredential:input_type -> mairust.agents.v1.RenewCredentialRequest
+	16, // 34: mairust.agents.v1.AgentsService.Heartbeat:input_type -> mairust.agents.v1.HeartbeatRequest
+	21, // 35: mairust.agents.v1.AgentsService.Report:input_type -> mairust.agents.v1.ReportRequest
+	23, // 36: mairust.agents.v1.AgentsService.WatchConfig:input_type -> mairust.agents.v1.WatchConfigRequest
+	31, // 37: mairust.agents.v1.AgentsService.AckConfig:input_type -> mairust.agents.v1.AckConfigRequest
+	5,  // 38: mairust.agents.v1.AgentsService.CreateEnrollmentToken:output_type -> mairust.agents.v1.CreateEnrollmentTokenResponse
+	7,  // 39: mairust.agents.v1.AgentsService.ListAgents:output_type -> mairust.agents.v1.ListAgentsResponse
+	9,  // 40: mairust.agents.v1.AgentsService.RevokeAgent:output_type -> mairust.agents.v1.RevokeAgentResponse
+	12, // 41: mairust.agents.v1.AgentsService.Enroll:output_type -> mairust.agents.v1.EnrollResponse
+	14, // 42: mairust.agents.v1.AgentsService.RenewCredential:output_type -> mairust.agents.v1.RenewCredentialResponse
+	17, // 43: mairust.agents.v1.AgentsService.Heartbeat:output_type -> mairust.agents.v1.HeartbeatResponse
+	22, // 44: mairust.agents.v1.AgentsService.Report:output_type -> mairust.agents.v1.ReportResponse
+	30, // 45: mairust.agents.v1.AgentsService.WatchConfig:output_type -> mairust.agents.v1.WatchConfigResponse
+	32, // 46: mairust.agents.v1.AgentsService.AckConfig:output_type -> mairust.agents.v1.AckConfigResponse
+	38, // [38:47] is the sub-list for method output_type
+	29, // [29:38] is the sub-list for method input_type
+	29, // [29:29] is the sub-list for extension type_name
+	29, // [29:29] is the sub-list for extension extendee
+	0,  // [0:29] is the sub-list for field type_name
 }
 
 func init() { file_mairust_agents_v1_agents_proto_init() }
@@ -2181,7 +2242,7 @@ func file_mairust_agents_v1_agents_proto_init() {
 	if File_mairust_agents_v1_agents_proto != nil {
 		return
 	}
-	file_mairust_agents_v1_agents_proto_msgTypes[27].OneofWrappers = []any{
+	file_mairust_agents_v1_agents_proto_msgTypes[28].OneofWrappers = []any{
 		(*WatchConfigResponse_Snapshot)(nil),
 		(*WatchConfigResponse_Keepalive)(nil),
 	}
@@ -2191,7 +2252,7 @@ func file_mairust_agents_v1_agents_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mairust_agents_v1_agents_proto_rawDesc), len(file_mairust_agents_v1_agents_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   30,
+			NumMessages:   31,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
