@@ -10,10 +10,13 @@ import (
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/mairust/mairust/controlplane/cptest"
 	"github.com/mairust/mairust/internal/stripetest"
+	tenantsv1 "github.com/mairust/mairust/proto/mairust/tenants/v1"
 )
 
 // TestBillingHoldsOutbound: with billing on (stripe-mock), the tenant gets
@@ -30,7 +33,7 @@ func TestBillingHoldsOutbound(t *testing.T) {
   sync_interval: 1s
   grace_period: 0s
   plans:
-    - {id: free, name: Free}
+    - {id: free, name: Free, domains: 1}
     - {id: pro, name: Pro, price_id: price_pro}
 `, stripetest.Key, secret, stripetest.Start(t)))
 	ctx := context.Background()
@@ -44,6 +47,9 @@ func TestBillingHoldsOutbound(t *testing.T) {
 		err := cpdb.QueryRow(ctx, `SELECT customer_id FROM tenant_billing WHERE tenant_id = $1 AND customer_id IS NOT NULL`, c.tenant).Scan(&customer)
 		return err == nil
 	})
+	// The free plan's one domain is example.test.
+	_, err = c.tenants().AddDomain(ctx, cptest.Auth(&tenantsv1.AddDomainRequest{TenantId: c.tenant, Name: "second.example"}, c.session))
+	cptest.WantCode(t, "a second domain on the free plan", err, connect.CodeResourceExhausted, "domains: the Free plan allows 1 and this tenant has 1; upgrade to Pro")
 	a := startAgent(t, c, "")
 	a.addUser(t, "bob@example.test")
 	if err := a.submit("bob@example.test", "friend@remote.test", "before"); err != nil {

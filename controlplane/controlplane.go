@@ -63,9 +63,12 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	if err != nil {
 		return err
 	}
+	bill := billing.New(st, cfg.Billing, c.URL()+console.Prefix, mail, log)
+	ten := tenants.New(st, c, mail, log)
+	ten.Limits, ag.Limits = bill, bill
 	services := []server.Service{
 		accounts.New(st, keys, c, mail, log).Service(opts...),
-		tenants.New(st, c, mail, log).Service(opts...),
+		ten.Service(opts...),
 		ag.Service(opts...),
 		mon.Service(opts...),
 	}
@@ -76,7 +79,6 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	mux := http.NewServeMux()
 	mux.Handle("/", server.New(services, keys, ag.Check, reg))
 	mux.Handle(console.Prefix, console.Handler()) // the hosted console's pages, outside authentication
-	bill := billing.New(st, cfg.Billing, c.URL()+console.Prefix, mail, log)
 	if bill.Enabled() {
 		mux.Handle(billing.WebhookPath, bill.Webhook()) // authenticated by Stripe's signature
 	}

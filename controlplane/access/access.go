@@ -104,3 +104,21 @@ func IsUUID(s string) bool {
 	}
 	return true
 }
+
+// Kind is a kind of object a plan limits.
+type Kind string
+
+// The kinds a plan limits.
+const (
+	Domains   Kind = "domains"
+	MailUsers Kind = "mail_users"
+	Agents    Kind = "agents"
+)
+
+// Limits says whether the plan of a tenant allows one more object of a
+// kind, in tx (scoped to the tenant), with an error naming the limit and
+// the upgrade path when not. Billing implements it; without billing there
+// are no limits.
+type Limits interface {
+	Allow(ctx context.Context, tx pgx.Tx, tenantID string, kind Kind) error
+}

@@ -19,6 +19,7 @@ import (
 	"github.com/jackc/pgx/v5"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
+	"github.com/mairust/mairust/controlplane/access"
 	"github.com/mairust/mairust/controlplane/auth"
 	"github.com/mairust/mairust/controlplane/server"
 	"github.com/mairust/mairust/controlplane/store"
@@ -36,6 +37,9 @@ type Service struct {
 	// re-reads its configuration version and its agent's standing, in case
 	// a notification was lost (changes and revocations notify). 5 min.
 	Recheck time.Duration
+	// Limits, when set, is asked before an agent is enrolled (billing's
+	// plans); set it before serving.
+	Limits access.Limits
 
 	st   *store.Store
 	keys *auth.Keys

@@ -62,6 +62,11 @@ func (s *Service) Enroll(ctx context.Context, req *connect.Request[agentsv1.Enro
 		if _, err := tx.Exec(ctx, `SELECT set_config('app.tenant_id', $1, true)`, tenantID); err != nil {
 			return err
 		}
+		if s.Limits != nil {
+			if err := s.Limits.Allow(ctx, tx, tenantID, access.Agents); err != nil {
+				return err
+			}
+		}
 		err := tx.QueryRow(ctx, `INSERT INTO agents(tenant_id, public_key, hostname, version) VALUES ($1, $2, $3, $4) RETURNING id`,
 			tenantID, m.PublicKey, m.Hostname, m.Version).Scan(&agentID)
 		if pe := (*pgconn.PgError)(nil); errors.As(err, &pe) && pe.Code == "23505" {

@@ -110,7 +110,8 @@ func (s *Service) Pass(ctx context.Context) {
 	for _, step := range []struct {
 		what string
 		fn   func(context.Context) error
-	}{{"create Stripe customers", s.syncCustomers}, {"restrict overdue tenants", s.restrictOverdue}} {
+	}{{"create Stripe customers", s.syncCustomers}, {"restrict overdue tenants", s.restrictOverdue},
+		{"send usage to Stripe's meters", s.sendUsage}, {"apply the plans' monthly message limits", s.holdOverLimit}} {
 		if err := step.fn(ctx); err != nil && ctx.Err() == nil {
 			s.log.Error("billing: could not "+step.what+"; trying again at the next round", "error", err)
 		}

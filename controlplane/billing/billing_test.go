@@ -3,17 +3,22 @@ package billing_test
 import (
 	"bytes"
 	"encoding/json"
+	"fmt"
 	"net/http"
 	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
 
+	"connectrpc.com/connect"
+	"github.com/jackc/pgx/v5"
 	"github.com/stripe/stripe-go/v76/webhook"
 
+	"github.com/mairust/mairust/controlplane/access"
 	"github.com/mairust/mairust/controlplane/billing"
 	"github.com/mairust/mairust/controlplane/cptest"
 	"github.com/mairust/mairust/controlplane/mailer"
+	"github.com/mairust/mairust/controlplane/store"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/stripetest"
 )
@@ -23,18 +28,20 @@ const whsec = "whsec_mairust_test"
 // env is billing against stripe-mock, its webhook served on loopback.
 type env struct {
 	*cptest.Env
-	svc  *billing.Service
-	mail *mailer.Recorder
-	hook string // the webhook's URL
+	svc    *billing.Service
+	mail   *mailer.Recorder
+	stripe *stripetest.Recorder
+	hook   string // the webhook's URL
 }
 
 func start(t *testing.T) *env {
 	t.Helper()
-	e := &env{Env: cptest.New(t, "cpbilling"), mail: &mailer.Recorder{}}
+	e := &env{Env: cptest.New(t, "cpbilling"), mail: &mailer.Recorder{}, stripe: stripetest.StartRecorder(t)}
 	cfg := config.Default().Billing
-	cfg.StripeSecretKey, cfg.StripeAPIURL, cfg.WebhookSecret = stripetest.Key, stripetest.Start(t), whsec
+	cfg.StripeSecretKey, cfg.StripeAPIURL, cfg.WebhookSecret = stripetest.Key, e.stripe.URL, whsec
 	cfg.GracePeriod = time.Hour
 	cfg.Plans[1].PriceID, cfg.Plans[2].PriceID = "price_pro", "price_business"
+	cfg.Plans[0].MonthlyMessages = 10
 	e.svc = billing.New(e.Store, cfg, cptest.PublicURL+"/console/", e.mail, e.Log)
 	srv := httptest.NewServer(e.svc.Webhook())
 	t.Cleanup(srv.Close)
@@ -101,6 +108,73 @@ func TestCustomers(t *testing.T) {
 	e.svc.Pass(t.Context())
 	if again, _, _, _ := e.state(t, a); again != ca {
 		t.Fatalf("customer changed to %s on the next round", again)
+	}
+	calls := e.stripe.Requests("/v1/customers")
+	if len(calls) != 2 || calls[0].IdempotencyKey != "mairust-tenant-customer-"+a || calls[0].Form.Get("email") != "owner@a.test" || calls[0].Form.Get("metadata[tenant_id]") != a {
+		t.Fatalf("customer calls %+v; want one per tenant, keyed by its id", calls)
+	}
+}
+
+// TestUsage: the messages of the reports of each complete hour (of the
+// last 35 days, older ones left out) go to the messages meter once each,
+// with an identifier per tenant and hour; the current hour waits; a plan's
+// monthly limit holds outbound mail until the plan allows more.
+func TestUsage(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	tn := e.tenant(t, "a")
+	e.svc.Pass(ctx)
+	cus, _, _, _ := e.state(t, tn)
+	var agent string
+	if err := e.Owner.QueryRow(ctx, `INSERT INTO agents (tenant_id, public_key, hostname, version) VALUES ($1, $2, 'mx', 'v') RETURNING id`,
+		tn, bytes.Repeat([]byte{7}, 32)).Scan(&agent); err != nil {
+		t.Fatal(err)
+	}
+	hour := time.Now().UTC().Truncate(time.Hour)
+	report := func(seq int, at time.Time, in, out int) {
+		t.Helper()
+		if _, err := e.Owner.Exec(ctx, `INSERT INTO agent_reports (tenant_id, agent_id, sequence, at, received_at, messages_in, messages_out) VALUES ($1, $2, $3, $4, $4, $5, $6)`,
+			tn, agent, seq, at, in, out); err != nil {
+			t.Fatal(err)
+		}
+	}
+	report(1, hour.Add(-40*24*time.Hour), 100, 0) // beyond Stripe's window
+	report(2, hour.Add(-10*24*time.Hour), 7, 0)   // after an outage: sent now
+	report(3, hour.Add(-2*time.Hour+time.Minute), 3, 2)
+	report(4, hour.Add(-2*time.Hour+30*time.Minute), 1, 0)
+	report(5, hour.Add(-time.Hour), 0, 4)
+	report(6, hour.Add(time.Second), 9, 9) // the current hour: not yet
+	e.svc.Pass(ctx)
+	e.svc.Pass(ctx)
+	sent := map[string]string{}
+	for _, r := range e.stripe.Requests("/v1/billing/meter_events") {
+		if r.Status != http.StatusOK || r.Form.Get("event_name") != "mairust_messages" || r.Form.Get("payload[stripe_customer_id]") != cus {
+			t.Fatalf("meter event %+v", r)
+		}
+		if _, twice := sent[r.Form.Get("identifier")]; twice {
+			t.Fatalf("identifier %s sent twice", r.Form.Get("identifier"))
+		}
+		sent[r.Form.Get("identifier")] = r.Form.Get("payload[value]")
+	}
+	id := func(h time.Time) string { return "mairust:" + tn + ":messages:" + h.Format("2006-01-02T15") }
+	want := map[string]string{id(hour.Add(-10 * 24 * time.Hour)): "7", id(hour.Add(-2 * time.Hour)): "6", id(hour.Add(-time.Hour)): "4"}
+	if fmt.Sprint(sent) != fmt.Sprint(want) {
+		t.Fatalf("meter events sent %v, want %v", sent, want)
+	}
+
+	// At least the current hour's 18 this month, whatever the day: beyond
+	// the free plan's 10; the pro plan allows more.
+	e.svc.Pass(ctx)
+	var hold *string
+	e.Owner.QueryRow(ctx, `SELECT hold_reason FROM tenant_billing WHERE tenant_id = $1`, tn).Scan(&hold)
+	if hold == nil || !strings.Contains(*hold, "messages of its Free plan for this month; incoming mail still arrives") {
+		t.Fatalf("hold %v over the free plan's monthly messages", hold)
+	}
+	e.Owner.Exec(ctx, `UPDATE tenant_billing SET plan = 'pro' WHERE tenant_id = $1`, tn)
+	e.svc.Pass(ctx)
+	e.Owner.QueryRow(ctx, `SELECT hold_reason FROM tenant_billing WHERE tenant_id = $1`, tn).Scan(&hold)
+	if hold != nil {
+		t.Fatalf("hold %q on the pro plan", *hold)
 	}
 }
 
@@ -199,5 +273,41 @@ func TestStateMachine(t *testing.T) {
 	e.Owner.QueryRow(t.Context(), `SELECT count(*) FROM stripe_events WHERE tenant_id = $1`, tn).Scan(&events)
 	if events != 6 {
 		t.Fatalf("%d events recorded, want 6 (each id once)", events)
+	}
+}
+
+// TestLimits: a plan's limits on domains, mail users and agents (revoked
+// ones not counted) refuse one more with the limit and the plan to
+// upgrade to; a plan without a limit, or billing off, refuses nothing.
+func TestLimits(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	tn := e.tenant(t, "a")
+	e.svc.Pass(ctx)
+	allow := func(svc *billing.Service, kind access.Kind) error {
+		return e.Store.Tx(ctx, store.Scope{TenantID: tn}, func(tx pgx.Tx) error { return svc.Allow(ctx, tx, tn, kind) })
+	}
+	for _, kind := range []access.Kind{access.Domains, access.MailUsers, access.Agents} {
+		if err := allow(e.svc, kind); err != nil {
+			t.Fatalf("%s with none yet: %v", kind, err)
+		}
+	}
+	e.Exec(t, tn, `INSERT INTO domains (tenant_id, name) VALUES ($1, 'a.test')`, tn)
+	cptest.WantCode(t, "a second domain", allow(e.svc, access.Domains), connect.CodeResourceExhausted,
+		"domains: the Free plan allows 1 and this tenant has 1; upgrade to Pro (10) on the tenant's Billing page in the console, https://cp.example.test/console/")
+	e.Exec(t, tn, `INSERT INTO agents (tenant_id, public_key, hostname, version, revoked_at) VALUES ($1, $2, 'old', 'v', now())`, tn, bytes.Repeat([]byte{1}, 32))
+	if err := allow(e.svc, access.Agents); err != nil {
+		t.Fatalf("an agent when the only one is revoked: %v", err)
+	}
+	e.Exec(t, tn, `INSERT INTO agents (tenant_id, public_key, hostname, version) VALUES ($1, $2, 'mx', 'v')`, tn, bytes.Repeat([]byte{2}, 32))
+	cptest.WantCode(t, "a second agent", allow(e.svc, access.Agents), connect.CodeResourceExhausted, "agents: the Free plan allows 1 and this tenant has 1")
+	e.Owner.Exec(ctx, `UPDATE tenant_billing SET plan = 'business' WHERE tenant_id = $1`, tn)
+	if err := allow(e.svc, access.Domains); err != nil {
+		t.Fatalf("a domain on the business plan (no limit): %v", err)
+	}
+	off := billing.New(e.Store, config.Default().Billing, "", e.mail, e.Log)
+	e.Owner.Exec(ctx, `UPDATE tenant_billing SET plan = 'free' WHERE tenant_id = $1`, tn)
+	if err := allow(off, access.Domains); err != nil {
+		t.Fatalf("billing off: %v", err)
 	}
 }

@@ -15,7 +15,7 @@ import (
 func (s *Service) restrictOverdue(ctx context.Context) error {
 	var ids []string
 	err := s.st.Tx(ctx, store.Scope{}, func(tx pgx.Tx) error {
-		rows, _ := tx.Query(ctx, `SELECT restrict_overdue(make_interval(secs => $1), $2)::text`, s.cfg.GracePeriod.Seconds(), *s.hold(Restricted))
+		rows, _ := tx.Query(ctx, `SELECT restrict_overdue(make_interval(secs => $1), $2)::text`, s.cfg.GracePeriod.Seconds(), *s.billHold())
 		var err error
 		ids, err = pgx.CollectRows(rows, pgx.RowTo[string])
 		return err
@@ -27,12 +27,9 @@ func (s *Service) restrictOverdue(ctx context.Context) error {
 	return err
 }
 
-// hold is why a tenant in state may not send new outbound mail, as its
-// senders are told; nil when it may.
-func (s *Service) hold(state string) *string {
-	if state != Restricted {
-		return nil
-	}
+// billHold is why a restricted tenant may not send new outbound mail, as
+// its senders are told.
+func (s *Service) billHold() *string {
 	reason := "Sending is paused for this organisation because its bill is unpaid; incoming mail still arrives. An administrator can pay in the console: " + s.consoleURL
 	return &reason
 }

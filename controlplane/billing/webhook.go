@@ -117,7 +117,13 @@ func (s *Service) apply(ctx context.Context, ev stripe.Event) error {
 		}
 		after = before
 		do(&after, at)
-		after.lastEventAt, after.hold = &at, s.hold(after.state)
+		after.lastEventAt = &at
+		switch {
+		case after.state == Restricted:
+			after.hold = s.billHold()
+		case before.state == Restricted: // paid: a plan's limit is applied again by the next pass
+			after.hold = nil
+		}
 		_, err = tx.Exec(ctx, `UPDATE tenant_billing SET plan = $2, state = $3, subscription_id = $4, past_due_since = $5, last_event_at = $6,
 			hold_reason = $7, updated_at = now() WHERE tenant_id = $1`, tenant, after.plan, after.state, after.subscription, after.pastDueSince, after.lastEventAt, after.hold)
 		return err

@@ -101,6 +101,9 @@ func (s *Service) AddDomain(ctx context.Context, req *connect.Request[tenantsv1.
 	}
 	var d domain
 	err = s.in(ctx, req.Msg.TenantId, admin, func(tx pgx.Tx, _ string) error {
+		if err := s.allow(ctx, tx, req.Msg.TenantId, access.Domains); err != nil {
+			return err
+		}
 		d, err = scanDomain(tx.QueryRow(ctx, `INSERT INTO domains (tenant_id, name) VALUES ($1, $2) ON CONFLICT (name) DO NOTHING RETURNING `+domainColumns,
 			req.Msg.TenantId, name))
 		if errors.Is(err, pgx.ErrNoRows) {

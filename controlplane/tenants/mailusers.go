@@ -43,6 +43,9 @@ func (s *Service) AddMailUser(ctx context.Context, req *connect.Request[tenantsv
 	}
 	var u *tenantsv1.MailUser
 	err = s.in(ctx, req.Msg.TenantId, admin, func(tx pgx.Tx, _ string) error {
+		if err := s.allow(ctx, tx, req.Msg.TenantId, access.MailUsers); err != nil {
+			return err
+		}
 		var domainID string
 		err := tx.QueryRow(ctx, `SELECT id FROM domains WHERE name = $1`, dom).Scan(&domainID)
 		if errors.Is(err, pgx.ErrNoRows) {

@@ -44,10 +44,22 @@ const maxNameLen = 100
 
 // Service implements TenantsService.
 type Service struct {
+	// Limits, when set, is asked before a domain or mail user is added
+	// (billing's plans); set it before serving.
+	Limits access.Limits
+
 	st   *store.Store
 	cfg  config.ControlPlane
 	mail mailer.Mailer
 	log  *slog.Logger
+}
+
+// allow asks Limits, when set, for one more object of kind.
+func (s *Service) allow(ctx context.Context, tx pgx.Tx, tenantID string, kind access.Kind) error {
+	if s.Limits == nil {
+		return nil
+	}
+	return s.Limits.Allow(ctx, tx, tenantID, kind)
 }
 
 // New returns the service; cfg gives the links' base URL and the MX host.

@@ -4,8 +4,14 @@
 package stripetest
 
 import (
+	"bytes"
+	"io"
 	"net/http"
+	"net/http/httptest"
+	"net/http/httputil"
+	"net/url"
 	"os/exec"
+	"sync"
 	"testing"
 	"time"
 
@@ -64,4 +70,56 @@ func ready(url string, done <-chan struct{}) bool {
 		}
 	}
 	return false
+}
+
+// Request is a call that reached stripe-mock through a Recorder.
+type Request struct {
+	Method, Path   string
+	Form           url.Values // the form-encoded body
+	IdempotencyKey string
+	Status         int // stripe-mock's answer
+}
+
+// Recorder is stripe-mock behind a proxy that records the calls.
+type Recorder struct {
+	URL string // give this to the Stripe client
+	mu  sync.Mutex
+	log []Request
+}
+
+// StartRecorder runs stripe-mock (Start) behind a recording proxy.
+func StartRecorder(t testing.TB) *Recorder {
+	t.Helper()
+	target, _ := url.Parse(Start(t))
+	r := &Recorder{}
+	proxy := httputil.NewSingleHostReverseProxy(target)
+	proxy.ModifyResponse = func(resp *http.Response) error {
+		req := resp.Request
+		r.mu.Lock()
+		defer r.mu.Unlock()
+		r.log = append(r.log, Request{Method: req.Method, Path: req.URL.Path, Form: req.Form, IdempotencyKey: req.Header.Get("Idempotency-Key"), Status: resp.StatusCode})
+		return nil
+	}
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, req *http.Request) {
+		body, _ := io.ReadAll(req.Body)
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.Form, _ = url.ParseQuery(string(body))
+		proxy.ServeHTTP(w, req)
+	}))
+	t.Cleanup(srv.Close)
+	r.URL = srv.URL
+	return r
+}
+
+// Requests returns the calls recorded to path (all: "").
+func (r *Recorder) Requests(path string) []Request {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Request
+	for _, q := range r.log {
+		if path == "" || q.Path == path {
+			out = append(out, q)
+		}
+	}
+	return out
 }
