@@ -118,7 +118,7 @@ func (a *Agent) startLink(ctx context.Context, metrics prometheus.Gatherer) erro
 					a.managed.hold.Store(&outboundHold{tenant: id.TenantID, reason: reason})
 				}
 			},
-			Collect: (&counters{gather: metrics}).collect, ReportInterval: cfg.Link.ReportInterval})
+			Collect: (&counters{gather: metrics, storage: storageOf(a.pool, id.TenantID)}).collect, ReportInterval: cfg.Link.ReportInterval})
 		if err != nil {
 			a.log.Error("the control plane link did not start; mail is not affected", "component", "link", "error", err)
 		}

@@ -3,9 +3,12 @@ package agent
 import (
 	"context"
 	"sync"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgxpool"
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	agentsv1 "github.com/mairust/mairust/proto/mairust/agents/v1"
 )
@@ -31,12 +34,47 @@ var counted = []struct {
 // already reported).
 type counters struct {
 	gather prometheus.Gatherer
-	mu     sync.Mutex
-	last   *agentsv1.Counters
+	// storage, when set, returns the bytes the tenant's mailboxes hold,
+	// reported once an hour as the usage record storage_bytes (billing's
+	// GB-months).
+	storage func(context.Context) (int64, error)
+	mu      sync.Mutex
+	last    *agentsv1.Counters
+	sampled time.Time // the hour storage was last reported
 }
 
-// collect returns the report of what was counted since the last call.
-func (c *counters) collect(context.Context) (*agentsv1.ReportRequest, error) {
+// storageOf returns the bytes of the messages (not deleted) of tenant.
+func storageOf(pool *pgxpool.Pool, tenant string) func(context.Context) (int64, error) {
+	return func(ctx context.Context) (int64, error) {
+		var n int64
+		err := pool.QueryRow(ctx, `SELECT coalesce(sum(size), 0) FROM messages WHERE tenant_id = $1 AND deleted_at IS NULL`, tenant).Scan(&n)
+		return n, err
+	}
+}
+
+// collect returns the report of what was counted since the last call,
+// with the storage used when the hour changed since the last sample.
+func (c *counters) collect(ctx context.Context) (*agentsv1.ReportRequest, error) {
+	r, err := c.count()
+	if err != nil || c.storage == nil {
+		return r, err
+	}
+	now := time.Now()
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if hour := now.Truncate(time.Hour); hour.After(c.sampled) {
+		n, err := c.storage(ctx)
+		if err != nil {
+			return r, nil // sampled with the next report; the counters go now
+		}
+		c.sampled = hour
+		r.Usage = append(r.Usage, &agentsv1.UsageRecord{Metric: "storage_bytes", Quantity: n, PeriodStart: timestamppb.New(now), PeriodEnd: timestamppb.New(now)})
+	}
+	return r, nil
+}
+
+// count returns the counters counted since the last call.
+func (c *counters) count() (*agentsv1.ReportRequest, error) {
 	families, err := c.gather.Gather()
 	if err != nil {
 		return nil, err

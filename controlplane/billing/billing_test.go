@@ -116,9 +116,10 @@ func TestCustomers(t *testing.T) {
 }
 
 // TestUsage: the messages of the reports of each complete hour (of the
-// last 35 days, older ones left out) go to the messages meter once each,
-// with an identifier per tenant and hour; the current hour waits; a plan's
-// monthly limit holds outbound mail until the plan allows more.
+// last 35 days, older ones left out) and the storage sampled go to their
+// meters once each, with an identifier per tenant, meter and hour; the
+// current hour waits; a plan's monthly limit holds outbound mail until the
+// plan allows more.
 func TestUsage(t *testing.T) {
 	e := start(t)
 	ctx := t.Context()
@@ -144,11 +145,23 @@ func TestUsage(t *testing.T) {
 	report(4, hour.Add(-2*time.Hour+30*time.Minute), 1, 0)
 	report(5, hour.Add(-time.Hour), 0, 4)
 	report(6, hour.Add(time.Second), 9, 9) // the current hour: not yet
+	// Storage: two agents' samples (the larger of each agent's in an hour).
+	for i, s := range []struct {
+		agent string
+		at    time.Time
+		bytes int64
+	}{{agent, hour.Add(-2 * time.Hour), 1e9}, {agent, hour.Add(-2*time.Hour + time.Minute), 2e9}, {agent, hour.Add(-time.Hour), 730e6}} {
+		if _, err := e.Owner.Exec(ctx, `INSERT INTO usage_records (tenant_id, agent_id, sequence, metric, quantity, period_start, period_end, received_at)
+			VALUES ($1, $2, $3, 'storage_bytes', $4, $5, $5, $5)`, tn, s.agent, 100+i, s.bytes, s.at); err != nil {
+			t.Fatal(err)
+		}
+	}
 	e.svc.Pass(ctx)
 	e.svc.Pass(ctx)
 	sent := map[string]string{}
 	for _, r := range e.stripe.Requests("/v1/billing/meter_events") {
-		if r.Status != http.StatusOK || r.Form.Get("event_name") != "mairust_messages" || r.Form.Get("payload[stripe_customer_id]") != cus {
+		meter := map[string]string{"mairust_messages": "messages", "mairust_storage_gb_months": "storage"}[r.Form.Get("event_name")]
+		if r.Status != http.StatusOK || !strings.Contains(r.Form.Get("identifier"), ":"+meter+":") || r.Form.Get("payload[stripe_customer_id]") != cus {
 			t.Fatalf("meter event %+v", r)
 		}
 		if _, twice := sent[r.Form.Get("identifier")]; twice {
@@ -156,8 +169,10 @@ func TestUsage(t *testing.T) {
 		}
 		sent[r.Form.Get("identifier")] = r.Form.Get("payload[value]")
 	}
-	id := func(h time.Time) string { return "mairust:" + tn + ":messages:" + h.Format("2006-01-02T15") }
-	want := map[string]string{id(hour.Add(-10 * 24 * time.Hour)): "7", id(hour.Add(-2 * time.Hour)): "6", id(hour.Add(-time.Hour)): "4"}
+	id := func(meter string, h time.Time) string { return "mairust:" + tn + ":" + meter + ":" + h.Format("2006-01-02T15") }
+	want := map[string]string{id("messages", hour.Add(-10*24*time.Hour)): "7", id("messages", hour.Add(-2*time.Hour)): "6", id("messages", hour.Add(-time.Hour)): "4",
+		// 2 GB for an hour: 2e9 / 730 / 1000; 0.73 GB: 1000 millionths.
+		id("storage", hour.Add(-2*time.Hour)): "2740", id("storage", hour.Add(-time.Hour)): "1000"}
 	if fmt.Sprint(sent) != fmt.Sprint(want) {
 		t.Fatalf("meter events sent %v, want %v", sent, want)
 	}

@@ -28,15 +28,15 @@ type usage struct {
 	quantity                            int64
 }
 
-// sendUsage collects the messages of the complete hours into meter_usage
-// and sends every unsent hour of the last 35 days as a meter event, so
-// that usage recorded during an outage (of Stripe or of the control
-// plane) is sent afterwards. Each hour has its own identifier: Stripe
+// sendUsage collects the messages and storage of the complete hours into
+// meter_usage and sends every unsent hour of the last 35 days as a meter
+// event, so that usage recorded during an outage (of Stripe or of the
+// control plane) is sent afterwards. Each hour has its own identifier: Stripe
 // counts a retry once, and an hour marked sent is not sent again.
 func (s *Service) sendUsage(ctx context.Context) error {
 	since := time.Now().Add(-meterWindow)
 	err := s.st.Tx(ctx, store.Scope{}, func(tx pgx.Tx) error {
-		_, err := tx.Exec(ctx, `SELECT collect_messages($1)`, since)
+		_, err := tx.Exec(ctx, `SELECT collect_messages($1), collect_storage($1)`, since)
 		return err
 	})
 	if err != nil {

@@ -258,7 +258,7 @@ type Billing struct {
 	DefaultPlan      string        `yaml:"default_plan" doc:"The plan (an id of plans) of a tenant without a subscription."`
 	Plans            []Plan        `yaml:"plans" doc:"The plans: a list of {id, name, price_id (the Stripe price of its subscription; empty for a free plan), domains, mail_users, agents, monthly_messages (each 0: no limit)}."`
 	MessagesMeter    string        `yaml:"messages_meter" doc:"event_name of the Stripe billing meter that counts messages processed (in + out)."`
-	StorageMeter     string        `yaml:"storage_meter" doc:"event_name of the Stripe billing meter of storage, in GB-months (sent as GB-hours / 730, in thousandths)."`
+	StorageMeter     string        `yaml:"storage_meter" doc:"event_name of the Stripe billing meter of storage, in millionths of a GB-month (an hour of 1 GB sends 1370; price it per 1,000,000 units)."`
 }
 
 // Plan is a billing plan and its limits (0: none).

@@ -37,6 +37,34 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public AS $$
 	SELECT count(*)::integer FROM added
 $$;
 
+-- Storage samples (usage records storage_bytes, one an hour per agent)
+-- are bucketed by their arrival, as reports are.
+ALTER TABLE usage_records ADD COLUMN received_at timestamptz NOT NULL DEFAULT now();
+CREATE INDEX usage_records_received ON usage_records (metric, received_at);
+
+-- collect_storage adds, for the complete hours from since to the current
+-- hour, each tenant's storage as meter storage, in millionths of a
+-- GB-month: each agent's largest sample of the hour, summed over its
+-- agents, is that many GB for 1/730 of a month (bytes / 730 / 1000). An
+-- hour without a sample is not counted.
+CREATE FUNCTION collect_storage(since timestamptz) RETURNS integer
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public AS $$
+	WITH samples AS (
+		SELECT tenant_id, agent_id, date_trunc('hour', received_at) AS hour, max(quantity) AS bytes
+		FROM usage_records
+		WHERE metric = 'storage_bytes' AND received_at >= date_trunc('hour', since) AND received_at < date_trunc('hour', now())
+		GROUP BY tenant_id, agent_id, date_trunc('hour', received_at)
+	), added AS (
+		INSERT INTO meter_usage (tenant_id, meter, hour, quantity, identifier)
+		SELECT tenant_id, 'storage', hour, round(sum(bytes) / 730.0 / 1000)::bigint,
+			'mairust:' || tenant_id || ':storage:' || to_char(hour AT TIME ZONE 'UTC', 'YYYY-MM-DD"T"HH24')
+		FROM samples GROUP BY tenant_id, hour
+		ON CONFLICT DO NOTHING
+		RETURNING 1
+	)
+	SELECT count(*)::integer FROM added
+$$;
+
 -- unsent_usage returns up to n unsent hours since the given time, of
 -- tenants with a Stripe customer, oldest first.
 CREATE FUNCTION unsent_usage(since timestamptz, n integer)
@@ -72,5 +100,5 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public AS $$
 	SELECT EXISTS (SELECT 1 FROM changed)
 $$;
 
-REVOKE EXECUTE ON FUNCTION collect_messages(timestamptz), unsent_usage(timestamptz, integer), monthly_messages(timestamptz), set_limit_hold(uuid, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION collect_messages(timestamptz), unsent_usage(timestamptz, integer), monthly_messages(timestamptz), set_limit_hold(uuid, text) TO mairust_cp;
+REVOKE EXECUTE ON FUNCTION collect_messages(timestamptz), collect_storage(timestamptz), unsent_usage(timestamptz, integer), monthly_messages(timestamptz), set_limit_hold(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION collect_messages(timestamptz), collect_storage(timestamptz), unsent_usage(timestamptz, integer), monthly_messages(timestamptz), set_limit_hold(uuid, text) TO mairust_cp;
