@@ -169,7 +169,9 @@ func TestUsage(t *testing.T) {
 		}
 		sent[r.Form.Get("identifier")] = r.Form.Get("payload[value]")
 	}
-	id := func(meter string, h time.Time) string { return "mairust:" + tn + ":" + meter + ":" + h.Format("2006-01-02T15") }
+	id := func(meter string, h time.Time) string {
+		return "mairust:" + tn + ":" + meter + ":" + h.Format("2006-01-02T15")
+	}
 	want := map[string]string{id("messages", hour.Add(-10*24*time.Hour)): "7", id("messages", hour.Add(-2*time.Hour)): "6", id("messages", hour.Add(-time.Hour)): "4",
 		// 2 GB for an hour: 2e9 / 730 / 1000; 0.73 GB: 1000 millionths.
 		id("storage", hour.Add(-2*time.Hour)): "2740", id("storage", hour.Add(-time.Hour)): "1000"}
