@@ -71,6 +71,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		ten.Service(opts...),
 		ag.Service(opts...),
 		mon.Service(opts...),
+		bill.Service(opts...), // says when billing is off
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {

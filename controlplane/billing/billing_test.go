@@ -15,12 +15,16 @@ import (
 	"github.com/stripe/stripe-go/v76/webhook"
 
 	"github.com/mairust/mairust/controlplane/access"
+	"github.com/mairust/mairust/controlplane/auth"
 	"github.com/mairust/mairust/controlplane/billing"
 	"github.com/mairust/mairust/controlplane/cptest"
 	"github.com/mairust/mairust/controlplane/mailer"
+	"github.com/mairust/mairust/controlplane/server"
 	"github.com/mairust/mairust/controlplane/store"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/stripetest"
+	billingv1 "github.com/mairust/mairust/proto/mairust/billing/v1"
+	"github.com/mairust/mairust/proto/mairust/billing/v1/billingv1connect"
 )
 
 const whsec = "whsec_mairust_test"
@@ -52,7 +56,37 @@ func start(t *testing.T) *env {
 // tenant makes a tenant owned by a new account owner@<name>.test.
 func (e *env) tenant(t *testing.T, name string) string {
 	t.Helper()
-	var id, account string
+	id, _ := e.tenantWithOwner(t, name)
+	return id
+}
+
+// member adds an account with role to tenant and returns its session.
+func (e *env) member(t *testing.T, tenant, email, role string) string {
+	t.Helper()
+	var account string
+	if err := e.Owner.QueryRow(t.Context(), `INSERT INTO accounts (email, password_hash, email_verified_at) VALUES ($1, 'x', now()) RETURNING id`, email).Scan(&account); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.Owner.Exec(t.Context(), `INSERT INTO memberships (tenant_id, account_id, role) VALUES ($1, $2, $3)`, tenant, account, role); err != nil {
+		t.Fatal(err)
+	}
+	return e.session(t, account)
+}
+
+// session is a console session of account.
+func (e *env) session(t *testing.T, account string) string {
+	t.Helper()
+	tok, _, err := e.Keys.Issue(auth.Principal{Kind: auth.KindSession, AccountID: account}, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tok
+}
+
+// tenantWithOwner makes a tenant owned by a new account owner@<name>.test
+// and returns its id and the owner's account id.
+func (e *env) tenantWithOwner(t *testing.T, name string) (id, account string) {
+	t.Helper()
 	ctx := t.Context()
 	if err := e.Owner.QueryRow(ctx, `INSERT INTO accounts (email, password_hash, email_verified_at) VALUES ($1, 'x', now()) RETURNING id`, "owner@"+name+".test").Scan(&account); err != nil {
 		t.Fatal(err)
@@ -63,7 +97,7 @@ func (e *env) tenant(t *testing.T, name string) string {
 	if _, err := e.Owner.Exec(ctx, `INSERT INTO memberships (tenant_id, account_id, role) VALUES ($1, $2, 'owner')`, id, account); err != nil {
 		t.Fatal(err)
 	}
-	return id
+	return id, account
 }
 
 // state is a tenant's billing row: customer, plan, state, subscription.
@@ -327,4 +361,97 @@ func TestLimits(t *testing.T) {
 	if err := allow(off, access.Domains); err != nil {
 		t.Fatalf("billing off: %v", err)
 	}
+}
+
+// TestConsoleCalls: the console's billing calls, for the tenant's members
+// only (another tenant's owner gets NotFound, a viewer cannot pay), against
+// stripe-mock; and what they say with billing off.
+func TestConsoleCalls(t *testing.T) {
+	e := start(t)
+	ctx := t.Context()
+	tn, owner := e.tenantWithOwner(t, "a")
+	_, otherOwner := e.tenantWithOwner(t, "b")
+	e.svc.Pass(ctx)
+	cus, _, _, _ := e.state(t, tn)
+	e.Serve(t, []server.Service{e.svc.Service(e.Options()...)}, nil)
+	client := func(session string) billingv1connect.BillingServiceClient {
+		return billingv1connect.NewBillingServiceClient(http.DefaultClient, e.URL, cptest.Bearer(session))
+	}
+	own, viewer, stranger := client(e.session(t, owner)), client(e.member(t, tn, "viewer@a.test", "viewer")), client(e.session(t, otherOwner))
+
+	b, err := own.GetBilling(ctx, connect.NewRequest(&billingv1.GetBillingRequest{TenantId: tn}))
+	if err != nil || !b.Msg.Enabled || b.Msg.Plan.GetId() != "free" || b.Msg.State != billingv1.BillingState_BILLING_STATE_ACTIVE || len(b.Msg.Plans) != 3 ||
+		!b.Msg.Plans[1].Purchasable || b.Msg.Plans[0].Purchasable || b.Msg.Subscribed {
+		t.Fatalf("GetBilling: %v %v", b, err)
+	}
+	co, err := own.CreateCheckoutSession(ctx, connect.NewRequest(&billingv1.CreateCheckoutSessionRequest{TenantId: tn, PlanId: "pro"}))
+	if err != nil || !strings.HasPrefix(co.Msg.Url, "https://") {
+		t.Fatalf("checkout: %v %v", co, err)
+	}
+	calls := e.stripe.Requests("/v1/checkout/sessions")
+	if f := calls[len(calls)-1].Form; f.Get("customer") != cus || f.Get("line_items[0][price]") != "price_pro" || f.Get("client_reference_id") != tn ||
+		f.Get("metadata[plan]") != "pro" || f.Get("mode") != "subscription" || !strings.HasPrefix(f.Get("success_url"), "https://cp.example.test/console/") {
+		t.Fatalf("checkout call %v", f)
+	}
+	portal, err := own.CreatePortalSession(ctx, connect.NewRequest(&billingv1.CreatePortalSessionRequest{TenantId: tn}))
+	if err != nil || portal.Msg.Url == "" {
+		t.Fatalf("portal: %v %v", portal, err)
+	}
+	_, err = own.CreateCheckoutSession(ctx, connect.NewRequest(&billingv1.CreateCheckoutSessionRequest{TenantId: tn, PlanId: "free"}))
+	cptest.WantCode(t, "checkout of the free plan", err, connect.CodeInvalidArgument, "plan_id")
+	_, err = viewer.CreateCheckoutSession(ctx, connect.NewRequest(&billingv1.CreateCheckoutSessionRequest{TenantId: tn, PlanId: "pro"}))
+	cptest.WantCode(t, "checkout by a viewer", err, connect.CodePermissionDenied, "")
+	if _, err := viewer.GetBilling(ctx, connect.NewRequest(&billingv1.GetBillingRequest{TenantId: tn})); err != nil {
+		t.Fatalf("GetBilling by a viewer: %v", err)
+	}
+	for name, call := range map[string]func() error{
+		"GetBilling": func() error {
+			_, err := stranger.GetBilling(ctx, connect.NewRequest(&billingv1.GetBillingRequest{TenantId: tn}))
+			return err
+		},
+		"CreateCheckoutSession": func() error {
+			_, err := stranger.CreateCheckoutSession(ctx, connect.NewRequest(&billingv1.CreateCheckoutSessionRequest{TenantId: tn, PlanId: "pro"}))
+			return err
+		},
+		"CreatePortalSession": func() error {
+			_, err := stranger.CreatePortalSession(ctx, connect.NewRequest(&billingv1.CreatePortalSessionRequest{TenantId: tn}))
+			return err
+		},
+		"GetUsage": func() error {
+			_, err := stranger.GetUsage(ctx, connect.NewRequest(&billingv1.GetUsageRequest{TenantId: tn}))
+			return err
+		},
+	} {
+		cptest.WantCode(t, name+" by another tenant's owner", call(), connect.CodeNotFound, "")
+	}
+
+	hour := time.Now().UTC().Truncate(time.Hour).Add(-time.Hour)
+	e.Exec(t, tn, `INSERT INTO meter_usage (tenant_id, meter, hour, quantity, identifier) VALUES ($1, 'messages', $2, 12, 'm'), ($1, 'storage', $2, 1500000, 's')`, tn, hour)
+	u, err := viewer.GetUsage(ctx, connect.NewRequest(&billingv1.GetUsageRequest{TenantId: tn}))
+	if err != nil || len(u.Msg.Months) != 1 || u.Msg.Months[0].Messages != 12 || u.Msg.Months[0].StorageGbMonths != 1.5 ||
+		u.Msg.Months[0].Month.AsTime() != time.Date(hour.Year(), hour.Month(), 1, 0, 0, 0, 0, time.UTC) {
+		t.Fatalf("GetUsage: %v %v", u, err)
+	}
+	_, err = viewer.GetUsage(ctx, connect.NewRequest(&billingv1.GetUsageRequest{TenantId: tn, Months: 25}))
+	cptest.WantCode(t, "25 months", err, connect.CodeInvalidArgument, "months")
+
+	e.Owner.Exec(ctx, `UPDATE tenant_billing SET subscription_id = 'sub_1' WHERE tenant_id = $1`, tn)
+	_, err = own.CreateCheckoutSession(ctx, connect.NewRequest(&billingv1.CreateCheckoutSessionRequest{TenantId: tn, PlanId: "pro"}))
+	cptest.WantCode(t, "checkout when subscribed", err, connect.CodeFailedPrecondition, "customer portal")
+}
+
+// TestConsoleCallsBillingOff: without billing, GetBilling says so and the
+// other calls answer FailedPrecondition.
+func TestConsoleCallsBillingOff(t *testing.T) {
+	e := &env{Env: cptest.New(t, "cpbilloff"), mail: &mailer.Recorder{}}
+	e.svc = billing.New(e.Store, config.Default().Billing, "", e.mail, e.Log)
+	tn, owner := e.tenantWithOwner(t, "a")
+	e.Serve(t, []server.Service{e.svc.Service(e.Options()...)}, nil)
+	c := billingv1connect.NewBillingServiceClient(http.DefaultClient, e.URL, cptest.Bearer(e.session(t, owner)))
+	b, err := c.GetBilling(t.Context(), connect.NewRequest(&billingv1.GetBillingRequest{TenantId: tn}))
+	if err != nil || b.Msg.Enabled || b.Msg.Plan != nil {
+		t.Fatalf("GetBilling with billing off: %v %v", b, err)
+	}
+	_, err = c.CreatePortalSession(t.Context(), connect.NewRequest(&billingv1.CreatePortalSessionRequest{TenantId: tn}))
+	cptest.WantCode(t, "portal with billing off", err, connect.CodeFailedPrecondition, "billing is not set up")
 }
