@@ -20,10 +20,11 @@ import (
 )
 
 // TestBillingHoldsOutbound: with billing on (stripe-mock), the tenant gets
-// a Stripe customer; a failed payment, fed to the control plane's webhook
-// as Stripe signs it, restricts the tenant at once (no grace period), and
-// its connected agent refuses new outbound submissions saying why, while
-// inbound mail still arrives; the payment lifts the hold.
+// a Stripe customer and its plan's domain limit; a failed payment, fed to
+// the control plane's webhook as Stripe signs it, makes the tenant past
+// due (sending still works), then restricted once the grace period is
+// over: its connected agent refuses new outbound submissions saying why,
+// while inbound mail still arrives; the payment lifts the hold.
 func TestBillingHoldsOutbound(t *testing.T) {
 	const secret = "whsec_process_test"
 	c := startControlPlane(t, fmt.Sprintf(`billing:
@@ -31,7 +32,7 @@ func TestBillingHoldsOutbound(t *testing.T) {
   stripe_webhook_secret: %s
   stripe_api_url: %s
   sync_interval: 1s
-  grace_period: 0s
+  grace_period: 3s
   plans:
     - {id: free, name: Free, domains: 1}
     - {id: pro, name: Pro, price_id: price_pro}
@@ -69,19 +70,35 @@ func TestBillingHoldsOutbound(t *testing.T) {
 		}
 		resp.Body.Close()
 	}
+	state := func() string {
+		var st string
+		if err := cpdb.QueryRow(ctx, `SELECT state FROM tenant_billing WHERE tenant_id = $1`, c.tenant).Scan(&st); err != nil {
+			t.Fatal(err)
+		}
+		return st
+	}
 	event("evt_failed", "invoice.payment_failed")
 	start := time.Now()
+	if st := state(); st != "past_due" {
+		t.Fatalf("state %s after the failed payment, want past_due", st)
+	}
+	if err := a.submit("bob@example.test", "friend@remote.test", "grace"); err != nil && time.Since(start) < 2*time.Second {
+		t.Fatalf("submission during the grace period: %v", err)
+	}
 	var refusal error
 	waitUntil(t, "submissions refused\n"+a.log.String(), func() bool {
 		refusal = a.submit("bob@example.test", "friend@remote.test", "held")
 		return refusal != nil
 	})
-	t.Logf("outbound held %v after the webhook", time.Since(start).Round(time.Millisecond))
+	t.Logf("outbound held %v after the failed payment (grace period 3s)", time.Since(start).Round(time.Millisecond))
+	if st := state(); st != "restricted" {
+		t.Fatalf("state %s while held, want restricted", st)
+	}
 	if !strings.Contains(refusal.Error(), "550") || !strings.Contains(refusal.Error(), "bill is unpaid; incoming mail still arrives") {
 		t.Fatalf("refusal %q, want 550 saying the bill is unpaid", refusal)
 	}
 	a.deliver(t, "bob@example.test") // inbound keeps working
-	if n := a.count(t, `SELECT count(*) FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.rcpt_to = 'bob@example.test' AND f.special = 'inbox'`); n != 1 {
+	if n := a.count(t, `SELECT count(*) FROM messages m JOIN folders f ON f.id = m.folder_id WHERE m.rcpt_to = 'bob@example.test' AND m.mail_from = 'sender@remote.test' AND f.special = 'inbox'`); n != 1 {
 		t.Fatalf("bob's inbox has %d messages while held, want the 1 delivered", n)
 	}
 
