@@ -12,13 +12,17 @@ import (
 // retentionInterval is how often old reports and notices are deleted.
 const retentionInterval = time.Hour
 
-// purge deletes the reports and notices older than their retention, and
-// logs what went.
+// stripeEventRetention is how long a handled Stripe event's id is kept to
+// recognise a replay: well beyond the 3 days Stripe resends for.
+const stripeEventRetention = 30 * 24 * time.Hour
+
+// purge deletes the reports, notices and Stripe event ids older than
+// their retention, and logs what went.
 func purge(ctx context.Context, st *store.Store, c config.ControlPlane, log *slog.Logger) {
 	for _, p := range []struct {
 		function string
 		older    time.Duration
-	}{{"purge_agent_reports", c.ReportRetention}, {"purge_notices", c.NoticeRetention}} {
+	}{{"purge_agent_reports", c.ReportRetention}, {"purge_notices", c.NoticeRetention}, {"purge_stripe_events", stripeEventRetention}} {
 		n, err := st.Purge(ctx, p.function, p.older)
 		if err != nil && ctx.Err() == nil {
 			log.Error("deleting old rows failed; trying again in an hour", "function", p.function, "deleted", n, "error", err)

@@ -35,14 +35,22 @@ func TestPurge(t *testing.T) {
 			}
 		}
 	}
+	for _, age := range []string{"31 days", "29 days"} {
+		if _, err := e.Owner.Exec(ctx, `INSERT INTO stripe_events (id, type, received_at) VALUES ('evt_' || $1, 'invoice.paid', now() - $2::interval)`, age, age); err != nil {
+			t.Fatal(err)
+		}
+	}
 	purge(ctx, e.Store, e.Config, slog.New(slog.DiscardHandler))
-	for _, c := range []struct{ table, newest string }{{"agent_reports", "30 days"}, {"notices", "90 days"}} {
+	for _, c := range []struct {
+		table, newest string
+		want          int
+	}{{"agent_reports", "30 days", 2}, {"notices", "90 days", 2}, {"stripe_events", "30 days", 1}} {
 		var left, newer int
 		if err := e.Owner.QueryRow(ctx, `SELECT count(*), count(*) FILTER (WHERE received_at > now() - $1::interval) FROM `+c.table, c.newest).Scan(&left, &newer); err != nil {
 			t.Fatal(err)
 		}
-		if left != 2 || newer != 2 {
-			t.Errorf("%s: %d rows left, %d of them newer than %s; want the 2 newer ones only", c.table, left, newer, c.newest)
+		if left != c.want || newer != c.want {
+			t.Errorf("%s: %d rows left, %d of them newer than %s; want the %d newer ones only", c.table, left, newer, c.newest, c.want)
 		}
 	}
 }

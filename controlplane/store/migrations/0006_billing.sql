@@ -68,3 +68,16 @@ $$;
 
 REVOKE EXECUTE ON FUNCTION billing_tenant(text), tenants_without_customer(integer), restrict_overdue(interval, text) FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION billing_tenant(text), tenants_without_customer(integer), restrict_overdue(interval, text) TO mairust_cp;
+
+-- purge_stripe_events forgets handled events older than older, at most n
+-- a call (Stripe resends an event for 3 days at most).
+CREATE FUNCTION purge_stripe_events(older interval, n integer) RETURNS integer
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public AS $$
+	WITH gone AS (
+		DELETE FROM stripe_events WHERE ctid IN (SELECT ctid FROM stripe_events WHERE received_at < now() - older LIMIT n)
+		RETURNING 1
+	)
+	SELECT count(*)::integer FROM gone
+$$;
+REVOKE EXECUTE ON FUNCTION purge_stripe_events(interval, integer) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION purge_stripe_events(interval, integer) TO mairust_cp;
