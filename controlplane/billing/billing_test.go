@@ -100,6 +100,16 @@ func (e *env) tenantWithOwner(t *testing.T, name string) (id, account string) {
 	return id, account
 }
 
+// billed makes a tenant and its Stripe customer (one round of billing),
+// and returns both ids.
+func (e *env) billed(t *testing.T, name string) (tenant, customer string) {
+	t.Helper()
+	tenant = e.tenant(t, name)
+	e.svc.Pass(t.Context())
+	customer, _, _, _ = e.state(t, tenant)
+	return tenant, customer
+}
+
 // state is a tenant's billing row: customer, plan, state, subscription.
 func (e *env) state(t *testing.T, tenant string) (customer, plan, state, sub string) {
 	t.Helper()
@@ -157,9 +167,7 @@ func TestCustomers(t *testing.T) {
 func TestUsage(t *testing.T) {
 	e := start(t)
 	ctx := t.Context()
-	tn := e.tenant(t, "a")
-	e.svc.Pass(ctx)
-	cus, _, _, _ := e.state(t, tn)
+	tn, cus := e.billed(t, "a")
 	var agent string
 	if err := e.Owner.QueryRow(ctx, `INSERT INTO agents (tenant_id, public_key, hostname, version) VALUES ($1, $2, 'mx', 'v') RETURNING id`,
 		tn, bytes.Repeat([]byte{7}, 32)).Scan(&agent); err != nil {
@@ -233,9 +241,7 @@ func TestUsage(t *testing.T) {
 // refused and change nothing.
 func TestWebhookSignatures(t *testing.T) {
 	e := start(t)
-	tn := e.tenant(t, "a")
-	e.svc.Pass(t.Context())
-	cus, _, _, _ := e.state(t, tn)
+	tn, cus := e.billed(t, "a")
 	failed := map[string]any{"object": "invoice", "id": "in_1", "customer": cus}
 	now := time.Now()
 	if code := e.post(t, "evt_bad", "invoice.payment_failed", now, failed, "whsec_wrong", now); code != http.StatusBadRequest {
@@ -264,9 +270,7 @@ func TestWebhookSignatures(t *testing.T) {
 // then a subscription change and its end.
 func TestStateMachine(t *testing.T) {
 	e := start(t)
-	tn := e.tenant(t, "a")
-	e.svc.Pass(t.Context())
-	cus, _, _, _ := e.state(t, tn)
+	tn, cus := e.billed(t, "a")
 	now := time.Now()
 	post := func(id, typ string, created time.Time, object map[string]any) {
 		t.Helper()
@@ -333,8 +337,7 @@ func TestStateMachine(t *testing.T) {
 func TestLimits(t *testing.T) {
 	e := start(t)
 	ctx := t.Context()
-	tn := e.tenant(t, "a")
-	e.svc.Pass(ctx)
+	tn, _ := e.billed(t, "a")
 	allow := func(svc *billing.Service, kind access.Kind) error {
 		return e.Store.Tx(ctx, store.Scope{TenantID: tn}, func(tx pgx.Tx) error { return svc.Allow(ctx, tx, tn, kind) })
 	}
