@@ -110,6 +110,16 @@ func (e *env) billed(t *testing.T, name string) (tenant, customer string) {
 	return tenant, customer
 }
 
+// clearOfHourEnd waits, when the hour ends within 30 seconds, until it
+// has: a test that places usage in hours relative to now must not
+// straddle two.
+func clearOfHourEnd(t *testing.T) {
+	if left := time.Until(time.Now().Truncate(time.Hour).Add(time.Hour)); left < 30*time.Second {
+		t.Logf("waiting %v for the hour to end", left.Round(time.Second))
+		time.Sleep(left + time.Second)
+	}
+}
+
 // state is a tenant's billing row: customer, plan, state, subscription.
 func (e *env) state(t *testing.T, tenant string) (customer, plan, state, sub string) {
 	t.Helper()
@@ -165,6 +175,7 @@ func TestCustomers(t *testing.T) {
 // current hour waits; a plan's monthly limit holds outbound mail until the
 // plan allows more.
 func TestUsage(t *testing.T) {
+	clearOfHourEnd(t)
 	e := start(t)
 	ctx := t.Context()
 	tn, cus := e.billed(t, "a")
@@ -370,6 +381,7 @@ func TestLimits(t *testing.T) {
 // only (another tenant's owner gets NotFound, a viewer cannot pay), against
 // stripe-mock; and what they say with billing off.
 func TestConsoleCalls(t *testing.T) {
+	clearOfHourEnd(t)
 	e := start(t)
 	ctx := t.Context()
 	tn, owner := e.tenantWithOwner(t, "a")
@@ -393,7 +405,7 @@ func TestConsoleCalls(t *testing.T) {
 	}
 	calls := e.stripe.Requests("/v1/checkout/sessions")
 	if f := calls[len(calls)-1].Form; f.Get("customer") != cus || f.Get("line_items[0][price]") != "price_pro" || f.Get("client_reference_id") != tn ||
-		f.Get("metadata[plan]") != "pro" || f.Get("mode") != "subscription" || !strings.HasPrefix(f.Get("success_url"), "https://cp.example.test/console/") {
+		f.Get("metadata[plan]") != "pro" || f.Get("mode") != "subscription" || f.Get("success_url") != "https://cp.example.test/console/tenants/"+tn+"?checkout=done" || f.Get("cancel_url") != "https://cp.example.test/console/tenants/"+tn {
 		t.Fatalf("checkout call %v", f)
 	}
 	portal, err := own.CreatePortalSession(ctx, connect.NewRequest(&billingv1.CreatePortalSessionRequest{TenantId: tn}))

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/url"
 	"time"
 
 	"connectrpc.com/connect"
@@ -130,11 +131,11 @@ func (s *Service) CreateCheckoutSession(ctx context.Context, req *connect.Reques
 	if a.subscription != nil {
 		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("this tenant has a subscription: change its plan in the customer portal (Manage billing)"))
 	}
-	back := s.consoleURL + "#tenant=" + req.Msg.TenantId
+	back := s.tenantPage(req.Msg.TenantId)
 	params := &stripe.CheckoutSessionParams{
 		Customer: stripe.String(a.customer), Mode: stripe.String(string(stripe.CheckoutSessionModeSubscription)),
 		LineItems:         []*stripe.CheckoutSessionLineItemParams{{Price: stripe.String(plan.PriceID), Quantity: stripe.Int64(1)}},
-		SuccessURL:        stripe.String(back + "&checkout=done"),
+		SuccessURL:        stripe.String(back + "?checkout=done"),
 		CancelURL:         stripe.String(back),
 		ClientReferenceID: stripe.String(req.Msg.TenantId),
 		Metadata:          map[string]string{"plan": plan.ID, "tenant_id": req.Msg.TenantId},
@@ -154,13 +155,19 @@ func (s *Service) CreatePortalSession(ctx context.Context, req *connect.Request[
 	if err != nil {
 		return nil, err
 	}
-	params := &stripe.BillingPortalSessionParams{Customer: stripe.String(a.customer), ReturnURL: stripe.String(s.consoleURL + "#tenant=" + req.Msg.TenantId)}
+	params := &stripe.BillingPortalSessionParams{Customer: stripe.String(a.customer), ReturnURL: stripe.String(s.tenantPage(req.Msg.TenantId))}
 	params.Context = ctx
 	ps, err := s.sc.BillingPortalSessions.New(params)
 	if err != nil {
 		return nil, stripeFault("open the customer portal", err)
 	}
 	return connect.NewResponse(&billingv1.CreatePortalSessionResponse{Url: ps.URL}), nil
+}
+
+// tenantPage is the tenant's page in the console, where Stripe sends
+// people back to.
+func (s *Service) tenantPage(tenant string) string {
+	return s.consoleURL + "tenants/" + url.PathEscape(tenant)
 }
 
 // stripeFault is a failed Stripe call, as the console shows it.

@@ -35,7 +35,9 @@ async function call(service, method, msg = {}) {
   let body = {};
   try { body = await resp.json(); } catch { /* not JSON: a proxy's page */ }
   if (resp.ok) return body;
-  const err = new APIError(body.code || 'unknown', body.message || `HTTP ${resp.status}`);
+  // Without a Connect error, 404 is an unknown procedure (Connect's code
+  // for it is unimplemented).
+  const err = new APIError(body.code || (resp.status === 404 ? 'unimplemented' : 'unknown'), body.message || `HTTP ${resp.status}`);
   if (err.code === 'unauthenticated' && session.token) {
     session.clear();
     onUnauthenticated(err);
@@ -46,3 +48,4 @@ async function call(service, method, msg = {}) {
 export const accounts = (method, msg) => call('accounts.v1.AccountsService', method, msg);
 export const tenants = (method, msg) => call('tenants.v1.TenantsService', method, msg);
 export const agents = (method, msg) => call('agents.v1.AgentsService', method, msg);
+export const billing = (method, msg) => call('billing.v1.BillingService', method, msg);

@@ -1,7 +1,9 @@
 // The page of one tenant: its domains (with the DNS records to publish),
-// mail users, members, and agents (enrollment tokens; the list refreshed
-// every two seconds so that agents appear as they enroll).
+// mail users, members, agents (enrollment tokens; the list refreshed
+// every two seconds so that agents appear as they enroll), and billing
+// (billing.js).
 import { agents, tenants } from './api.js';
+import * as billing from './billing.js';
 import { $, button, el, guard, onSubmit, row, when } from './dom.js';
 import { lang, t } from './i18n.js';
 
@@ -17,6 +19,7 @@ export async function open(id) {
   $('dns').hidden = true;
   $('token-box').hidden = true;
   $('tenant-name').textContent = '';
+  billing.reset();
   timer = setInterval(refreshAgents, 2000);
   await Promise.all([
     guard('domain-error', null, async () => {
@@ -28,6 +31,7 @@ export async function open(id) {
     guard('user-error', null, loadUsers),
     guard('member-error', null, loadMembers),
     guard('agents-error', null, loadAgents),
+    guard('billing-error', null, () => billing.load(id, () => current === id)),
   ]);
 }
 
