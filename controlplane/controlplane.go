@@ -23,6 +23,7 @@ import (
 	"github.com/mairust/mairust/controlplane/tenants"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/database"
+	"github.com/mairust/mairust/marketplace/catalog"
 	"github.com/mairust/mairust/monitor"
 	"github.com/mairust/mairust/web/console"
 )
@@ -64,6 +65,13 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	bill := billing.New(st, cfg.Billing, c.URL()+console.Prefix, mail, log)
+	cat, err := catalog.New(st, keys, cfg.Marketplace, c.URL(), log)
+	if err != nil {
+		return err
+	}
+	if ag.MarketplaceKeys, err = cat.Keys(); err != nil {
+		return err
+	}
 	ten := tenants.New(st, c, mail, log)
 	ten.Limits, ag.Limits = bill, bill
 	services := []server.Service{
@@ -72,6 +80,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		ag.Service(opts...),
 		mon.Service(opts...),
 		bill.Service(opts...), // says when billing is off
+		cat.Service(opts...),
 	}
 	ln, err := net.Listen("tcp", c.Listen)
 	if err != nil {
@@ -79,7 +88,9 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/", server.New(services, keys, ag.Check, reg))
-	mux.Handle(console.Prefix, console.Handler()) // the hosted console's pages, outside authentication
+	mux.Handle(console.Prefix, console.Handler())      // the hosted console's pages, outside authentication
+	mux.Handle(catalog.UploadPath, cat.Upload())       // authenticated by the session it carries
+	mux.Handle(catalog.DownloadPrefix, cat.Download()) // approved packages, for anyone
 	if bill.Enabled() {
 		mux.Handle(billing.WebhookPath, bill.Webhook()) // authenticated by Stripe's signature
 	}

@@ -40,6 +40,9 @@ type Service struct {
 	// Limits, when set, is asked before an agent is enrolled (billing's
 	// plans); set it before serving.
 	Limits access.Limits
+	// MarketplaceKeys go to the agents with their configuration, to verify
+	// the packages of the plugins they install; set it before serving.
+	MarketplaceKeys []*agentsv1.MarketplaceKey
 
 	st   *store.Store
 	keys *auth.Keys

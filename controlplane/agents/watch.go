@@ -13,6 +13,7 @@ import (
 
 	"github.com/mairust/mairust/controlplane/auth"
 	"github.com/mairust/mairust/controlplane/store"
+	"github.com/mairust/mairust/marketplace/catalog"
 	agentsv1 "github.com/mairust/mairust/proto/mairust/agents/v1"
 	tenantsv1 "github.com/mairust/mairust/proto/mairust/tenants/v1"
 )
@@ -116,7 +117,7 @@ func (s *Service) snapshot(ctx context.Context, p auth.Principal, known int64) (
 	if snap := s.hub.cached(p.TenantID, version); snap != nil {
 		return snap, nil
 	}
-	snap := &agentsv1.Snapshot{Settings: &tenantsv1.Settings{}}
+	snap := &agentsv1.Snapshot{Settings: &tenantsv1.Settings{}, MarketplaceKeys: s.MarketplaceKeys}
 	err = s.st.Tx(ctx, store.Scope{TenantID: p.TenantID}, func(tx pgx.Tx) (err error) {
 		if snap.Version, err = configVersion(ctx, tx, p.TenantID); err != nil {
 			return err
@@ -140,8 +141,9 @@ func configVersion(ctx context.Context, tx pgx.Tx, tenantID string) (int64, erro
 	return version, err
 }
 
-// readSnapshot fills snap with the tenant's domains, mail users, settings
-// and outbound hold. Plugins and recalls are not managed yet.
+// readSnapshot fills snap with the tenant's domains, mail users, plugins
+// from the marketplace, settings and outbound hold. Recalls are not
+// managed yet.
 func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv1.Snapshot) error {
 	rows, err := tx.Query(ctx, `SELECT id, tenant_id, name, created_at FROM domains WHERE tenant_id = $1 ORDER BY name`, tenantID)
 	if err != nil {
@@ -168,6 +170,20 @@ func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv
 		err := r.Scan(&u.User.Id, &u.User.TenantId, &u.User.Address, &u.User.Admin, &u.User.Disabled, &u.User.QuotaBytes, &created, &u.PasswordHash)
 		u.User.CreatedAt = timestamppb.New(created)
 		return u, err
+	})
+	if err != nil {
+		return err
+	}
+	rows, err = tx.Query(ctx, `SELECT i.plugin_id, i.version, i.enabled, v.sha256 FROM plugin_installations i
+		JOIN plugin_versions v USING (plugin_id, version) WHERE i.tenant_id = $1 ORDER BY i.plugin_id`, tenantID)
+	if err != nil {
+		return err
+	}
+	snap.Plugins, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*agentsv1.PluginInstallation, error) {
+		p := &agentsv1.PluginInstallation{}
+		err := r.Scan(&p.PluginId, &p.Version, &p.Enabled, &p.Sha256)
+		p.DownloadPath = catalog.DownloadPath(p.PluginId, p.Version)
+		return p, err
 	})
 	if err != nil {
 		return err

@@ -42,6 +42,7 @@ type Config struct {
 	OutboundAlerts    OutboundAlerts   `yaml:"outbound_alerts"`
 	ControlPlane      ControlPlane     `yaml:"controlplane"`
 	Billing           Billing          `yaml:"billing"`
+	Marketplace       Marketplace      `yaml:"marketplace"`
 	Link              Link             `yaml:"link"`
 }
 
@@ -261,6 +262,13 @@ type Billing struct {
 	StorageMeter     string        `yaml:"storage_meter" doc:"event_name of the Stripe billing meter of storage, in millionths of a GB-month (an hour of 1 GB sends 1370; price it per 1,000,000 units)."`
 }
 
+// Marketplace configures the control plane's plugin marketplace.
+type Marketplace struct {
+	Reviewers       []string `yaml:"reviewers" doc:"Console accounts (e-mail addresses) that review submitted plugins: they see the review reports and approve or reject."`
+	SigningKeyFile  string   `yaml:"signing_key_file" env:"MAIRUST_MARKETPLACE_KEY_FILE" doc:"PEM file of the marketplace's Ed25519 private key (mairust plugin keygen --type ed25519), kept out of the database; approved packages are countersigned with it. Empty: MAIRUST_MARKETPLACE_KEY holds the PEM itself; neither: nothing can be approved."`
+	MaxPackageBytes int64    `yaml:"max_package_bytes" doc:"Largest package taken by POST /marketplace/upload (1 MiB-1 GiB)."`
+}
+
 // Plan is a billing plan and its limits (0: none).
 type Plan struct {
 	ID              string `yaml:"id"`
@@ -362,6 +370,7 @@ func Default() Config {
 			AgentCredentialTTL: time.Hour, HeartbeatInterval: 30 * time.Second, AgentDownAfter: 90 * time.Second, MaxRequestBytes: 4 << 20, PublicPerMinute: 20,
 			ReportRetention: 30 * 24 * time.Hour, NoticeRetention: 90 * 24 * time.Hour,
 			SMTPRelay: "127.0.0.1:25", MailFrom: "noreply@localhost"},
+		Marketplace: Marketplace{MaxPackageBytes: 64 << 20},
 		Billing: Billing{WebhookTolerance: 5 * time.Minute, SyncInterval: 10 * time.Second, GracePeriod: 7 * 24 * time.Hour, DefaultPlan: "free",
 			Plans: []Plan{
 				{ID: "free", Name: "Free", Domains: 1, MailUsers: 5, Agents: 1, MonthlyMessages: 10000},

@@ -366,6 +366,14 @@ func Validate(c Config, name string, lines map[string]int) error {
 	if err := validateBilling(c.Billing, fail); err != nil {
 		return err
 	}
+	if c.Marketplace.MaxPackageBytes < 1<<20 || c.Marketplace.MaxPackageBytes > 1<<30 {
+		return fail("marketplace.max_package_bytes", "must be between 1048576 and 1073741824")
+	}
+	for i, r := range c.Marketplace.Reviewers {
+		if !validAddress(r) {
+			return fail(fmt.Sprintf("marketplace.reviewers[%d]", i), "%q is not a mail address, user@domain", r)
+		}
+	}
 	var se *policy.SettingError
 	if err := c.PolicySettings().Validate(); errors.As(err, &se) {
 		return fail(se.Key, "%s", se.Msg)

@@ -1450,9 +1450,12 @@ type Snapshot struct {
 	Recalls  []*Recall              `protobuf:"bytes,6,rep,name=recalls,proto3" json:"recalls,omitempty"`
 	// Set while the tenant may not send new outbound mail (an unpaid bill,
 	// a plan's monthly limit reached); inbound mail is not affected.
-	OutboundHold  *OutboundHold `protobuf:"bytes,7,opt,name=outbound_hold,json=outboundHold,proto3" json:"outbound_hold,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	OutboundHold *OutboundHold `protobuf:"bytes,7,opt,name=outbound_hold,json=outboundHold,proto3" json:"outbound_hold,omitempty"`
+	// The marketplace's public keys the agent trusts besides those of its
+	// configuration (plugins.marketplace_keys).
+	MarketplaceKeys []*MarketplaceKey `protobuf:"bytes,8,rep,name=marketplace_keys,json=marketplaceKeys,proto3" json:"marketplace_keys,omitempty"`
+	unknownFields   protoimpl.UnknownFields
+	sizeCache       protoimpl.SizeCache
 }
 
 func (x *Snapshot) Reset() {
@@ -1534,6 +1537,77 @@ func (x *Snapshot) GetOutboundHold() *OutboundHold {
 	return nil
 }
 
+func (x *Snapshot) GetMarketplaceKeys() []*MarketplaceKey {
+	if x != nil {
+		return x.MarketplaceKeys
+	}
+	return nil
+}
+
+// MarketplaceKey is a public key the marketplace countersigns packages
+// with.
+type MarketplaceKey struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	KeyId string                 `protobuf:"bytes,1,opt,name=key_id,json=keyId,proto3" json:"key_id,omitempty"`
+	// PKIX PEM.
+	PublicKeyPem string `protobuf:"bytes,2,opt,name=public_key_pem,json=publicKeyPem,proto3" json:"public_key_pem,omitempty"`
+	// Unset: no end; after it, its signatures are refused (rotation).
+	NotAfter      *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=not_after,json=notAfter,proto3" json:"not_after,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *MarketplaceKey) Reset() {
+	*x = MarketplaceKey{}
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *MarketplaceKey) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*MarketplaceKey) ProtoMessage() {}
+
+func (x *MarketplaceKey) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use MarketplaceKey.ProtoReflect.Descriptor instead.
+func (*MarketplaceKey) Descriptor() ([]byte, []int) {
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *MarketplaceKey) GetKeyId() string {
+	if x != nil {
+		return x.KeyId
+	}
+	return ""
+}
+
+func (x *MarketplaceKey) GetPublicKeyPem() string {
+	if x != nil {
+		return x.PublicKeyPem
+	}
+	return ""
+}
+
+func (x *MarketplaceKey) GetNotAfter() *timestamppb.Timestamp {
+	if x != nil {
+		return x.NotAfter
+	}
+	return nil
+}
+
 // OutboundHold stops a tenant's new outbound mail.
 type OutboundHold struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
@@ -1545,7 +1619,7 @@ type OutboundHold struct {
 
 func (x *OutboundHold) Reset() {
 	*x = OutboundHold{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[23]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[24]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1557,7 +1631,7 @@ func (x *OutboundHold) String() string {
 func (*OutboundHold) ProtoMessage() {}
 
 func (x *OutboundHold) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[23]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[24]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1570,7 +1644,7 @@ func (x *OutboundHold) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use OutboundHold.ProtoReflect.Descriptor instead.
 func (*OutboundHold) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{23}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{24}
 }
 
 func (x *OutboundHold) GetReason() string {
@@ -1592,7 +1666,7 @@ type SnapshotMailUser struct {
 
 func (x *SnapshotMailUser) Reset() {
 	*x = SnapshotMailUser{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[24]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[25]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1604,7 +1678,7 @@ func (x *SnapshotMailUser) String() string {
 func (*SnapshotMailUser) ProtoMessage() {}
 
 func (x *SnapshotMailUser) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[24]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[25]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1617,7 +1691,7 @@ func (x *SnapshotMailUser) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use SnapshotMailUser.ProtoReflect.Descriptor instead.
 func (*SnapshotMailUser) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{24}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{25}
 }
 
 func (x *SnapshotMailUser) GetUser() *v1.MailUser {
@@ -1637,17 +1711,21 @@ func (x *SnapshotMailUser) GetPasswordHash() string {
 // PluginInstallation is a plugin the tenant installed from the
 // marketplace.
 type PluginInstallation struct {
-	state         protoimpl.MessageState `protogen:"open.v1"`
-	PluginId      string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
-	Version       string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
-	Enabled       bool                   `protobuf:"varint,3,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	PluginId string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
+	Version  string                 `protobuf:"bytes,2,opt,name=version,proto3" json:"version,omitempty"`
+	Enabled  bool                   `protobuf:"varint,3,opt,name=enabled,proto3" json:"enabled,omitempty"`
+	// Where the countersigned package is, under the control plane's URL.
+	DownloadPath string `protobuf:"bytes,4,opt,name=download_path,json=downloadPath,proto3" json:"download_path,omitempty"`
+	// The package's SHA-256 (hex).
+	Sha256        string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
 
 func (x *PluginInstallation) Reset() {
 	*x = PluginInstallation{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[25]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[26]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1659,7 +1737,7 @@ func (x *PluginInstallation) String() string {
 func (*PluginInstallation) ProtoMessage() {}
 
 func (x *PluginInstallation) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[25]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[26]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1672,7 +1750,7 @@ func (x *PluginInstallation) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use PluginInstallation.ProtoReflect.Descriptor instead.
 func (*PluginInstallation) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{25}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{26}
 }
 
 func (x *PluginInstallation) GetPluginId() string {
@@ -1696,6 +1774,20 @@ func (x *PluginInstallation) GetEnabled() bool {
 	return false
 }
 
+func (x *PluginInstallation) GetDownloadPath() string {
+	if x != nil {
+		return x.DownloadPath
+	}
+	return ""
+}
+
+func (x *PluginInstallation) GetSha256() string {
+	if x != nil {
+		return x.Sha256
+	}
+	return ""
+}
+
 // Recall withdraws a plugin version from every agent.
 type Recall struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
@@ -1708,7 +1800,7 @@ type Recall struct {
 
 func (x *Recall) Reset() {
 	*x = Recall{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[26]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[27]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1720,7 +1812,7 @@ func (x *Recall) String() string {
 func (*Recall) ProtoMessage() {}
 
 func (x *Recall) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[26]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[27]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1733,7 +1825,7 @@ func (x *Recall) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Recall.ProtoReflect.Descriptor instead.
 func (*Recall) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{26}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{27}
 }
 
 func (x *Recall) GetPluginId() string {
@@ -1767,7 +1859,7 @@ type Keepalive struct {
 
 func (x *Keepalive) Reset() {
 	*x = Keepalive{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[27]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[28]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1779,7 +1871,7 @@ func (x *Keepalive) String() string {
 func (*Keepalive) ProtoMessage() {}
 
 func (x *Keepalive) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[27]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[28]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1792,7 +1884,7 @@ func (x *Keepalive) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use Keepalive.ProtoReflect.Descriptor instead.
 func (*Keepalive) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{27}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{28}
 }
 
 func (x *Keepalive) GetAt() *timestamppb.Timestamp {
@@ -1815,7 +1907,7 @@ type WatchConfigResponse struct {
 
 func (x *WatchConfigResponse) Reset() {
 	*x = WatchConfigResponse{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[28]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[29]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1827,7 +1919,7 @@ func (x *WatchConfigResponse) String() string {
 func (*WatchConfigResponse) ProtoMessage() {}
 
 func (x *WatchConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[28]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[29]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1840,7 +1932,7 @@ func (x *WatchConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use WatchConfigResponse.ProtoReflect.Descriptor instead.
 func (*WatchConfigResponse) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{28}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{29}
 }
 
 func (x *WatchConfigResponse) GetMessage() isWatchConfigResponse_Message {
@@ -1895,7 +1987,7 @@ type AckConfigRequest struct {
 
 func (x *AckConfigRequest) Reset() {
 	*x = AckConfigRequest{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[29]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[30]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1907,7 +1999,7 @@ func (x *AckConfigRequest) String() string {
 func (*AckConfigRequest) ProtoMessage() {}
 
 func (x *AckConfigRequest) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[29]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[30]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1920,7 +2012,7 @@ func (x *AckConfigRequest) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckConfigRequest.ProtoReflect.Descriptor instead.
 func (*AckConfigRequest) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{29}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{30}
 }
 
 func (x *AckConfigRequest) GetVersion() int64 {
@@ -1945,7 +2037,7 @@ type AckConfigResponse struct {
 
 func (x *AckConfigResponse) Reset() {
 	*x = AckConfigResponse{}
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[30]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[31]
 	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 	ms.StoreMessageInfo(mi)
 }
@@ -1957,7 +2049,7 @@ func (x *AckConfigResponse) String() string {
 func (*AckConfigResponse) ProtoMessage() {}
 
 func (x *AckConfigResponse) ProtoReflect() protoreflect.Message {
-	mi := &file_mairust_agents_v1_agents_proto_msgTypes[30]
+	mi := &file_mairust_agents_v1_agents_proto_msgTypes[31]
 	if x != nil {
 		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
 		if ms.LoadMessageInfo() == nil {
@@ -1970,7 +2062,7 @@ func (x *AckConfigResponse) ProtoReflect() protoreflect.Message {
 
 // Deprecated: Use AckConfigResponse.ProtoReflect.Descriptor instead.
 func (*AckConfigResponse) Descriptor() ([]byte, []int) {
-	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{30}
+	return file_mairust_agents_v1_agents_proto_rawDescGZIP(), []int{31}
 }
 
 var File_mairust_agents_v1_agents_proto protoreflect.FileDescriptor
@@ -2075,7 +2167,7 @@ const file_mairust_agents_v1_agents_proto_rawDesc = "" +
 	"\x0eReportResponse\x12\x1c\n" +
 	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"9\n" +
 	"\x12WatchConfigRequest\x12#\n" +
-	"\rknown_version\x18\x01 \x01(\x03R\fknownVersion\"\x8b\x03\n" +
+	"\rknown_version\x18\x01 \x01(\x03R\fknownVersion\"\xd9\x03\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x124\n" +
 	"\adomains\x18\x02 \x03(\v2\x1a.mairust.tenants.v1.DomainR\adomains\x129\n" +
@@ -2083,16 +2175,23 @@ const file_mairust_agents_v1_agents_proto_rawDesc = "" +
 	"\bsettings\x18\x04 \x01(\v2\x1c.mairust.tenants.v1.SettingsR\bsettings\x12?\n" +
 	"\aplugins\x18\x05 \x03(\v2%.mairust.agents.v1.PluginInstallationR\aplugins\x123\n" +
 	"\arecalls\x18\x06 \x03(\v2\x19.mairust.agents.v1.RecallR\arecalls\x12D\n" +
-	"\routbound_hold\x18\a \x01(\v2\x1f.mairust.agents.v1.OutboundHoldR\foutboundHold\"&\n" +
+	"\routbound_hold\x18\a \x01(\v2\x1f.mairust.agents.v1.OutboundHoldR\foutboundHold\x12L\n" +
+	"\x10marketplace_keys\x18\b \x03(\v2!.mairust.agents.v1.MarketplaceKeyR\x0fmarketplaceKeys\"\x86\x01\n" +
+	"\x0eMarketplaceKey\x12\x15\n" +
+	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12$\n" +
+	"\x0epublic_key_pem\x18\x02 \x01(\tR\fpublicKeyPem\x127\n" +
+	"\tnot_after\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\bnotAfter\"&\n" +
 	"\fOutboundHold\x12\x16\n" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"i\n" +
 	"\x10SnapshotMailUser\x120\n" +
 	"\x04user\x18\x01 \x01(\v2\x1c.mairust.tenants.v1.MailUserR\x04user\x12#\n" +
-	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"e\n" +
+	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"\xa2\x01\n" +
 	"\x12PluginInstallation\x12\x1b\n" +
 	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
-	"\aenabled\x18\x03 \x01(\bR\aenabled\"W\n" +
+	"\aenabled\x18\x03 \x01(\bR\aenabled\x12#\n" +
+	"\rdownload_path\x18\x04 \x01(\tR\fdownloadPath\x12\x16\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\"W\n" +
 	"\x06Recall\x12\x1b\n" +
 	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +
@@ -2142,7 +2241,7 @@ func file_mairust_agents_v1_agents_proto_rawDescGZIP() []byte {
 }
 
 var file_mairust_agents_v1_agents_proto_enumTypes = make([]protoimpl.EnumInfo, 2)
-var file_mairust_agents_v1_agents_proto_msgTypes = make([]protoimpl.MessageInfo, 31)
+var file_mairust_agents_v1_agents_proto_msgTypes = make([]protoimpl.MessageInfo, 32)
 var file_mairust_agents_v1_agents_proto_goTypes = []any{
 	(AgentStatus)(0),                      // 0: mairust.agents.v1.AgentStatus
 	(HealthStatus)(0),                     // 1: mairust.agents.v1.HealthStatus
@@ -2169,72 +2268,75 @@ var file_mairust_agents_v1_agents_proto_goTypes = []any{
 	(*ReportResponse)(nil),                // 22: mairust.agents.v1.ReportResponse
 	(*WatchConfigRequest)(nil),            // 23: mairust.agents.v1.WatchConfigRequest
 	(*Snapshot)(nil),                      // 24: mairust.agents.v1.Snapshot
-	(*OutboundHold)(nil),                  // 25: mairust.agents.v1.OutboundHold
-	(*SnapshotMailUser)(nil),              // 26: mairust.agents.v1.SnapshotMailUser
-	(*PluginInstallation)(nil),            // 27: mairust.agents.v1.PluginInstallation
-	(*Recall)(nil),                        // 28: mairust.agents.v1.Recall
-	(*Keepalive)(nil),                     // 29: mairust.agents.v1.Keepalive
-	(*WatchConfigResponse)(nil),           // 30: mairust.agents.v1.WatchConfigResponse
-	(*AckConfigRequest)(nil),              // 31: mairust.agents.v1.AckConfigRequest
-	(*AckConfigResponse)(nil),             // 32: mairust.agents.v1.AckConfigResponse
-	(*timestamppb.Timestamp)(nil),         // 33: google.protobuf.Timestamp
-	(*v1.Domain)(nil),                     // 34: mairust.tenants.v1.Domain
-	(*v1.Settings)(nil),                   // 35: mairust.tenants.v1.Settings
-	(*v1.MailUser)(nil),                   // 36: mairust.tenants.v1.MailUser
+	(*MarketplaceKey)(nil),                // 25: mairust.agents.v1.MarketplaceKey
+	(*OutboundHold)(nil),                  // 26: mairust.agents.v1.OutboundHold
+	(*SnapshotMailUser)(nil),              // 27: mairust.agents.v1.SnapshotMailUser
+	(*PluginInstallation)(nil),            // 28: mairust.agents.v1.PluginInstallation
+	(*Recall)(nil),                        // 29: mairust.agents.v1.Recall
+	(*Keepalive)(nil),                     // 30: mairust.agents.v1.Keepalive
+	(*WatchConfigResponse)(nil),           // 31: mairust.agents.v1.WatchConfigResponse
+	(*AckConfigRequest)(nil),              // 32: mairust.agents.v1.AckConfigRequest
+	(*AckConfigResponse)(nil),             // 33: mairust.agents.v1.AckConfigResponse
+	(*timestamppb.Timestamp)(nil),         // 34: google.protobuf.Timestamp
+	(*v1.Domain)(nil),                     // 35: mairust.tenants.v1.Domain
+	(*v1.Settings)(nil),                   // 36: mairust.tenants.v1.Settings
+	(*v1.MailUser)(nil),                   // 37: mairust.tenants.v1.MailUser
 }
 var file_mairust_agents_v1_agents_proto_depIdxs = []int32{
 	1,  // 0: mairust.agents.v1.ComponentHealth.status:type_name -> mairust.agents.v1.HealthStatus
 	0,  // 1: mairust.agents.v1.Agent.status:type_name -> mairust.agents.v1.AgentStatus
-	33, // 2: mairust.agents.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
-	33, // 3: mairust.agents.v1.Agent.last_heartbeat_at:type_name -> google.protobuf.Timestamp
+	34, // 2: mairust.agents.v1.Agent.enrolled_at:type_name -> google.protobuf.Timestamp
+	34, // 3: mairust.agents.v1.Agent.last_heartbeat_at:type_name -> google.protobuf.Timestamp
 	2,  // 4: mairust.agents.v1.Agent.health:type_name -> mairust.agents.v1.ComponentHealth
-	33, // 5: mairust.agents.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 5: mairust.agents.v1.CreateEnrollmentTokenResponse.expires_at:type_name -> google.protobuf.Timestamp
 	3,  // 6: mairust.agents.v1.ListAgentsResponse.agents:type_name -> mairust.agents.v1.Agent
-	33, // 7: mairust.agents.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
+	34, // 7: mairust.agents.v1.Credential.expires_at:type_name -> google.protobuf.Timestamp
 	10, // 8: mairust.agents.v1.EnrollResponse.credential:type_name -> mairust.agents.v1.Credential
 	10, // 9: mairust.agents.v1.RenewCredentialResponse.credential:type_name -> mairust.agents.v1.Credential
 	2,  // 10: mairust.agents.v1.HeartbeatRequest.health:type_name -> mairust.agents.v1.ComponentHealth
 	15, // 11: mairust.agents.v1.HeartbeatRequest.dkim_keys:type_name -> mairust.agents.v1.DKIMKey
 	10, // 12: mairust.agents.v1.HeartbeatResponse.credential:type_name -> mairust.agents.v1.Credential
-	33, // 13: mairust.agents.v1.UsageRecord.period_start:type_name -> google.protobuf.Timestamp
-	33, // 14: mairust.agents.v1.UsageRecord.period_end:type_name -> google.protobuf.Timestamp
-	33, // 15: mairust.agents.v1.ReportRequest.at:type_name -> google.protobuf.Timestamp
+	34, // 13: mairust.agents.v1.UsageRecord.period_start:type_name -> google.protobuf.Timestamp
+	34, // 14: mairust.agents.v1.UsageRecord.period_end:type_name -> google.protobuf.Timestamp
+	34, // 15: mairust.agents.v1.ReportRequest.at:type_name -> google.protobuf.Timestamp
 	18, // 16: mairust.agents.v1.ReportRequest.counters:type_name -> mairust.agents.v1.Counters
 	19, // 17: mairust.agents.v1.ReportRequest.breakers:type_name -> mairust.agents.v1.BreakerState
 	20, // 18: mairust.agents.v1.ReportRequest.usage:type_name -> mairust.agents.v1.UsageRecord
-	34, // 19: mairust.agents.v1.Snapshot.domains:type_name -> mairust.tenants.v1.Domain
-	26, // 20: mairust.agents.v1.Snapshot.users:type_name -> mairust.agents.v1.SnapshotMailUser
-	35, // 21: mairust.agents.v1.Snapshot.settings:type_name -> mairust.tenants.v1.Settings
-	27, // 22: mairust.agents.v1.Snapshot.plugins:type_name -> mairust.agents.v1.PluginInstallation
-	28, // 23: mairust.agents.v1.Snapshot.recalls:type_name -> mairust.agents.v1.Recall
-	25, // 24: mairust.agents.v1.Snapshot.outbound_hold:type_name -> mairust.agents.v1.OutboundHold
-	36, // 25: mairust.agents.v1.SnapshotMailUser.user:type_name -> mairust.tenants.v1.MailUser
-	33, // 26: mairust.agents.v1.Keepalive.at:type_name -> google.protobuf.Timestamp
-	24, // 27: mairust.agents.v1.WatchConfigResponse.snapshot:type_name -> mairust.agents.v1.Snapshot
-	29, // 28: mairust.agents.v1.WatchConfigResponse.keepalive:type_name -> mairust.agents.v1.Keepalive
-	4,  // 29: mairust.agents.v1.AgentsService.CreateEnrollmentToken:input_type -> mairust.agents.v1.CreateEnrollmentTokenRequest
-	6,  // 30: mairust.agents.v1.AgentsService.ListAgents:input_type -> mairust.agents.v1.ListAgentsRequest
-	8,  // 31: mairust.agents.v1.AgentsService.RevokeAgent:input_type -> mairust.agents.v1.RevokeAgentRequest
-	11, // 32: mairust.agents.v1.AgentsService.Enroll:input_type -> mairust.agents.v1.EnrollRequest
-	13, // 33: mairust.agents.v1.AgentsService.RenewCredential:input_type -> mairust.agents.v1.RenewCredentialRequest
-	16, // 34: mairust.agents.v1.AgentsService.Heartbeat:input_type -> mairust.agents.v1.HeartbeatRequest
-	21, // 35: mairust.agents.v1.AgentsService.Report:input_type -> mairust.agents.v1.ReportRequest
-	23, // 36: mairust.agents.v1.AgentsService.WatchConfig:input_type -> mairust.agents.v1.WatchConfigRequest
-	31, // 37: mairust.agents.v1.AgentsService.AckConfig:input_type -> mairust.agents.v1.AckConfigRequest
-	5,  // 38: mairust.agents.v1.AgentsService.CreateEnrollmentToken:output_type -> mairust.agents.v1.CreateEnrollmentTokenResponse
-	7,  // 39: mairust.agents.v1.AgentsService.ListAgents:output_type -> mairust.agents.v1.ListAgentsResponse
-	9,  // 40: mairust.agents.v1.AgentsService.RevokeAgent:output_type -> mairust.agents.v1.RevokeAgentResponse
-	12, // 41: mairust.agents.v1.AgentsService.Enroll:output_type -> mairust.agents.v1.EnrollResponse
-	14, // 42: mairust.agents.v1.AgentsService.RenewCredential:output_type -> mairust.agents.v1.RenewCredentialResponse
-	17, // 43: mairust.agents.v1.AgentsService.Heartbeat:output_type -> mairust.agents.v1.HeartbeatResponse
-	22, // 44: mairust.agents.v1.AgentsService.Report:output_type -> mairust.agents.v1.ReportResponse
-	30, // 45: mairust.agents.v1.AgentsService.WatchConfig:output_type -> mairust.agents.v1.WatchConfigResponse
-	32, // 46: mairust.agents.v1.AgentsService.AckConfig:output_type -> mairust.agents.v1.AckConfigResponse
-	38, // [38:47] is the sub-list for method output_type
-	29, // [29:38] is the sub-list for method input_type
-	29, // [29:29] is the sub-list for extension type_name
-	29, // [29:29] is the sub-list for extension extendee
-	0,  // [0:29] is the sub-list for field type_name
+	35, // 19: mairust.agents.v1.Snapshot.domains:type_name -> mairust.tenants.v1.Domain
+	27, // 20: mairust.agents.v1.Snapshot.users:type_name -> mairust.agents.v1.SnapshotMailUser
+	36, // 21: mairust.agents.v1.Snapshot.settings:type_name -> mairust.tenants.v1.Settings
+	28, // 22: mairust.agents.v1.Snapshot.plugins:type_name -> mairust.agents.v1.PluginInstallation
+	29, // 23: mairust.agents.v1.Snapshot.recalls:type_name -> mairust.agents.v1.Recall
+	26, // 24: mairust.agents.v1.Snapshot.outbound_hold:type_name -> mairust.agents.v1.OutboundHold
+	25, // 25: mairust.agents.v1.Snapshot.marketplace_keys:type_name -> mairust.agents.v1.MarketplaceKey
+	34, // 26: mairust.agents.v1.MarketplaceKey.not_after:type_name -> google.protobuf.Timestamp
+	37, // 27: mairust.agents.v1.SnapshotMailUser.user:type_name -> mairust.tenants.v1.MailUser
+	34, // 28: mairust.agents.v1.Keepalive.at:type_name -> google.protobuf.Timestamp
+	24, // 29: mairust.agents.v1.WatchConfigResponse.snapshot:type_name -> mairust.agents.v1.Snapshot
+	30, // 30: mairust.agents.v1.WatchConfigResponse.keepalive:type_name -> mairust.agents.v1.Keepalive
+	4,  // 31: mairust.agents.v1.AgentsService.CreateEnrollmentToken:input_type -> mairust.agents.v1.CreateEnrollmentTokenRequest
+	6,  // 32: mairust.agents.v1.AgentsService.ListAgents:input_type -> mairust.agents.v1.ListAgentsRequest
+	8,  // 33: mairust.agents.v1.AgentsService.RevokeAgent:input_type -> mairust.agents.v1.RevokeAgentRequest
+	11, // 34: mairust.agents.v1.AgentsService.Enroll:input_type -> mairust.agents.v1.EnrollRequest
+	13, // 35: mairust.agents.v1.AgentsService.RenewCredential:input_type -> mairust.agents.v1.RenewCredentialRequest
+	16, // 36: mairust.agents.v1.AgentsService.Heartbeat:input_type -> mairust.agents.v1.HeartbeatRequest
+	21, // 37: mairust.agents.v1.AgentsService.Report:input_type -> mairust.agents.v1.ReportRequest
+	23, // 38: mairust.agents.v1.AgentsService.WatchConfig:input_type -> mairust.agents.v1.WatchConfigRequest
+	32, // 39: mairust.agents.v1.AgentsService.AckConfig:input_type -> mairust.agents.v1.AckConfigRequest
+	5,  // 40: mairust.agents.v1.AgentsService.CreateEnrollmentToken:output_type -> mairust.agents.v1.CreateEnrollmentTokenResponse
+	7,  // 41: mairust.agents.v1.AgentsService.ListAgents:output_type -> mairust.agents.v1.ListAgentsResponse
+	9,  // 42: mairust.agents.v1.AgentsService.RevokeAgent:output_type -> mairust.agents.v1.RevokeAgentResponse
+	12, // 43: mairust.agents.v1.AgentsService.Enroll:output_type -> mairust.agents.v1.EnrollResponse
+	14, // 44: mairust.agents.v1.AgentsService.RenewCredential:output_type -> mairust.agents.v1.RenewCredentialResponse
+	17, // 45: mairust.agents.v1.AgentsService.Heartbeat:output_type -> mairust.agents.v1.HeartbeatResponse
+	22, // 46: mairust.agents.v1.AgentsService.Report:output_type -> mairust.agents.v1.ReportResponse
+	31, // 47: mairust.agents.v1.AgentsService.WatchConfig:output_type -> mairust.agents.v1.WatchConfigResponse
+	33, // 48: mairust.agents.v1.AgentsService.AckConfig:output_type -> mairust.agents.v1.AckConfigResponse
+	40, // [40:49] is the sub-list for method output_type
+	31, // [31:40] is the sub-list for method input_type
+	31, // [31:31] is the sub-list for extension type_name
+	31, // [31:31] is the sub-list for extension extendee
+	0,  // [0:31] is the sub-list for field type_name
 }
 
 func init() { file_mairust_agents_v1_agents_proto_init() }
@@ -2242,7 +2344,7 @@ func file_mairust_agents_v1_agents_proto_init() {
 	if File_mairust_agents_v1_agents_proto != nil {
 		return
 	}
-	file_mairust_agents_v1_agents_proto_msgTypes[28].OneofWrappers = []any{
+	file_mairust_agents_v1_agents_proto_msgTypes[29].OneofWrappers = []any{
 		(*WatchConfigResponse_Snapshot)(nil),
 		(*WatchConfigResponse_Keepalive)(nil),
 	}
@@ -2252,7 +2354,7 @@ func file_mairust_agents_v1_agents_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mairust_agents_v1_agents_proto_rawDesc), len(file_mairust_agents_v1_agents_proto_rawDesc)),
 			NumEnums:      2,
-			NumMessages:   31,
+			NumMessages:   32,
 			NumExtensions: 0,
 			NumServices:   1,
 		},
