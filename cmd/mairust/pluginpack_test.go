@@ -114,6 +114,7 @@ func TestPackCLI(t *testing.T) {
 	// What cannot be packed.
 	os.Symlink("/etc/passwd", filepath.Join(plugin, "passwd"))
 	fails("passwd is a symbolic link", nil, "plugin", "pack", "subject-tagger", "--out", "x.mairust-plugin")
-	webhook, _ := filepath.Abs("../../agent/plugins/examples/webhook")
-	fails("has no README.md", nil, "plugin", "pack", webhook)
+	os.Remove(filepath.Join(plugin, "passwd"))
+	os.Remove(filepath.Join(plugin, "README.md"))
+	fails("has no README.md", nil, "plugin", "pack", "subject-tagger", "--out", "x.mairust-plugin")
 }
