@@ -3,7 +3,9 @@ package agent
 import (
 	"context"
 	"errors"
+	"fmt"
 	"net/http"
+	"os"
 	"sync/atomic"
 	"time"
 
@@ -13,9 +15,12 @@ import (
 
 	"github.com/mairust/mairust/agent/dkim"
 	"github.com/mairust/mairust/agent/link"
+	"github.com/mairust/mairust/agent/plugins/manifest"
+	"github.com/mairust/mairust/agent/plugins/market"
 	"github.com/mairust/mairust/agent/policy"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/version"
+	"github.com/mairust/mairust/marketplace/pack"
 	agentsv1 "github.com/mairust/mairust/proto/mairust/agents/v1"
 	monitorv1 "github.com/mairust/mairust/proto/mairust/monitor/v1"
 	"github.com/mairust/mairust/proto/mairust/monitor/v1/monitorv1connect"
@@ -103,6 +108,11 @@ func (a *Agent) startLink(ctx context.Context, metrics prometheus.Gatherer) erro
 	if err != nil {
 		return err
 	}
+	market, err := a.marketplaceInstaller(cfg, id.ControlPlaneURL)
+	if err != nil {
+		return err
+	}
+	go market.Run(ctx)
 	mon := monitorv1connect.NewMonitorServiceClient(http.DefaultClient, id.ControlPlaneURL, src.Auth())
 	a.out.monitor.SetSender(func(ctx context.Context, n policy.Notice) error {
 		_, err := mon.Notify(ctx, connect.NewRequest(&monitorv1.NotifyRequest{Notice: monitorNotice(n)}))
@@ -118,12 +128,40 @@ func (a *Agent) startLink(ctx context.Context, metrics prometheus.Gatherer) erro
 					a.managed.hold.Store(&outboundHold{tenant: id.TenantID, reason: reason})
 				}
 			},
-			Collect: (&counters{gather: metrics, storage: storageOf(a.pool, id.TenantID)}).collect, ReportInterval: cfg.Link.ReportInterval})
+			ApplyPlugins: market.Want,
+			Collect:      (&counters{gather: metrics, storage: storageOf(a.pool, id.TenantID)}).collect, ReportInterval: cfg.Link.ReportInterval})
 		if err != nil {
 			a.log.Error("the control plane link did not start; mail is not affected", "component", "link", "error", err)
 		}
 	}()
 	return nil
+}
+
+// marketplaceInstaller installs the plugins the control plane at url
+// asks for, trusting the marketplace keys of plugins.marketplace_keys
+// and those it sends; the hooks are reloaded after a change.
+func (a *Agent) marketplaceInstaller(cfg *config.Config, url string) (*market.Installer, error) {
+	running, err := manifest.ParseVersion(version.Number)
+	if err != nil {
+		return nil, err
+	}
+	var pinned []pack.TrustedKey
+	for i, k := range cfg.Plugins.MarketplaceKeys {
+		data, err := os.ReadFile(k.PublicKeyFile)
+		if err != nil {
+			return nil, fmt.Errorf("plugins.marketplace_keys[%d].public_key_file: %w", i, err)
+		}
+		pub, err := pack.ParsePublicKey(data)
+		if err != nil {
+			return nil, fmt.Errorf("plugins.marketplace_keys[%d].public_key_file %s: %w", i, k.PublicKeyFile, err)
+		}
+		tk := pack.TrustedKey{Role: pack.Marketplace, Key: pub}
+		tk.NotAfter, _ = time.Parse(time.RFC3339, k.NotAfter) // checked by config: empty gives the zero time, no end
+		pinned = append(pinned, tk)
+	}
+	files, _, _ := cfg.PluginPaths()
+	return &market.Installer{Pool: a.pool, Dir: files, BaseURL: url, Pinned: pinned, Running: running, Log: a.log,
+		Changed: func(ctx context.Context) error { return a.hooks.Load(ctx) }}, nil
 }
 
 // monitorNotice is n for the control plane's monitor service.

@@ -116,6 +116,11 @@ func (r *runner) apply(ctx context.Context, snap *agentsv1.Snapshot) error {
 	if h := snap.GetOutboundHold(); h != nil {
 		hold = &h.Reason
 	}
+	market := &agentsv1.Snapshot{Plugins: snap.Plugins, MarketplaceKeys: snap.MarketplaceKeys, Recalls: snap.Recalls}
+	marketJSON, err := protojson.Marshal(market)
+	if err != nil {
+		return err
+	}
 	var c changes
 	err = pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 		var current int64
@@ -139,13 +144,16 @@ func (r *runner) apply(ctx context.Context, snap *agentsv1.Snapshot) error {
 			s.tenant, map[string]any{"version": snap.Version, "created": c.created, "updated": c.updated, "deleted": c.deleted, "released": c.released}); err != nil {
 			return err
 		}
-		_, err := tx.Exec(ctx, `UPDATE link_state SET config_version = $1, settings = $2, outbound_hold = $3`, snap.Version, kept, hold)
+		_, err := tx.Exec(ctx, `UPDATE link_state SET config_version = $1, settings = $2, outbound_hold = $3, plugins = $4`, snap.Version, kept, hold, marketJSON)
 		return err
 	})
 	if err != nil {
 		return err
 	}
 	r.applyHold(hold)
+	if r.ApplyPlugins != nil {
+		r.ApplyPlugins(market)
+	}
 	configVersion.Set(float64(snap.Version))
 	r.Log.Info("applied the control plane's configuration", "version", snap.Version, "created", c.created, "updated", c.updated,
 		"deleted", c.deleted, "released", c.released)

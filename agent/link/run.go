@@ -88,6 +88,11 @@ type RunConfig struct {
 	// the one applied last; then each snapshot's, once it is committed.
 	// nil: holds are ignored.
 	ApplyHold func(reason string)
+	// ApplyPlugins is given the marketplace part of the configuration (a
+	// Snapshot with only plugins, marketplace_keys and recalls set): at
+	// start, the one applied last; then each snapshot's, once committed.
+	// It must not block: installing is its own work. nil: ignored.
+	ApplyPlugins func(*agentsv1.Snapshot)
 	// Collect returns the report to enqueue every ReportInterval (counters
 	// since the previous one, usage); nil: none, the agent enqueues its
 	// reports itself.
@@ -152,17 +157,18 @@ func (r *runner) start(ctx context.Context) error {
 		version  int64
 		settings []byte
 		hold     *string
+		plugins  []byte
 		dropped  int64
 	)
 	err := pgx.BeginFunc(ctx, r.Pool, func(tx pgx.Tx) error {
 		var owner string
-		if err := tx.QueryRow(ctx, `SELECT agent_id, config_version, settings, outbound_hold FROM link_state FOR UPDATE`).Scan(&owner, &version, &settings, &hold); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT agent_id, config_version, settings, outbound_hold, plugins FROM link_state FOR UPDATE`).Scan(&owner, &version, &settings, &hold, &plugins); err != nil {
 			return err
 		}
 		if owner == r.Identity.AgentID {
 			return nil
 		}
-		version, settings, hold = 0, nil, nil
+		version, settings, hold, plugins = 0, nil, nil, nil
 		if owner != "" {
 			tag, err := tx.Exec(ctx, `DELETE FROM link_reports`)
 			if err != nil {
@@ -170,7 +176,7 @@ func (r *runner) start(ctx context.Context) error {
 			}
 			dropped = tag.RowsAffected()
 		}
-		_, err := tx.Exec(ctx, `UPDATE link_state SET agent_id = $1, config_version = 0, acked_version = 0, settings = NULL, outbound_hold = NULL`, r.Identity.AgentID)
+		_, err := tx.Exec(ctx, `UPDATE link_state SET agent_id = $1, config_version = 0, acked_version = 0, settings = NULL, outbound_hold = NULL, plugins = NULL`, r.Identity.AgentID)
 		return err
 	})
 	if err != nil {
@@ -182,6 +188,13 @@ func (r *runner) start(ctx context.Context) error {
 	}
 	configVersion.Set(float64(version))
 	r.applyHold(hold)
+	if plugins != nil && r.ApplyPlugins != nil {
+		m := &agentsv1.Snapshot{}
+		if err := protojson.Unmarshal(plugins, m); err != nil {
+			return fmt.Errorf("link: the plugins kept in link_state: %w", err)
+		}
+		r.ApplyPlugins(m)
+	}
 	if settings == nil || r.ApplySettings == nil {
 		return nil
 	}

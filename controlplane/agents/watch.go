@@ -174,14 +174,14 @@ func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv
 	if err != nil {
 		return err
 	}
-	rows, err = tx.Query(ctx, `SELECT i.plugin_id, i.version, i.enabled, v.sha256 FROM plugin_installations i
+	rows, err = tx.Query(ctx, `SELECT i.plugin_id, i.version, i.enabled, i.allow_downgrade, v.sha256 FROM plugin_installations i
 		JOIN plugin_versions v USING (plugin_id, version) WHERE i.tenant_id = $1 ORDER BY i.plugin_id`, tenantID)
 	if err != nil {
 		return err
 	}
 	snap.Plugins, err = pgx.CollectRows(rows, func(r pgx.CollectableRow) (*agentsv1.PluginInstallation, error) {
 		p := &agentsv1.PluginInstallation{}
-		err := r.Scan(&p.PluginId, &p.Version, &p.Enabled, &p.Sha256)
+		err := r.Scan(&p.PluginId, &p.Version, &p.Enabled, &p.AllowDowngrade, &p.Sha256)
 		p.DownloadPath = catalog.DownloadPath(p.PluginId, p.Version)
 		return p, err
 	})

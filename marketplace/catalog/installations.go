@@ -52,9 +52,10 @@ func (s *Service) InstallPlugin(ctx context.Context, req *connect.Request[market
 			return connect.NewError(connect.CodeFailedPrecondition, fmt.Errorf("%s %s may: %v; accept these permissions to install it (permissions_accepted)", m.PluginId, v.Version, v.Permissions))
 		}
 		var at time.Time
-		if err := tx.QueryRow(ctx, `INSERT INTO plugin_installations (tenant_id, plugin_id, version, enabled, installed_by) VALUES ($1, $2, $3, $4, $5)
-			ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET version = excluded.version, enabled = excluded.enabled, installed_by = excluded.installed_by, installed_at = now()
-			RETURNING installed_at`, m.TenantId, m.PluginId, v.Version, !m.Disabled, account).Scan(&at); err != nil {
+		if err := tx.QueryRow(ctx, `INSERT INTO plugin_installations (tenant_id, plugin_id, version, enabled, allow_downgrade, installed_by) VALUES ($1, $2, $3, $4, $5, $6)
+			ON CONFLICT (tenant_id, plugin_id) DO UPDATE SET version = excluded.version, enabled = excluded.enabled, allow_downgrade = excluded.allow_downgrade,
+				installed_by = excluded.installed_by, installed_at = now()
+			RETURNING installed_at`, m.TenantId, m.PluginId, v.Version, !m.Disabled, m.AllowDowngrade, account).Scan(&at); err != nil {
 			return err
 		}
 		inst = &marketplacev1.Installation{PluginId: m.PluginId, Version: v.Version, Enabled: !m.Disabled, InstalledAt: timestamppb.New(at), Permissions: v.Permissions}

@@ -44,6 +44,7 @@ CREATE TABLE plugin_installations (
 	plugin_id text NOT NULL,
 	version text NOT NULL,
 	enabled boolean NOT NULL DEFAULT true,
+	allow_downgrade boolean NOT NULL DEFAULT false,
 	installed_by uuid REFERENCES accounts(id) ON DELETE SET NULL,
 	installed_at timestamptz NOT NULL DEFAULT now(),
 	PRIMARY KEY (tenant_id, plugin_id),

@@ -1718,9 +1718,11 @@ type PluginInstallation struct {
 	// Where the countersigned package is, under the control plane's URL.
 	DownloadPath string `protobuf:"bytes,4,opt,name=download_path,json=downloadPath,proto3" json:"download_path,omitempty"`
 	// The package's SHA-256 (hex).
-	Sha256        string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
-	unknownFields protoimpl.UnknownFields
-	sizeCache     protoimpl.SizeCache
+	Sha256 string `protobuf:"bytes,5,opt,name=sha256,proto3" json:"sha256,omitempty"`
+	// The agent may replace a newer version with this one.
+	AllowDowngrade bool `protobuf:"varint,6,opt,name=allow_downgrade,json=allowDowngrade,proto3" json:"allow_downgrade,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *PluginInstallation) Reset() {
@@ -1786,6 +1788,13 @@ func (x *PluginInstallation) GetSha256() string {
 		return x.Sha256
 	}
 	return ""
+}
+
+func (x *PluginInstallation) GetAllowDowngrade() bool {
+	if x != nil {
+		return x.AllowDowngrade
+	}
+	return false
 }
 
 // Recall withdraws a plugin version from every agent.
@@ -2185,13 +2194,14 @@ const file_mairust_agents_v1_agents_proto_rawDesc = "" +
 	"\x06reason\x18\x01 \x01(\tR\x06reason\"i\n" +
 	"\x10SnapshotMailUser\x120\n" +
 	"\x04user\x18\x01 \x01(\v2\x1c.mairust.tenants.v1.MailUserR\x04user\x12#\n" +
-	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"\xa2\x01\n" +
+	"\rpassword_hash\x18\x02 \x01(\tR\fpasswordHash\"\xcb\x01\n" +
 	"\x12PluginInstallation\x12\x1b\n" +
 	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
 	"\aenabled\x18\x03 \x01(\bR\aenabled\x12#\n" +
 	"\rdownload_path\x18\x04 \x01(\tR\fdownloadPath\x12\x16\n" +
-	"\x06sha256\x18\x05 \x01(\tR\x06sha256\"W\n" +
+	"\x06sha256\x18\x05 \x01(\tR\x06sha256\x12'\n" +
+	"\x0fallow_downgrade\x18\x06 \x01(\bR\x0eallowDowngrade\"W\n" +
 	"\x06Recall\x12\x1b\n" +
 	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x18\n" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x16\n" +

@@ -1034,8 +1034,11 @@ type InstallPluginRequest struct {
 	Disabled bool `protobuf:"varint,4,opt,name=disabled,proto3" json:"disabled,omitempty"`
 	// The caller saw and accepts the version's permissions (required).
 	PermissionsAccepted bool `protobuf:"varint,5,opt,name=permissions_accepted,json=permissionsAccepted,proto3" json:"permissions_accepted,omitempty"`
-	unknownFields       protoimpl.UnknownFields
-	sizeCache           protoimpl.SizeCache
+	// Let agents that run a newer version go back to this one (they refuse
+	// a downgrade otherwise).
+	AllowDowngrade bool `protobuf:"varint,6,opt,name=allow_downgrade,json=allowDowngrade,proto3" json:"allow_downgrade,omitempty"`
+	unknownFields  protoimpl.UnknownFields
+	sizeCache      protoimpl.SizeCache
 }
 
 func (x *InstallPluginRequest) Reset() {
@@ -1099,6 +1102,13 @@ func (x *InstallPluginRequest) GetDisabled() bool {
 func (x *InstallPluginRequest) GetPermissionsAccepted() bool {
 	if x != nil {
 		return x.PermissionsAccepted
+	}
+	return false
+}
+
+func (x *InstallPluginRequest) GetAllowDowngrade() bool {
+	if x != nil {
+		return x.AllowDowngrade
 	}
 	return false
 }
@@ -1400,13 +1410,14 @@ const file_mairust_marketplace_v1_marketplace_proto_rawDesc = "" +
 	"\aversion\x18\x02 \x01(\tR\aversion\x12\x18\n" +
 	"\aenabled\x18\x03 \x01(\bR\aenabled\x12=\n" +
 	"\finstalled_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\vinstalledAt\x12 \n" +
-	"\vpermissions\x18\x05 \x03(\tR\vpermissions\"\xb9\x01\n" +
+	"\vpermissions\x18\x05 \x03(\tR\vpermissions\"\xe2\x01\n" +
 	"\x14InstallPluginRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\x12\x1b\n" +
 	"\tplugin_id\x18\x02 \x01(\tR\bpluginId\x12\x18\n" +
 	"\aversion\x18\x03 \x01(\tR\aversion\x12\x1a\n" +
 	"\bdisabled\x18\x04 \x01(\bR\bdisabled\x121\n" +
-	"\x14permissions_accepted\x18\x05 \x01(\bR\x13permissionsAccepted\"a\n" +
+	"\x14permissions_accepted\x18\x05 \x01(\bR\x13permissionsAccepted\x12'\n" +
+	"\x0fallow_downgrade\x18\x06 \x01(\bR\x0eallowDowngrade\"a\n" +
 	"\x15InstallPluginResponse\x12H\n" +
 	"\finstallation\x18\x01 \x01(\v2$.mairust.marketplace.v1.InstallationR\finstallation\"R\n" +
 	"\x16UninstallPluginRequest\x12\x1b\n" +

@@ -1,0 +1,7 @@
+-- Plugins from the control plane's marketplace (agent/plugins/market):
+-- the installations it asks for, with the marketplace keys it sent, kept
+-- across restarts (agentsv1.Snapshot's plugins and marketplace_keys as
+-- protojson), and the installed plugins it manages, which it replaces and
+-- removes (the local commands leave them alone).
+ALTER TABLE link_state ADD COLUMN plugins jsonb;
+ALTER TABLE plugins ADD COLUMN managed_by_controlplane boolean NOT NULL DEFAULT false;
