@@ -161,7 +161,8 @@ func (a *Agent) marketplaceInstaller(cfg *config.Config, url string) (*market.In
 	}
 	files, _, _ := cfg.PluginPaths()
 	return &market.Installer{Pool: a.pool, Dir: files, BaseURL: url, Pinned: pinned, Running: running, Log: a.log,
-		Changed: func(ctx context.Context) error { return a.hooks.Load(ctx) }}, nil
+		Changed:     func(ctx context.Context) error { return a.hooks.Load(ctx) },
+		AutoDisable: func() bool { return a.cfg.Load().Plugins.AutoDisableRecalled }}, nil
 }
 
 // monitorNotice is n for the control plane's monitor service.

@@ -65,7 +65,7 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 		return err
 	}
 	bill := billing.New(st, cfg.Billing, c.URL()+console.Prefix, mail, log)
-	cat, err := catalog.New(st, keys, cfg.Marketplace, c.URL(), log)
+	cat, err := catalog.New(st, keys, cfg.Marketplace, c.URL(), mail, log)
 	if err != nil {
 		return err
 	}

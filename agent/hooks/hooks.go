@@ -406,12 +406,21 @@ type PluginStatus struct {
 	Network string         `json:"network,omitempty"` // how its network mode is enforced here
 	Breaker breaker.Status `json:"breaker"`
 	Health  *health.Result `json:"health,omitempty"` // its last health check, when loaded
+	// Recalled is the marketplace's reason when it recalled this version:
+	// the plugin was found dangerous, disable or remove it.
+	Recalled string `json:"recalled,omitempty"`
 }
 
 // Statuses lists every installed plugin with its breaker.
 func (m *Manager) Statuses(ctx context.Context) ([]PluginStatus, error) {
 	list, err := plugins.List(ctx, m.pool)
 	if err != nil {
+		return nil, err
+	}
+	recalls := map[[2]string]string{}
+	rows, _ := m.pool.Query(ctx, `SELECT plugin_id, version, reason FROM plugin_recalls WHERE plugin_id <> ''`)
+	var id, version, reason string
+	if _, err := pgx.ForEachRow(rows, []any{&id, &version, &reason}, func() error { recalls[[2]string{id, version}] = reason; return nil }); err != nil {
 		return nil, err
 	}
 	out := make([]PluginStatus, len(list))
@@ -423,6 +432,11 @@ func (m *Manager) Statuses(ctx context.Context) ([]PluginStatus, error) {
 		}
 		if r, ok := m.health.Result(mf.ID); ok {
 			out[i].Health = &r
+		}
+		if reason, ok := recalls[[2]string{mf.ID, ""}]; ok {
+			out[i].Recalled = reason
+		} else if reason, ok := recalls[[2]string{mf.ID, mf.Version.String()}]; ok {
+			out[i].Recalled = reason
 		}
 	}
 	return out, nil

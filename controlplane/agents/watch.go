@@ -142,8 +142,7 @@ func configVersion(ctx context.Context, tx pgx.Tx, tenantID string) (int64, erro
 }
 
 // readSnapshot fills snap with the tenant's domains, mail users, plugins
-// from the marketplace, settings and outbound hold. Recalls are not
-// managed yet.
+// from the marketplace, the recall list, settings and outbound hold.
 func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv1.Snapshot) error {
 	rows, err := tx.Query(ctx, `SELECT id, tenant_id, name, created_at FROM domains WHERE tenant_id = $1 ORDER BY name`, tenantID)
 	if err != nil {
@@ -188,6 +187,9 @@ func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv
 	if err != nil {
 		return err
 	}
+	if err := readRecalls(ctx, tx, snap); err != nil {
+		return err
+	}
 	var hold *string
 	err = tx.QueryRow(ctx, `SELECT hold_reason FROM tenant_billing WHERE tenant_id = $1`, tenantID).Scan(&hold)
 	if err != nil && !errors.Is(err, pgx.ErrNoRows) {
@@ -205,6 +207,16 @@ func readSnapshot(ctx context.Context, tx pgx.Tx, tenantID string, snap *agentsv
 		return err
 	}
 	return protojson.UnmarshalOptions{DiscardUnknown: true}.Unmarshal(settings, snap.Settings)
+}
+
+// readRecalls fills snap with the signed recall list.
+func readRecalls(ctx context.Context, tx pgx.Tx, snap *agentsv1.Snapshot) error {
+	if err := tx.QueryRow(ctx, `SELECT version, signature, key_id FROM recall_list`).Scan(&snap.RecallVersion, &snap.RecallSignature, &snap.RecallKeyId); err != nil {
+		return err
+	}
+	list, err := catalog.ReadRecalls(ctx, tx)
+	snap.Recalls = list
+	return err
 }
 
 // listen wakes the streams of each tenant announced on configChannel,
@@ -250,6 +262,10 @@ func (s *Service) listenOnce(ctx context.Context, cfg *pgx.ConnConfig) (connecte
 		if err != nil {
 			return true, err
 		}
-		s.hub.wake(n.Payload)
+		if n.Payload == "*" { // every tenant's configuration changed
+			s.hub.wakeAll()
+		} else {
+			s.hub.wake(n.Payload)
+		}
 	}
 }

@@ -192,6 +192,7 @@ type Plugins struct {
 	BreakerWindow         time.Duration `yaml:"breaker_window" reload:"live" doc:"Window of the failure rate."`
 	BreakerMinCalls       int           `yaml:"breaker_min_calls" reload:"live" doc:"Calls in the window before the failure rate counts."`
 	BreakerCoolDown       time.Duration `yaml:"breaker_cool_down" reload:"live" doc:"How long an open breaker skips the plugin before one trial call goes through."`
+	AutoDisableRecalled   bool          `yaml:"auto_disable_recalled" reload:"live" doc:"Disable at once an installed plugin the marketplace recalls (found dangerous); off: the admin pages and the log show the alert, an administrator decides."`
 	MarketplaceKeys       []TrustedKey  `yaml:"marketplace_keys" doc:"Marketplace public keys this agent trusts besides those its control plane sends: a list of {public_key_file (PEM), not_after (RFC 3339; empty: no end)}. A package installed from the marketplace must carry a valid signature by one of them."`
 }
 

@@ -20,6 +20,7 @@ import (
 
 	"github.com/mairust/mairust/controlplane/access"
 	"github.com/mairust/mairust/controlplane/auth"
+	"github.com/mairust/mairust/controlplane/mailer"
 	"github.com/mairust/mairust/controlplane/server"
 	"github.com/mairust/mairust/controlplane/store"
 	"github.com/mairust/mairust/internal/config"
@@ -36,17 +37,18 @@ type Service struct {
 	cfg       config.Marketplace
 	signer    pack.Signer // nil: no key, nothing can be approved
 	vulns     *review.Vulns
-	reviewers []string // lowercase addresses
-	baseURL   string   // the control plane's URL, for download links
+	reviewers []string      // lowercase addresses
+	baseURL   string        // the control plane's URL, for download links
+	mail      mailer.Mailer // tells tenants' admins of recalls; nil: nobody
 	log       *slog.Logger
 }
 
 // New returns the marketplace: its signing key from
 // marketplace.signing_key_file or MAIRUST_MARKETPLACE_KEY (none: approvals
 // are refused, saying so), the built-in advisory list, and baseURL for
-// the download links.
-func New(st *store.Store, keys *auth.Keys, cfg config.Marketplace, baseURL string, log *slog.Logger) (*Service, error) {
-	s := &Service{st: st, keys: keys, cfg: cfg, vulns: review.DefaultVulns(), baseURL: strings.TrimSuffix(baseURL, "/"), log: log.With("component", "marketplace")}
+// the download links; m mails tenants' admins of recalls.
+func New(st *store.Store, keys *auth.Keys, cfg config.Marketplace, baseURL string, m mailer.Mailer, log *slog.Logger) (*Service, error) {
+	s := &Service{st: st, keys: keys, cfg: cfg, vulns: review.DefaultVulns(), baseURL: strings.TrimSuffix(baseURL, "/"), mail: m, log: log.With("component", "marketplace")}
 	for _, r := range cfg.Reviewers {
 		s.reviewers = append(s.reviewers, strings.ToLower(r))
 	}
@@ -78,6 +80,7 @@ func (s *Service) Service(opts ...connect.HandlerOption) server.Service {
 	return server.Service{Name: marketplacev1connect.MarketplaceServiceName, Path: path, Handler: h, Public: []string{
 		marketplacev1connect.MarketplaceServiceListPluginsProcedure,
 		marketplacev1connect.MarketplaceServiceGetPluginProcedure,
+		marketplacev1connect.MarketplaceServiceListRecallsProcedure,
 	}}
 }
 

@@ -17,6 +17,7 @@ import (
 
 	"github.com/mairust/mairust/controlplane/auth"
 	"github.com/mairust/mairust/controlplane/cptest"
+	"github.com/mairust/mairust/controlplane/mailer"
 	"github.com/mairust/mairust/controlplane/server"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/marketplace/catalog"
@@ -30,13 +31,14 @@ import (
 // a reviewer signed in, and the marketplace's key.
 type env struct {
 	*cptest.Env
+	mail                 *mailer.Recorder
 	key                  *pack.PrivateKey
 	dev, other, reviewer string // sessions
 }
 
 func start(t *testing.T, maxBytes int64) *env {
 	t.Helper()
-	e := &env{Env: cptest.New(t, "cpmarket")}
+	e := &env{Env: cptest.New(t, "cpmarket"), mail: &mailer.Recorder{}}
 	var err error
 	if e.key, err = pack.GenerateKey("ed25519"); err != nil {
 		t.Fatal(err)
@@ -52,7 +54,7 @@ func start(t *testing.T, maxBytes int64) *env {
 	if maxBytes > 0 {
 		cfg.MaxPackageBytes = maxBytes
 	}
-	svc, err := catalog.New(e.Store, e.Keys, cfg, "http://cp.test", e.Log)
+	svc, err := catalog.New(e.Store, e.Keys, cfg, "http://cp.test", e.mail, e.Log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -364,4 +366,78 @@ func TestInstallations(t *testing.T) {
 	}
 	_, err = e.client(admin).UninstallPlugin(ctx, connect.NewRequest(&marketplacev1.UninstallPluginRequest{TenantId: tn, PluginId: "tagger"}))
 	cptest.WantCode(t, "uninstall twice", err, connect.CodeNotFound, "no plugin")
+}
+
+// TestRecalls: a reviewer recalls a version; the signed list moves every
+// tenant's configuration version, verifies with the marketplace's key, and
+// the admins of the tenants that installed it are mailed; a withdrawal
+// signs a new, empty list. Only reviewers recall.
+func TestRecalls(t *testing.T) {
+	e := start(t, 0)
+	ctx := t.Context()
+	for _, v := range []string{"1.0.0", "1.1.0"} {
+		if code, res := e.upload(t, e.dev, plugin(t, "tagger", v, "read_headers = true\n", nil)); code != http.StatusCreated {
+			t.Fatalf("upload: %d %v", code, res)
+		}
+		if _, err := e.client(e.reviewer).ReviewSubmission(ctx, connect.NewRequest(&marketplacev1.ReviewSubmissionRequest{PluginId: "tagger", Version: v, Approve: true})); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a, b := e.tenant(t, "a"), e.tenant(t, "b")
+	admin := e.join(t, a, "admin@a.test", "admin")
+	e.join(t, b, "admin@b.test", "admin")
+	if _, err := e.client(admin).InstallPlugin(ctx, connect.NewRequest(&marketplacev1.InstallPluginRequest{TenantId: a, PluginId: "tagger", Version: "1.0.0", PermissionsAccepted: true})); err != nil {
+		t.Fatal(err)
+	}
+	version := func(tenant string) (v int64) {
+		e.Owner.QueryRow(ctx, `SELECT coalesce((SELECT version FROM config_versions WHERE tenant_id = $1), 0)`, tenant).Scan(&v)
+		return v
+	}
+	beforeA, beforeB := version(a), version(b)
+	_, err := e.client(e.dev).RecallPlugin(ctx, connect.NewRequest(&marketplacev1.RecallPluginRequest{PluginId: "tagger", Reason: "x"}))
+	cptest.WantCode(t, "a recall by a developer", err, connect.CodePermissionDenied, "reviewers")
+	_, err = e.client(e.reviewer).RecallPlugin(ctx, connect.NewRequest(&marketplacev1.RecallPluginRequest{PluginId: "tagger"}))
+	cptest.WantCode(t, "a recall without a reason", err, connect.CodeInvalidArgument, "reason")
+	rec, err := e.client(e.reviewer).RecallPlugin(ctx, connect.NewRequest(&marketplacev1.RecallPluginRequest{PluginId: "tagger", Versions: []string{"1.0.0"}, Reason: "sends mail away"}))
+	if err != nil || rec.Msg.RecallVersion != 1 {
+		t.Fatalf("recall: %v %v", rec, err)
+	}
+	if version(a) <= beforeA || version(b) <= beforeB {
+		t.Errorf("config versions %d→%d and %d→%d: not every tenant's agents are told", beforeA, version(a), beforeB, version(b))
+	}
+	mails := e.mail.Mails()
+	if len(mails) != 1 || mails[0].To != "admin@a.test" || !strings.Contains(mails[0].Body, "sends mail away") || !strings.Contains(mails[0].Subject, "recalled") {
+		t.Fatalf("recall mails %+v; want one to the admin of the tenant that installed it", mails)
+	}
+	list, err := e.client("").ListRecalls(ctx, connect.NewRequest(&marketplacev1.ListRecallsRequest{}))
+	if err != nil || len(list.Msg.Recalls) != 1 || list.Msg.RecallVersion != 1 {
+		t.Fatalf("recalls: %v %v", list, err)
+	}
+
+	// The list as agents get it verifies with the marketplace's key only.
+	var sig []byte
+	var keyID string
+	e.Owner.QueryRow(ctx, `SELECT signature, key_id FROM recall_list`).Scan(&sig, &keyID)
+	want := []pack.Recall{{PluginID: "tagger", Version: "1.0.0", Reason: "sends mail away"}}
+	trust := pack.Trust{Keys: []pack.TrustedKey{{Role: pack.Marketplace, Key: e.key.Public()}}}
+	if err := pack.VerifyRecalls(trust, keyID, sig, 1, want, time.Now()); err != nil {
+		t.Fatalf("the signed list: %v", err)
+	}
+	if err := pack.VerifyRecalls(trust, keyID, sig, 1, nil, time.Now()); err == nil {
+		t.Fatal("a list stripped of its recall verifies")
+	}
+	if err := pack.VerifyRecalls(trust, keyID, sig, 0, want, time.Now()); err == nil {
+		t.Fatal("a list with an older version verifies")
+	}
+
+	w, err := e.client(e.reviewer).WithdrawRecall(ctx, connect.NewRequest(&marketplacev1.WithdrawRecallRequest{Id: rec.Msg.Recall.Id}))
+	if err != nil || w.Msg.RecallVersion != 2 {
+		t.Fatalf("withdraw: %v %v", w, err)
+	}
+	e.Owner.QueryRow(ctx, `SELECT signature, key_id FROM recall_list`).Scan(&sig, &keyID)
+	if err := pack.VerifyRecalls(trust, keyID, sig, 2, nil, time.Now()); err != nil {
+		t.Fatalf("the list after the withdrawal: %v", err)
+	}
+	_, err = e.client(e.reviewer).WithdrawRecall(ctx, connect.NewRequest(&marketplacev1.WithdrawRecallRequest{Id: rec.Msg.Recall.Id}))
+	cptest.WantCode(t, "withdraw twice", err, connect.CodeNotFound, "no recall")
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"net/http"
 	"net/http/httptest"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"regexp"
 	"strconv"
 	"strings"
@@ -24,6 +26,8 @@ import (
 	"github.com/mairust/mairust/controlplane/tenants"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/stripetest"
+	"github.com/mairust/mairust/marketplace/catalog"
+	"github.com/mairust/mairust/marketplace/pack"
 	"github.com/mairust/mairust/web/console"
 )
 
@@ -33,6 +37,7 @@ type cp struct {
 	mail    *mailer.Recorder // what it mailed
 	env     *cptest.Env      // its database
 	billing *billing.Service // nil without billing
+	market  *catalog.Service // nil without the marketplace
 }
 
 // controlPlane serves the console's services on a fresh database with the
@@ -41,6 +46,23 @@ type cp struct {
 // stripe-mock: its service is served and its plans' limits apply (the
 // default plans, Pro and Business with prices).
 func controlPlane(t *testing.T, withBilling bool) *cp {
+	t.Helper()
+	return startControlPlane(t, withBilling, false)
+}
+
+// marketControlPlane is a controlPlane without billing and with the
+// plugin marketplace, its upload and downloads mounted as the control
+// plane mounts them, a signing key made here, and reviewerEmail its
+// reviewer.
+func marketControlPlane(t *testing.T) *cp {
+	t.Helper()
+	return startControlPlane(t, false, true)
+}
+
+// reviewerEmail reviews the submissions of a marketControlPlane.
+const reviewerEmail = "reviewer@market.test"
+
+func startControlPlane(t *testing.T, withBilling, withMarket bool) *cp {
 	t.Helper()
 	e := cptest.New(t, "cpconsole")
 	srv := httptest.NewUnstartedServer(nil)
@@ -60,10 +82,36 @@ func controlPlane(t *testing.T, withBilling bool) *cp {
 		tn.Limits, ag.Limits = c.billing, c.billing
 		services = append(services, c.billing.Service(opts...))
 	}
+	if withMarket {
+		key, err := pack.GenerateKey("ed25519")
+		if err != nil {
+			t.Fatal(err)
+		}
+		pem, err := key.MarshalPEM()
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg := config.Default().Marketplace
+		cfg.Reviewers, cfg.SigningKeyFile = []string{reviewerEmail}, filepath.Join(t.TempDir(), "marketplace.key")
+		if err := os.WriteFile(cfg.SigningKeyFile, pem, 0o600); err != nil {
+			t.Fatal(err)
+		}
+		if c.market, err = catalog.New(e.Store, e.Keys, cfg, c.url, c.mail, e.Log); err != nil {
+			t.Fatal(err)
+		}
+		if ag.MarketplaceKeys, err = c.market.Keys(); err != nil {
+			t.Fatal(err)
+		}
+		services = append(services, c.market.Service(opts...))
+	}
 	services = append(services, tn.Service(opts...), ag.Service(opts...))
 	mux := http.NewServeMux()
 	mux.Handle("/", server.New(services, e.Keys, ag.Check, e.Registry))
 	mux.Handle(console.Prefix, console.Handler())
+	if c.market != nil {
+		mux.Handle(catalog.UploadPath, c.market.Upload())
+		mux.Handle(catalog.DownloadPrefix, c.market.Download())
+	}
 	srv.Config = server.HTTPServer(mux)
 	srv.Start()
 	t.Cleanup(srv.Close)

@@ -17,6 +17,9 @@ import (
 	"github.com/mairust/mairust/web"
 )
 
+// storePages are the plugin store's pages: /console/store/<plugin id>.
+const storePages = Prefix + "store/"
+
 //go:embed static
 var files embed.FS
 
@@ -31,8 +34,9 @@ const csp = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 's
 
 // Handler serves the console under Prefix: a file by its name, any other
 // path without a dot in its last element (a page of the app, such as
-// /console/verify) as index.html, never cached, and 404 for an unknown
-// file. Every answer carries the security headers.
+// /console/verify) or under storePages (a plugin's page, whose id may
+// have dots) as index.html, never cached, and 404 for an unknown file.
+// Every answer carries the security headers.
 func Handler() http.Handler {
 	static, err := fs.Sub(files, "static")
 	if err != nil {
@@ -51,7 +55,7 @@ func Handler() http.Handler {
 			http.NotFound(w, r)
 			return
 		}
-		if !strings.Contains(path.Base(r.URL.Path), ".") || strings.HasSuffix(r.URL.Path, "/") {
+		if !strings.Contains(path.Base(r.URL.Path), ".") || strings.HasSuffix(r.URL.Path, "/") || strings.HasPrefix(r.URL.Path, storePages) {
 			h.Set("Cache-Control", "no-store")
 			http.ServeFileFS(w, r, static, "index.html")
 			return

@@ -22,6 +22,9 @@ func TestHandler(t *testing.T) {
 		{"GET", "/console/verify", 200, "text/html", "no-store", `id="v-verify"`},
 		{"GET", "/console/tenants/0b7e3c1a-0000-4000-8000-000000000000", 200, "text/html", "no-store", `id="v-tenant"`},
 		{"HEAD", "/console/login", 200, "text/html", "no-store", ""},
+		{"GET", "/console/store", 200, "text/html", "no-store", `id="v-store"`},
+		{"GET", "/console/store/acme.spam-tagger", 200, "text/html", "no-store", `id="v-plugin"`}, // a plugin's id may have dots
+		{"GET", "/console/store.js", 200, "text/javascript", "no-cache", "GetPlugin"},
 		{"GET", "/console/app.js", 200, "text/javascript", "no-cache", "import"},
 		{"GET", "/console/tenant.js", 200, "text/javascript", "no-cache", "ListAgents"},
 		{"GET", "/console/style.css", 200, "text/css", "no-cache", "body"},

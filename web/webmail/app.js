@@ -15,6 +15,7 @@ const T = {
     domains: 'Domains', users: 'Mail users', tokens: 'API tokens', logs: 'Logs', add: 'Add', create: 'Create',
     revoke: 'Revoke', disable: 'Disable', enable: 'Enable', more: 'More', moreText: 'Recall alerts appear here when they are set up.',
     plugins: 'Plugins', noPlugins: 'No plugins installed (mairust plugin install DIR).', resetBreaker: 'Reset breaker', breaker: 'breaker', disabled: 'disabled', pluginLog: 'Log', health: 'health', noLog: '(nothing logged yet)',
+    recalled: 'This plugin was found to be dangerous. Disable or remove it.',
     tokenShown: 'Copy this token now; it is not shown again: ', mail: 'Mail', noSubject: '(no subject)',
     spamScore: 'Spam score', notScanned: 'Not scanned for spam (the scanner was unavailable).',
     compose: 'Compose', subject: 'Subject', body: 'Message', send: 'Send', cancel: 'Cancel', sent: 'Sent.',
@@ -31,6 +32,7 @@ const T = {
     domains: 'ドメイン', users: 'メールユーザー', tokens: 'API トークン', logs: 'ログ', add: '追加', create: '作成',
     revoke: '取り消す', disable: '無効にする', enable: '有効にする', more: 'その他', moreText: 'リコール通知は設定後にここに表示されます。',
     plugins: 'プラグイン', noPlugins: 'プラグインはインストールされていません（mairust plugin install DIR）。', resetBreaker: 'ブレーカーをリセット', breaker: 'ブレーカー', disabled: '無効', pluginLog: 'ログ', health: 'ヘルス', noLog: '（ログはまだありません）',
+    recalled: 'このプラグインは危険と判定されました。無効化するか削除してください。',
     tokenShown: 'このトークンは今だけ表示されます。コピーしてください: ', mail: 'メール', noSubject: '(件名なし)',
     spamScore: '迷惑メールスコア', notScanned: '迷惑メール判定は行われていません（スキャナが利用できませんでした）。',
     compose: '新規作成', subject: '件名', body: '本文', send: '送信', cancel: 'キャンセル', sent: '送信しました。',
@@ -359,7 +361,15 @@ async function loadPlugins() {
     const actions = [[p.enabled ? t('disable') : t('enable'), () => api('PATCH', '/admin/plugins/' + id, { enabled: !p.enabled })],
       [t('pluginLog'), async () => { const l = await api('GET', '/admin/plugins/' + id + '/logs?lines=100'); state.pluginLog = l.lines.join('\n') || t('noLog'); }]];
     if (b.state !== 'closed') actions.push([t('resetBreaker'), () => api('POST', '/admin/plugins/' + id + '/breaker/reset')]);
-    return row(text, actions);
+    const r = row(text, actions);
+    if (p.recalled) {
+      const alert = document.createElement('p');
+      alert.className = 'error';
+      alert.setAttribute('role', 'alert');
+      alert.textContent = t('recalled') + ' (' + p.recalled + ')';
+      r.append(alert);
+    }
+    return r;
   }));
   $('plugin-log').textContent = state.pluginLog || '';
   $('plugin-log').hidden = !state.pluginLog;

@@ -38,10 +38,13 @@ type Installer struct {
 	Client  *http.Client      // nil: one with a 2-minute timeout
 	Pinned  []pack.TrustedKey // plugins.marketplace_keys
 	Running manifest.Version  // this agent's version
-	// Changed is called after plugins were installed, replaced or removed
-	// (the agent reloads its hooks).
+	// Changed is called after plugins were installed, replaced, disabled or
+	// removed (the agent reloads its hooks).
 	Changed func(context.Context) error
-	Log     *slog.Logger
+	// AutoDisable says whether a recalled plugin is disabled at once
+	// (plugins.auto_disable_recalled); nil: never.
+	AutoDisable func() bool
+	Log         *slog.Logger
 
 	mu   sync.Mutex
 	want *agentsv1.Snapshot
@@ -131,12 +134,15 @@ func (in *Installer) Apply(ctx context.Context, want *agentsv1.Snapshot) error {
 	}
 	trust := in.trust(want.MarketplaceKeys)
 	var errs []error
-	changed := false
+	changed, err := in.applyRecalls(ctx, want, trust, have)
+	if err != nil {
+		errs = append(errs, err)
+	}
 	wanted := map[string]bool{}
 	for _, w := range want.Plugins {
 		wanted[w.PluginId] = true
 		p, present := have[w.PluginId]
-		did, err := in.one(ctx, w, p, present, trust)
+		did, err := in.one(ctx, want, w, p, present, trust)
 		changed = changed || did
 		if err != nil {
 			errs = append(errs, fmt.Errorf("plugin %s %s: %w", w.PluginId, w.Version, err))
@@ -160,10 +166,13 @@ func (in *Installer) Apply(ctx context.Context, want *agentsv1.Snapshot) error {
 
 // one applies one wanted installation; did says whether it changed
 // anything.
-func (in *Installer) one(ctx context.Context, w *agentsv1.PluginInstallation, have installed, present bool, trust pack.Trust) (did bool, err error) {
+func (in *Installer) one(ctx context.Context, want *agentsv1.Snapshot, w *agentsv1.PluginInstallation, have installed, present bool, trust pack.Trust) (did bool, err error) {
 	v, err := manifest.ParseVersion(w.Version)
 	if err != nil {
 		return false, err
+	}
+	if reason := recalled(want.Recalls, w.PluginId, w.Version); reason != "" {
+		return false, fmt.Errorf("not installed: the marketplace recalled it (%s)", reason)
 	}
 	switch {
 	case present && !have.managed:

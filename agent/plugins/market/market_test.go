@@ -191,3 +191,95 @@ func TestInstaller(t *testing.T) {
 		t.Fatalf("the local plugin: %s managed %v", v, managed)
 	}
 }
+
+// signedRecalls is a recall list signed with key.
+func signedRecalls(t *testing.T, key *pack.PrivateKey, version int64, list ...*agentsv1.Recall) *agentsv1.Snapshot {
+	t.Helper()
+	pl := make([]pack.Recall, len(list))
+	for i, r := range list {
+		pl[i] = pack.Recall{PluginID: r.PluginId, Version: r.Version, Reason: r.Reason}
+	}
+	sig, err := pack.SignRecalls(key, version, pl)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &agentsv1.Snapshot{Recalls: list, RecallVersion: version, RecallSignature: sig, RecallKeyId: key.KeyID()}
+}
+
+// TestRecalls: a signed recall list naming an installed version is
+// recorded and, with auto-disable, disables the plugin; a list signed by
+// an unknown key or older than the one applied is ignored; a recalled
+// version is not installed.
+func TestRecalls(t *testing.T) {
+	ctx := context.Background()
+	pool := accountstest.NewDatabase(t, "recall")
+	key, _ := pack.GenerateKey("ed25519")
+	other, _ := pack.GenerateKey("ed25519")
+	r := &repo{files: map[string][]byte{}}
+	srv := httptest.NewServer(r)
+	defer srv.Close()
+	var auto atomic.Bool
+	running, _ := manifest.ParseVersion("0.3.2")
+	in := &market.Installer{Pool: pool, Dir: t.TempDir(), BaseURL: srv.URL, Running: running, Log: slog.New(slog.NewTextHandler(t.Output(), nil)),
+		AutoDisable: auto.Load}
+	keys := []*agentsv1.MarketplaceKey{keyOf(t, key, time.Time{})}
+	v1 := r.publish(t, "tagger", "1.0.0", "", key)
+	with := func(s *agentsv1.Snapshot, want ...*agentsv1.PluginInstallation) *agentsv1.Snapshot {
+		s.Plugins, s.MarketplaceKeys = want, keys
+		return s
+	}
+	if err := in.Apply(ctx, with(&agentsv1.Snapshot{}, v1)); err != nil {
+		t.Fatal(err)
+	}
+	enabled := func() bool {
+		p, err := plugins.Get(ctx, pool, "tagger")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return p.Enabled
+	}
+	recalls := func() (n int) {
+		pool.QueryRow(ctx, `SELECT count(*) FROM plugin_recalls WHERE plugin_id = 'tagger'`).Scan(&n)
+		return n
+	}
+	bad := &agentsv1.Recall{PluginId: "tagger", Version: "1.0.0", Reason: "steals mail"}
+
+	// Unknown key: ignored.
+	err := in.Apply(ctx, with(signedRecalls(t, other, 1, bad), v1))
+	if err == nil || !strings.Contains(err.Error(), "not a trusted marketplace key") || recalls() != 0 || !enabled() {
+		t.Fatalf("a list by an unknown key: %v, %d recalls, enabled %v", err, recalls(), enabled())
+	}
+	// Auto-disable off: recorded, still enabled.
+	if err := in.Apply(ctx, with(signedRecalls(t, key, 1, bad), v1)); err == nil || !strings.Contains(err.Error(), "recalled it (steals mail)") {
+		t.Fatalf("the recalled version wanted still: %v", err)
+	}
+	if recalls() != 1 || !enabled() {
+		t.Fatalf("auto-disable off: %d recalls, enabled %v", recalls(), enabled())
+	}
+	// On: disabled at once.
+	auto.Store(true)
+	in.Apply(ctx, with(signedRecalls(t, key, 2, bad), v1))
+	if enabled() {
+		t.Fatal("auto-disable on: still enabled")
+	}
+	// An older list (a replay): ignored; the recall stays.
+	err = in.Apply(ctx, with(signedRecalls(t, key, 1), v1))
+	if err == nil || !strings.Contains(err.Error(), "list 2 is applied already") || recalls() != 1 {
+		t.Fatalf("an older list: %v, %d recalls", err, recalls())
+	}
+	// Withdrawn: the alert goes; the plugin stays disabled for an admin to decide.
+	if err := in.Apply(ctx, with(signedRecalls(t, key, 3))); err != nil {
+		t.Fatal(err)
+	}
+	if recalls() != 0 {
+		t.Fatal("the withdrawn recall is still recorded")
+	}
+	// A recalled version is not installed.
+	err = in.Apply(ctx, with(signedRecalls(t, key, 4, &agentsv1.Recall{PluginId: "evil", Reason: "malware"}), r.publish(t, "evil", "1.0.0", "", key)))
+	if err == nil || !strings.Contains(err.Error(), "recalled it (malware)") {
+		t.Fatalf("installing a recalled plugin: %v", err)
+	}
+	if _, err := plugins.Get(ctx, pool, "evil"); err == nil {
+		t.Fatal("the recalled plugin was installed")
+	}
+}

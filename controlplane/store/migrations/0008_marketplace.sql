@@ -57,3 +57,52 @@ CREATE POLICY not_app ON plugin_installations USING (current_user <> 'mairust_cp
 GRANT SELECT, INSERT, UPDATE, DELETE ON plugin_installations TO mairust_cp;
 CREATE TRIGGER plugin_installations_config AFTER INSERT OR UPDATE OR DELETE ON plugin_installations
 	FOR EACH ROW EXECUTE FUNCTION config_changed();
+
+-- Recalls: a plugin, or some of its versions (empty: all), found
+-- malicious. In force until withdrawn.
+CREATE TABLE recalls (
+	id bigserial PRIMARY KEY,
+	plugin_id text NOT NULL REFERENCES plugins(id),
+	versions text[] NOT NULL DEFAULT '{}',
+	reason text NOT NULL,
+	created_by uuid REFERENCES accounts(id) ON DELETE SET NULL,
+	created_at timestamptz NOT NULL DEFAULT now(),
+	withdrawn_at timestamptz,
+	withdrawn_by uuid REFERENCES accounts(id) ON DELETE SET NULL
+);
+
+-- The recall list as the agents get it: its version (raised by each recall
+-- and withdrawal) and the marketplace's signature over it.
+CREATE TABLE recall_list (
+	one boolean PRIMARY KEY DEFAULT true CHECK (one),
+	version bigint NOT NULL DEFAULT 0,
+	signature bytea NOT NULL DEFAULT '',
+	key_id text NOT NULL DEFAULT ''
+);
+INSERT INTO recall_list DEFAULT VALUES;
+GRANT SELECT, INSERT, UPDATE ON recalls, recall_list TO mairust_cp;
+GRANT USAGE ON SEQUENCE recalls_id_seq TO mairust_cp;
+
+-- configs_changed raises the configuration version of every tenant and
+-- wakes every agent's stream (payload *): the recall list is everyone's.
+CREATE FUNCTION configs_changed() RETURNS void
+LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public AS $$
+	INSERT INTO config_versions AS c (tenant_id, version, changed_at) SELECT id, 1, now() FROM tenants
+		ON CONFLICT (tenant_id) DO UPDATE SET version = c.version + 1, changed_at = now();
+	SELECT pg_notify('config_changed', '*');
+$$;
+REVOKE EXECUTE ON FUNCTION configs_changed() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION configs_changed() TO mairust_cp;
+
+-- installers_admins returns the owners' and admins' addresses of every
+-- tenant that installed plugin (one of versions; empty: any), to mail them
+-- of a recall: across tenants, which row-level security hides.
+CREATE FUNCTION installers_admins(plugin text, versions text[]) RETURNS TABLE (email text)
+LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
+	SELECT a.email FROM plugin_installations i
+		JOIN memberships m ON m.tenant_id = i.tenant_id AND m.role IN ('owner', 'admin')
+		JOIN accounts a ON a.id = m.account_id
+	WHERE i.plugin_id = plugin AND (cardinality(versions) = 0 OR i.version = ANY(versions))
+$$;
+REVOKE EXECUTE ON FUNCTION installers_admins(text, text[]) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION installers_admins(text, text[]) TO mairust_cp;

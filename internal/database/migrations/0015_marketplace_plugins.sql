@@ -5,3 +5,15 @@
 -- removes (the local commands leave them alone).
 ALTER TABLE link_state ADD COLUMN plugins jsonb;
 ALTER TABLE plugins ADD COLUMN managed_by_controlplane boolean NOT NULL DEFAULT false;
+
+-- The marketplace's recall list as last verified and applied: plugin
+-- versions ('' for all) found dangerous. The admin pages show an alert for
+-- an installed plugin it names.
+CREATE TABLE plugin_recalls (
+	plugin_id text NOT NULL,
+	version text NOT NULL,
+	reason text NOT NULL,
+	list_version bigint NOT NULL,
+	recalled_at timestamptz NOT NULL DEFAULT now(),
+	PRIMARY KEY (plugin_id, version)
+);

@@ -22,10 +22,12 @@ let onUnauthenticated = () => {};
 export function whenUnauthenticated(f) { onUnauthenticated = f; }
 
 // call invokes service's method (service as 'tenants.v1.TenantsService')
-// with msg and returns the response message.
-async function call(service, method, msg = {}) {
+// with msg and returns the response message; anonymous calls go without
+// the session (public procedures, which an expired session must not
+// spoil).
+async function call(service, method, msg = {}, anonymous = false) {
   const headers = { 'Content-Type': 'application/json' };
-  if (session.token) headers.Authorization = 'Bearer ' + session.token;
+  if (session.token && !anonymous) headers.Authorization = 'Bearer ' + session.token;
   let resp;
   try {
     resp = await fetch(`/mairust.${service}/${method}`, { method: 'POST', headers, body: JSON.stringify(msg) });
@@ -49,3 +51,7 @@ export const accounts = (method, msg) => call('accounts.v1.AccountsService', met
 export const tenants = (method, msg) => call('tenants.v1.TenantsService', method, msg);
 export const agents = (method, msg) => call('agents.v1.AgentsService', method, msg);
 export const billing = (method, msg) => call('billing.v1.BillingService', method, msg);
+export const marketplace = (method, msg) => call('marketplace.v1.MarketplaceService', method, msg);
+// storefront calls the marketplace's public procedures (ListPlugins,
+// GetPlugin), signed in or not.
+export const storefront = (method, msg) => call('marketplace.v1.MarketplaceService', method, msg, true);

@@ -1,19 +1,32 @@
 // MaiRust hosted console: the pages of a single-page app under /console/.
 // This module routes between them and holds the account pages (sign up,
 // verify, log in, accept an invitation) and the list of tenants; the
-// tenant page lives in tenant.js.
+// tenant page lives in tenant.js, the plugin store in store.js.
 import { accounts, session, tenants, whenUnauthenticated } from './api.js';
 import { $, el, guard, onSubmit } from './dom.js';
 import * as i18n from './i18n.js';
 import { t } from './i18n.js';
+import * as store from './store.js';
 import * as tenant from './tenant.js';
 
-const views = ['v-login', 'v-signup', 'v-verify', 'v-invite', 'v-tenants', 'v-tenant'];
+const views = ['v-login', 'v-signup', 'v-verify', 'v-invite', 'v-tenants', 'v-tenant', 'v-store', 'v-plugin'];
 
 function show(view) {
   for (const v of views) $(v).hidden = v !== view;
   $('who').textContent = session.email;
   $('logout').hidden = !session.token;
+  $('nav-login').hidden = !!session.token || view === 'v-login' || view === 'v-signup';
+  if (view === 'v-store') $('nav-store').setAttribute('aria-current', 'page');
+  else $('nav-store').removeAttribute('aria-current');
+}
+
+// decode is a path element's text ('' when it is not well encoded).
+function decode(s) {
+  try {
+    return decodeURIComponent(s);
+  } catch {
+    return '';
+  }
 }
 
 // go shows the page at path (under /console/) as a new history entry.
@@ -29,6 +42,16 @@ function route() {
   if (path === '/console/signup') return show('v-signup');
   if (path === '/console/verify') return verifyPage(query.get('token'));
   if (path === '/console/invite') return invitePage();
+  // The store is public: it needs no session.
+  if (path === '/console/store' || path === '/console/store/') {
+    show('v-store');
+    return store.list(query.get('q') || '');
+  }
+  const p = path.match(/^\/console\/store\/([^/]+)$/);
+  if (p) {
+    show('v-plugin');
+    return store.page(decode(p[1]));
+  }
   if (!session.token) return loginPage(false);
   const m = path.match(/^\/console\/tenants\/([^/]+)$/);
   if (m) {
@@ -137,6 +160,11 @@ onSubmit('tenant-form', 'tenant-error', async (f) => {
   go('/console/tenants/' + encodeURIComponent(resp.tenant.id));
 });
 
+onSubmit('store-search', 'store-error', async (f) => {
+  const q = f.q.value.trim();
+  go('/console/store' + (q ? '?q=' + encodeURIComponent(q) : ''));
+});
+
 $('logout').addEventListener('click', () => {
   session.clear();
   go('/console/login');
@@ -144,7 +172,8 @@ $('logout').addEventListener('click', () => {
 
 $('lang').addEventListener('click', () => {
   i18n.toggle();
-  if (!$('v-tenants').hidden || !$('v-tenant').hidden) route(); // redraw the lists in the new language
+  // Redraw the lists in the new language.
+  if (['v-tenants', 'v-tenant', 'v-store', 'v-plugin'].some((v) => !$(v).hidden)) route();
 });
 
 // Links marked data-nav change the page without loading it again.

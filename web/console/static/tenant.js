@@ -1,11 +1,12 @@
 // The page of one tenant: its domains (with the DNS records to publish),
 // mail users, members, agents (enrollment tokens; the list refreshed
-// every two seconds so that agents appear as they enroll), and billing
-// (billing.js).
-import { agents, tenants } from './api.js';
+// every two seconds so that agents appear as they enroll), the plugins
+// installed from the store, and billing (billing.js).
+import { agents, marketplace, tenants } from './api.js';
 import * as billing from './billing.js';
 import { $, button, el, guard, onSubmit, row, when } from './dom.js';
 import { lang, t } from './i18n.js';
+import { pluginPath } from './store.js';
 
 let current = ''; // the tenant's id while its page is shown
 let timer = 0;
@@ -15,9 +16,10 @@ let shownAgents = ''; // what the agents table shows, to redraw only on change
 export async function open(id) {
   current = id;
   shownAgents = '';
-  for (const e of ['domain-error', 'user-error', 'member-error', 'token-error', 'agents-error']) $(e).textContent = '';
+  for (const e of ['domain-error', 'user-error', 'member-error', 'token-error', 'agents-error', 'plugins-error']) $(e).textContent = '';
   $('dns').hidden = true;
   $('token-box').hidden = true;
+  $('plugins').hidden = true;
   $('tenant-name').textContent = '';
   billing.reset();
   timer = setInterval(refreshAgents, 2000);
@@ -31,6 +33,7 @@ export async function open(id) {
     guard('user-error', null, loadUsers),
     guard('member-error', null, loadMembers),
     guard('agents-error', null, loadAgents),
+    guard('plugins-error', null, loadPlugins),
     guard('billing-error', null, () => billing.load(id, () => current === id)),
   ]);
 }
@@ -164,4 +167,31 @@ async function refreshAgents() {
     $('agents-error').textContent = e.message;
     refreshFailed = true;
   }
+}
+
+// loadPlugins fills the Plugins card with the tenant's installations; the
+// card stays hidden when the control plane has no marketplace.
+async function loadPlugins() {
+  const id = current;
+  let list;
+  try {
+    list = (await marketplace('ListInstallations', { tenantId: id })).installations || [];
+  } catch (e) {
+    if (e.code === 'unimplemented') return;
+    if (id === current) $('plugins').hidden = false;
+    throw e;
+  }
+  if (id !== current) return;
+  $('installations').tBodies[0].replaceChildren(...list.map((p) => row([
+    el('a', p.pluginId, { href: pluginPath(p.pluginId), 'data-nav': '' }),
+    p.version,
+    p.enabled ? t('enabled') : t('disabled'),
+    button(t('uninstall'), 'plugins-error', async () => {
+      if (!confirm(t('confirmUninstall', p.pluginId))) return;
+      await marketplace('UninstallPlugin', { tenantId: id, pluginId: p.pluginId });
+      await loadPlugins();
+    }, { className: 'uninstall' }),
+  ], { 'data-plugin': p.pluginId })));
+  $('installations-empty').hidden = list.length > 0;
+  $('plugins').hidden = false;
 }

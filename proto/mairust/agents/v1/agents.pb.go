@@ -1454,6 +1454,12 @@ type Snapshot struct {
 	// The marketplace's public keys the agent trusts besides those of its
 	// configuration (plugins.marketplace_keys).
 	MarketplaceKeys []*MarketplaceKey `protobuf:"bytes,8,rep,name=marketplace_keys,json=marketplaceKeys,proto3" json:"marketplace_keys,omitempty"`
+	// The recall list's version, and the marketplace's signature over it and
+	// the recalls (see Recall), by the key key_id: agents refuse an unsigned,
+	// badly signed or older list.
+	RecallVersion   int64  `protobuf:"varint,9,opt,name=recall_version,json=recallVersion,proto3" json:"recall_version,omitempty"`
+	RecallSignature []byte `protobuf:"bytes,10,opt,name=recall_signature,json=recallSignature,proto3" json:"recall_signature,omitempty"`
+	RecallKeyId     string `protobuf:"bytes,11,opt,name=recall_key_id,json=recallKeyId,proto3" json:"recall_key_id,omitempty"`
 	unknownFields   protoimpl.UnknownFields
 	sizeCache       protoimpl.SizeCache
 }
@@ -1542,6 +1548,27 @@ func (x *Snapshot) GetMarketplaceKeys() []*MarketplaceKey {
 		return x.MarketplaceKeys
 	}
 	return nil
+}
+
+func (x *Snapshot) GetRecallVersion() int64 {
+	if x != nil {
+		return x.RecallVersion
+	}
+	return 0
+}
+
+func (x *Snapshot) GetRecallSignature() []byte {
+	if x != nil {
+		return x.RecallSignature
+	}
+	return nil
+}
+
+func (x *Snapshot) GetRecallKeyId() string {
+	if x != nil {
+		return x.RecallKeyId
+	}
+	return ""
 }
 
 // MarketplaceKey is a public key the marketplace countersigns packages
@@ -1797,7 +1824,10 @@ func (x *PluginInstallation) GetAllowDowngrade() bool {
 	return false
 }
 
-// Recall withdraws a plugin version from every agent.
+// Recall withdraws a plugin version (empty: every version) from every
+// agent. The list is signed over "mairust-recalls <recall_version>\n"
+// followed by "<plugin_id>\t<version>\t<reason>\n" for each recall, in
+// the order sent.
 type Recall struct {
 	state         protoimpl.MessageState `protogen:"open.v1"`
 	PluginId      string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
@@ -2176,7 +2206,7 @@ const file_mairust_agents_v1_agents_proto_rawDesc = "" +
 	"\x0eReportResponse\x12\x1c\n" +
 	"\tduplicate\x18\x01 \x01(\bR\tduplicate\"9\n" +
 	"\x12WatchConfigRequest\x12#\n" +
-	"\rknown_version\x18\x01 \x01(\x03R\fknownVersion\"\xd9\x03\n" +
+	"\rknown_version\x18\x01 \x01(\x03R\fknownVersion\"\xcf\x04\n" +
 	"\bSnapshot\x12\x18\n" +
 	"\aversion\x18\x01 \x01(\x03R\aversion\x124\n" +
 	"\adomains\x18\x02 \x03(\v2\x1a.mairust.tenants.v1.DomainR\adomains\x129\n" +
@@ -2185,7 +2215,11 @@ const file_mairust_agents_v1_agents_proto_rawDesc = "" +
 	"\aplugins\x18\x05 \x03(\v2%.mairust.agents.v1.PluginInstallationR\aplugins\x123\n" +
 	"\arecalls\x18\x06 \x03(\v2\x19.mairust.agents.v1.RecallR\arecalls\x12D\n" +
 	"\routbound_hold\x18\a \x01(\v2\x1f.mairust.agents.v1.OutboundHoldR\foutboundHold\x12L\n" +
-	"\x10marketplace_keys\x18\b \x03(\v2!.mairust.agents.v1.MarketplaceKeyR\x0fmarketplaceKeys\"\x86\x01\n" +
+	"\x10marketplace_keys\x18\b \x03(\v2!.mairust.agents.v1.MarketplaceKeyR\x0fmarketplaceKeys\x12%\n" +
+	"\x0erecall_version\x18\t \x01(\x03R\rrecallVersion\x12)\n" +
+	"\x10recall_signature\x18\n" +
+	" \x01(\fR\x0frecallSignature\x12\"\n" +
+	"\rrecall_key_id\x18\v \x01(\tR\vrecallKeyId\"\x86\x01\n" +
 	"\x0eMarketplaceKey\x12\x15\n" +
 	"\x06key_id\x18\x01 \x01(\tR\x05keyId\x12$\n" +
 	"\x0epublic_key_pem\x18\x02 \x01(\tR\fpublicKeyPem\x127\n" +

@@ -1333,6 +1333,375 @@ func (x *ListInstallationsResponse) GetInstallations() []*Installation {
 	return nil
 }
 
+// RecallEntry is a recall in force.
+type RecallEntry struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	Id       int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	PluginId string                 `protobuf:"bytes,2,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
+	// Empty: every version.
+	Versions      []string               `protobuf:"bytes,3,rep,name=versions,proto3" json:"versions,omitempty"`
+	Reason        string                 `protobuf:"bytes,4,opt,name=reason,proto3" json:"reason,omitempty"`
+	RecalledAt    *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=recalled_at,json=recalledAt,proto3" json:"recalled_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecallEntry) Reset() {
+	*x = RecallEntry{}
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[21]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecallEntry) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecallEntry) ProtoMessage() {}
+
+func (x *RecallEntry) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[21]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecallEntry.ProtoReflect.Descriptor instead.
+func (*RecallEntry) Descriptor() ([]byte, []int) {
+	return file_mairust_marketplace_v1_marketplace_proto_rawDescGZIP(), []int{21}
+}
+
+func (x *RecallEntry) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+func (x *RecallEntry) GetPluginId() string {
+	if x != nil {
+		return x.PluginId
+	}
+	return ""
+}
+
+func (x *RecallEntry) GetVersions() []string {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *RecallEntry) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+func (x *RecallEntry) GetRecalledAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RecalledAt
+	}
+	return nil
+}
+
+type RecallPluginRequest struct {
+	state    protoimpl.MessageState `protogen:"open.v1"`
+	PluginId string                 `protobuf:"bytes,1,opt,name=plugin_id,json=pluginId,proto3" json:"plugin_id,omitempty"`
+	// Empty: every version.
+	Versions []string `protobuf:"bytes,2,rep,name=versions,proto3" json:"versions,omitempty"`
+	// Shown to the agents' administrators (required).
+	Reason        string `protobuf:"bytes,3,opt,name=reason,proto3" json:"reason,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecallPluginRequest) Reset() {
+	*x = RecallPluginRequest{}
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[22]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecallPluginRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecallPluginRequest) ProtoMessage() {}
+
+func (x *RecallPluginRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[22]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecallPluginRequest.ProtoReflect.Descriptor instead.
+func (*RecallPluginRequest) Descriptor() ([]byte, []int) {
+	return file_mairust_marketplace_v1_marketplace_proto_rawDescGZIP(), []int{22}
+}
+
+func (x *RecallPluginRequest) GetPluginId() string {
+	if x != nil {
+		return x.PluginId
+	}
+	return ""
+}
+
+func (x *RecallPluginRequest) GetVersions() []string {
+	if x != nil {
+		return x.Versions
+	}
+	return nil
+}
+
+func (x *RecallPluginRequest) GetReason() string {
+	if x != nil {
+		return x.Reason
+	}
+	return ""
+}
+
+type RecallPluginResponse struct {
+	state  protoimpl.MessageState `protogen:"open.v1"`
+	Recall *RecallEntry           `protobuf:"bytes,1,opt,name=recall,proto3" json:"recall,omitempty"`
+	// The recall list's new version.
+	RecallVersion int64 `protobuf:"varint,2,opt,name=recall_version,json=recallVersion,proto3" json:"recall_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RecallPluginResponse) Reset() {
+	*x = RecallPluginResponse{}
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[23]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RecallPluginResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RecallPluginResponse) ProtoMessage() {}
+
+func (x *RecallPluginResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[23]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RecallPluginResponse.ProtoReflect.Descriptor instead.
+func (*RecallPluginResponse) Descriptor() ([]byte, []int) {
+	return file_mairust_marketplace_v1_marketplace_proto_rawDescGZIP(), []int{23}
+}
+
+func (x *RecallPluginResponse) GetRecall() *RecallEntry {
+	if x != nil {
+		return x.Recall
+	}
+	return nil
+}
+
+func (x *RecallPluginResponse) GetRecallVersion() int64 {
+	if x != nil {
+		return x.RecallVersion
+	}
+	return 0
+}
+
+type WithdrawRecallRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            int64                  `protobuf:"varint,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WithdrawRecallRequest) Reset() {
+	*x = WithdrawRecallRequest{}
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[24]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WithdrawRecallRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WithdrawRecallRequest) ProtoMessage() {}
+
+func (x *WithdrawRecallRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[24]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WithdrawRecallRequest.ProtoReflect.Descriptor instead.
+func (*WithdrawRecallRequest) Descriptor() ([]byte, []int) {
+	return file_mairust_marketplace_v1_marketplace_proto_rawDescGZIP(), []int{24}
+}
+
+func (x *WithdrawRecallRequest) GetId() int64 {
+	if x != nil {
+		return x.Id
+	}
+	return 0
+}
+
+type WithdrawRecallResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	RecallVersion int64                  `protobuf:"varint,1,opt,name=recall_version,json=recallVersion,proto3" json:"recall_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *WithdrawRecallResponse) Reset() {
+	*x = WithdrawRecallResponse{}
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[25]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *WithdrawRecallResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*WithdrawRecallResponse) ProtoMessage() {}
+
+func (x *WithdrawRecallResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[25]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use WithdrawRecallResponse.ProtoReflect.Descriptor instead.
+func (*WithdrawRecallResponse) Descriptor() ([]byte, []int) {
+	return file_mairust_marketplace_v1_marketplace_proto_rawDescGZIP(), []int{25}
+}
+
+func (x *WithdrawRecallResponse) GetRecallVersion() int64 {
+	if x != nil {
+		return x.RecallVersion
+	}
+	return 0
+}
+
+type ListRecallsRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRecallsRequest) Reset() {
+	*x = ListRecallsRequest{}
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[26]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRecallsRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRecallsRequest) ProtoMessage() {}
+
+func (x *ListRecallsRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[26]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRecallsRequest.ProtoReflect.Descriptor instead.
+func (*ListRecallsRequest) Descriptor() ([]byte, []int) {
+	return file_mairust_marketplace_v1_marketplace_proto_rawDescGZIP(), []int{26}
+}
+
+type ListRecallsResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Recalls       []*RecallEntry         `protobuf:"bytes,1,rep,name=recalls,proto3" json:"recalls,omitempty"`
+	RecallVersion int64                  `protobuf:"varint,2,opt,name=recall_version,json=recallVersion,proto3" json:"recall_version,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListRecallsResponse) Reset() {
+	*x = ListRecallsResponse{}
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[27]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListRecallsResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListRecallsResponse) ProtoMessage() {}
+
+func (x *ListRecallsResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_marketplace_v1_marketplace_proto_msgTypes[27]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListRecallsResponse.ProtoReflect.Descriptor instead.
+func (*ListRecallsResponse) Descriptor() ([]byte, []int) {
+	return file_mairust_marketplace_v1_marketplace_proto_rawDescGZIP(), []int{27}
+}
+
+func (x *ListRecallsResponse) GetRecalls() []*RecallEntry {
+	if x != nil {
+		return x.Recalls
+	}
+	return nil
+}
+
+func (x *ListRecallsResponse) GetRecallVersion() int64 {
+	if x != nil {
+		return x.RecallVersion
+	}
+	return 0
+}
+
 var File_mairust_marketplace_v1_marketplace_proto protoreflect.FileDescriptor
 
 const file_mairust_marketplace_v1_marketplace_proto_rawDesc = "" +
@@ -1427,12 +1796,34 @@ const file_mairust_marketplace_v1_marketplace_proto_rawDesc = "" +
 	"\x18ListInstallationsRequest\x12\x1b\n" +
 	"\ttenant_id\x18\x01 \x01(\tR\btenantId\"g\n" +
 	"\x19ListInstallationsResponse\x12J\n" +
-	"\rinstallations\x18\x01 \x03(\v2$.mairust.marketplace.v1.InstallationR\rinstallations*\x80\x01\n" +
+	"\rinstallations\x18\x01 \x03(\v2$.mairust.marketplace.v1.InstallationR\rinstallations\"\xab\x01\n" +
+	"\vRecallEntry\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\x12\x1b\n" +
+	"\tplugin_id\x18\x02 \x01(\tR\bpluginId\x12\x1a\n" +
+	"\bversions\x18\x03 \x03(\tR\bversions\x12\x16\n" +
+	"\x06reason\x18\x04 \x01(\tR\x06reason\x12;\n" +
+	"\vrecalled_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\n" +
+	"recalledAt\"f\n" +
+	"\x13RecallPluginRequest\x12\x1b\n" +
+	"\tplugin_id\x18\x01 \x01(\tR\bpluginId\x12\x1a\n" +
+	"\bversions\x18\x02 \x03(\tR\bversions\x12\x16\n" +
+	"\x06reason\x18\x03 \x01(\tR\x06reason\"z\n" +
+	"\x14RecallPluginResponse\x12;\n" +
+	"\x06recall\x18\x01 \x01(\v2#.mairust.marketplace.v1.RecallEntryR\x06recall\x12%\n" +
+	"\x0erecall_version\x18\x02 \x01(\x03R\rrecallVersion\"'\n" +
+	"\x15WithdrawRecallRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\x03R\x02id\"?\n" +
+	"\x16WithdrawRecallResponse\x12%\n" +
+	"\x0erecall_version\x18\x01 \x01(\x03R\rrecallVersion\"\x14\n" +
+	"\x12ListRecallsRequest\"{\n" +
+	"\x13ListRecallsResponse\x12=\n" +
+	"\arecalls\x18\x01 \x03(\v2#.mairust.marketplace.v1.RecallEntryR\arecalls\x12%\n" +
+	"\x0erecall_version\x18\x02 \x01(\x03R\rrecallVersion*\x80\x01\n" +
 	"\fVersionState\x12\x1d\n" +
 	"\x19VERSION_STATE_UNSPECIFIED\x10\x00\x12\x19\n" +
 	"\x15VERSION_STATE_PENDING\x10\x01\x12\x1a\n" +
 	"\x16VERSION_STATE_APPROVED\x10\x02\x12\x1a\n" +
-	"\x16VERSION_STATE_REJECTED\x10\x032\x93\a\n" +
+	"\x16VERSION_STATE_REJECTED\x10\x032\xd7\t\n" +
 	"\x12MarketplaceService\x12f\n" +
 	"\vListPlugins\x12*.mairust.marketplace.v1.ListPluginsRequest\x1a+.mairust.marketplace.v1.ListPluginsResponse\x12`\n" +
 	"\tGetPlugin\x12(.mairust.marketplace.v1.GetPluginRequest\x1a).mairust.marketplace.v1.GetPluginResponse\x12r\n" +
@@ -1441,7 +1832,10 @@ const file_mairust_marketplace_v1_marketplace_proto_rawDesc = "" +
 	"\x10ReviewSubmission\x12/.mairust.marketplace.v1.ReviewSubmissionRequest\x1a0.mairust.marketplace.v1.ReviewSubmissionResponse\x12l\n" +
 	"\rInstallPlugin\x12,.mairust.marketplace.v1.InstallPluginRequest\x1a-.mairust.marketplace.v1.InstallPluginResponse\x12r\n" +
 	"\x0fUninstallPlugin\x12..mairust.marketplace.v1.UninstallPluginRequest\x1a/.mairust.marketplace.v1.UninstallPluginResponse\x12x\n" +
-	"\x11ListInstallations\x120.mairust.marketplace.v1.ListInstallationsRequest\x1a1.mairust.marketplace.v1.ListInstallationsResponseBGZEgithub.com/mairust/mairust/proto/mairust/marketplace/v1;marketplacev1b\x06proto3"
+	"\x11ListInstallations\x120.mairust.marketplace.v1.ListInstallationsRequest\x1a1.mairust.marketplace.v1.ListInstallationsResponse\x12i\n" +
+	"\fRecallPlugin\x12+.mairust.marketplace.v1.RecallPluginRequest\x1a,.mairust.marketplace.v1.RecallPluginResponse\x12o\n" +
+	"\x0eWithdrawRecall\x12-.mairust.marketplace.v1.WithdrawRecallRequest\x1a..mairust.marketplace.v1.WithdrawRecallResponse\x12f\n" +
+	"\vListRecalls\x12*.mairust.marketplace.v1.ListRecallsRequest\x1a+.mairust.marketplace.v1.ListRecallsResponseBGZEgithub.com/mairust/mairust/proto/mairust/marketplace/v1;marketplacev1b\x06proto3"
 
 var (
 	file_mairust_marketplace_v1_marketplace_proto_rawDescOnce sync.Once
@@ -1456,7 +1850,7 @@ func file_mairust_marketplace_v1_marketplace_proto_rawDescGZIP() []byte {
 }
 
 var file_mairust_marketplace_v1_marketplace_proto_enumTypes = make([]protoimpl.EnumInfo, 1)
-var file_mairust_marketplace_v1_marketplace_proto_msgTypes = make([]protoimpl.MessageInfo, 21)
+var file_mairust_marketplace_v1_marketplace_proto_msgTypes = make([]protoimpl.MessageInfo, 28)
 var file_mairust_marketplace_v1_marketplace_proto_goTypes = []any{
 	(VersionState)(0),                 // 0: mairust.marketplace.v1.VersionState
 	(*Finding)(nil),                   // 1: mairust.marketplace.v1.Finding
@@ -1480,44 +1874,60 @@ var file_mairust_marketplace_v1_marketplace_proto_goTypes = []any{
 	(*UninstallPluginResponse)(nil),   // 19: mairust.marketplace.v1.UninstallPluginResponse
 	(*ListInstallationsRequest)(nil),  // 20: mairust.marketplace.v1.ListInstallationsRequest
 	(*ListInstallationsResponse)(nil), // 21: mairust.marketplace.v1.ListInstallationsResponse
-	(*timestamppb.Timestamp)(nil),     // 22: google.protobuf.Timestamp
+	(*RecallEntry)(nil),               // 22: mairust.marketplace.v1.RecallEntry
+	(*RecallPluginRequest)(nil),       // 23: mairust.marketplace.v1.RecallPluginRequest
+	(*RecallPluginResponse)(nil),      // 24: mairust.marketplace.v1.RecallPluginResponse
+	(*WithdrawRecallRequest)(nil),     // 25: mairust.marketplace.v1.WithdrawRecallRequest
+	(*WithdrawRecallResponse)(nil),    // 26: mairust.marketplace.v1.WithdrawRecallResponse
+	(*ListRecallsRequest)(nil),        // 27: mairust.marketplace.v1.ListRecallsRequest
+	(*ListRecallsResponse)(nil),       // 28: mairust.marketplace.v1.ListRecallsResponse
+	(*timestamppb.Timestamp)(nil),     // 29: google.protobuf.Timestamp
 }
 var file_mairust_marketplace_v1_marketplace_proto_depIdxs = []int32{
-	22, // 0: mairust.marketplace.v1.PluginVersion.approved_at:type_name -> google.protobuf.Timestamp
+	29, // 0: mairust.marketplace.v1.PluginVersion.approved_at:type_name -> google.protobuf.Timestamp
 	2,  // 1: mairust.marketplace.v1.ListPluginsResponse.plugins:type_name -> mairust.marketplace.v1.Plugin
 	2,  // 2: mairust.marketplace.v1.GetPluginResponse.plugin:type_name -> mairust.marketplace.v1.Plugin
 	3,  // 3: mairust.marketplace.v1.GetPluginResponse.versions:type_name -> mairust.marketplace.v1.PluginVersion
 	0,  // 4: mairust.marketplace.v1.Submission.state:type_name -> mairust.marketplace.v1.VersionState
-	22, // 5: mairust.marketplace.v1.Submission.submitted_at:type_name -> google.protobuf.Timestamp
+	29, // 5: mairust.marketplace.v1.Submission.submitted_at:type_name -> google.protobuf.Timestamp
 	1,  // 6: mairust.marketplace.v1.Submission.findings:type_name -> mairust.marketplace.v1.Finding
-	22, // 7: mairust.marketplace.v1.Submission.reviewed_at:type_name -> google.protobuf.Timestamp
+	29, // 7: mairust.marketplace.v1.Submission.reviewed_at:type_name -> google.protobuf.Timestamp
 	8,  // 8: mairust.marketplace.v1.ListSubmissionsResponse.submissions:type_name -> mairust.marketplace.v1.Submission
 	8,  // 9: mairust.marketplace.v1.GetSubmissionResponse.submission:type_name -> mairust.marketplace.v1.Submission
 	8,  // 10: mairust.marketplace.v1.ReviewSubmissionResponse.submission:type_name -> mairust.marketplace.v1.Submission
-	22, // 11: mairust.marketplace.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
+	29, // 11: mairust.marketplace.v1.Installation.installed_at:type_name -> google.protobuf.Timestamp
 	15, // 12: mairust.marketplace.v1.InstallPluginResponse.installation:type_name -> mairust.marketplace.v1.Installation
 	15, // 13: mairust.marketplace.v1.ListInstallationsResponse.installations:type_name -> mairust.marketplace.v1.Installation
-	4,  // 14: mairust.marketplace.v1.MarketplaceService.ListPlugins:input_type -> mairust.marketplace.v1.ListPluginsRequest
-	6,  // 15: mairust.marketplace.v1.MarketplaceService.GetPlugin:input_type -> mairust.marketplace.v1.GetPluginRequest
-	9,  // 16: mairust.marketplace.v1.MarketplaceService.ListSubmissions:input_type -> mairust.marketplace.v1.ListSubmissionsRequest
-	11, // 17: mairust.marketplace.v1.MarketplaceService.GetSubmission:input_type -> mairust.marketplace.v1.GetSubmissionRequest
-	13, // 18: mairust.marketplace.v1.MarketplaceService.ReviewSubmission:input_type -> mairust.marketplace.v1.ReviewSubmissionRequest
-	16, // 19: mairust.marketplace.v1.MarketplaceService.InstallPlugin:input_type -> mairust.marketplace.v1.InstallPluginRequest
-	18, // 20: mairust.marketplace.v1.MarketplaceService.UninstallPlugin:input_type -> mairust.marketplace.v1.UninstallPluginRequest
-	20, // 21: mairust.marketplace.v1.MarketplaceService.ListInstallations:input_type -> mairust.marketplace.v1.ListInstallationsRequest
-	5,  // 22: mairust.marketplace.v1.MarketplaceService.ListPlugins:output_type -> mairust.marketplace.v1.ListPluginsResponse
-	7,  // 23: mairust.marketplace.v1.MarketplaceService.GetPlugin:output_type -> mairust.marketplace.v1.GetPluginResponse
-	10, // 24: mairust.marketplace.v1.MarketplaceService.ListSubmissions:output_type -> mairust.marketplace.v1.ListSubmissionsResponse
-	12, // 25: mairust.marketplace.v1.MarketplaceService.GetSubmission:output_type -> mairust.marketplace.v1.GetSubmissionResponse
-	14, // 26: mairust.marketplace.v1.MarketplaceService.ReviewSubmission:output_type -> mairust.marketplace.v1.ReviewSubmissionResponse
-	17, // 27: mairust.marketplace.v1.MarketplaceService.InstallPlugin:output_type -> mairust.marketplace.v1.InstallPluginResponse
-	19, // 28: mairust.marketplace.v1.MarketplaceService.UninstallPlugin:output_type -> mairust.marketplace.v1.UninstallPluginResponse
-	21, // 29: mairust.marketplace.v1.MarketplaceService.ListInstallations:output_type -> mairust.marketplace.v1.ListInstallationsResponse
-	22, // [22:30] is the sub-list for method output_type
-	14, // [14:22] is the sub-list for method input_type
-	14, // [14:14] is the sub-list for extension type_name
-	14, // [14:14] is the sub-list for extension extendee
-	0,  // [0:14] is the sub-list for field type_name
+	29, // 14: mairust.marketplace.v1.RecallEntry.recalled_at:type_name -> google.protobuf.Timestamp
+	22, // 15: mairust.marketplace.v1.RecallPluginResponse.recall:type_name -> mairust.marketplace.v1.RecallEntry
+	22, // 16: mairust.marketplace.v1.ListRecallsResponse.recalls:type_name -> mairust.marketplace.v1.RecallEntry
+	4,  // 17: mairust.marketplace.v1.MarketplaceService.ListPlugins:input_type -> mairust.marketplace.v1.ListPluginsRequest
+	6,  // 18: mairust.marketplace.v1.MarketplaceService.GetPlugin:input_type -> mairust.marketplace.v1.GetPluginRequest
+	9,  // 19: mairust.marketplace.v1.MarketplaceService.ListSubmissions:input_type -> mairust.marketplace.v1.ListSubmissionsRequest
+	11, // 20: mairust.marketplace.v1.MarketplaceService.GetSubmission:input_type -> mairust.marketplace.v1.GetSubmissionRequest
+	13, // 21: mairust.marketplace.v1.MarketplaceService.ReviewSubmission:input_type -> mairust.marketplace.v1.ReviewSubmissionRequest
+	16, // 22: mairust.marketplace.v1.MarketplaceService.InstallPlugin:input_type -> mairust.marketplace.v1.InstallPluginRequest
+	18, // 23: mairust.marketplace.v1.MarketplaceService.UninstallPlugin:input_type -> mairust.marketplace.v1.UninstallPluginRequest
+	20, // 24: mairust.marketplace.v1.MarketplaceService.ListInstallations:input_type -> mairust.marketplace.v1.ListInstallationsRequest
+	23, // 25: mairust.marketplace.v1.MarketplaceService.RecallPlugin:input_type -> mairust.marketplace.v1.RecallPluginRequest
+	25, // 26: mairust.marketplace.v1.MarketplaceService.WithdrawRecall:input_type -> mairust.marketplace.v1.WithdrawRecallRequest
+	27, // 27: mairust.marketplace.v1.MarketplaceService.ListRecalls:input_type -> mairust.marketplace.v1.ListRecallsRequest
+	5,  // 28: mairust.marketplace.v1.MarketplaceService.ListPlugins:output_type -> mairust.marketplace.v1.ListPluginsResponse
+	7,  // 29: mairust.marketplace.v1.MarketplaceService.GetPlugin:output_type -> mairust.marketplace.v1.GetPluginResponse
+	10, // 30: mairust.marketplace.v1.MarketplaceService.ListSubmissions:output_type -> mairust.marketplace.v1.ListSubmissionsResponse
+	12, // 31: mairust.marketplace.v1.MarketplaceService.GetSubmission:output_type -> mairust.marketplace.v1.GetSubmissionResponse
+	14, // 32: mairust.marketplace.v1.MarketplaceService.ReviewSubmission:output_type -> mairust.marketplace.v1.ReviewSubmissionResponse
+	17, // 33: mairust.marketplace.v1.MarketplaceService.InstallPlugin:output_type -> mairust.marketplace.v1.InstallPluginResponse
+	19, // 34: mairust.marketplace.v1.MarketplaceService.UninstallPlugin:output_type -> mairust.marketplace.v1.UninstallPluginResponse
+	21, // 35: mairust.marketplace.v1.MarketplaceService.ListInstallations:output_type -> mairust.marketplace.v1.ListInstallationsResponse
+	24, // 36: mairust.marketplace.v1.MarketplaceService.RecallPlugin:output_type -> mairust.marketplace.v1.RecallPluginResponse
+	26, // 37: mairust.marketplace.v1.MarketplaceService.WithdrawRecall:output_type -> mairust.marketplace.v1.WithdrawRecallResponse
+	28, // 38: mairust.marketplace.v1.MarketplaceService.ListRecalls:output_type -> mairust.marketplace.v1.ListRecallsResponse
+	28, // [28:39] is the sub-list for method output_type
+	17, // [17:28] is the sub-list for method input_type
+	17, // [17:17] is the sub-list for extension type_name
+	17, // [17:17] is the sub-list for extension extendee
+	0,  // [0:17] is the sub-list for field type_name
 }
 
 func init() { file_mairust_marketplace_v1_marketplace_proto_init() }
@@ -1531,7 +1941,7 @@ func file_mairust_marketplace_v1_marketplace_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mairust_marketplace_v1_marketplace_proto_rawDesc), len(file_mairust_marketplace_v1_marketplace_proto_rawDesc)),
 			NumEnums:      1,
-			NumMessages:   21,
+			NumMessages:   28,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

@@ -57,6 +57,15 @@ const (
 	// MarketplaceServiceListInstallationsProcedure is the fully-qualified name of the
 	// MarketplaceService's ListInstallations RPC.
 	MarketplaceServiceListInstallationsProcedure = "/mairust.marketplace.v1.MarketplaceService/ListInstallations"
+	// MarketplaceServiceRecallPluginProcedure is the fully-qualified name of the MarketplaceService's
+	// RecallPlugin RPC.
+	MarketplaceServiceRecallPluginProcedure = "/mairust.marketplace.v1.MarketplaceService/RecallPlugin"
+	// MarketplaceServiceWithdrawRecallProcedure is the fully-qualified name of the MarketplaceService's
+	// WithdrawRecall RPC.
+	MarketplaceServiceWithdrawRecallProcedure = "/mairust.marketplace.v1.MarketplaceService/WithdrawRecall"
+	// MarketplaceServiceListRecallsProcedure is the fully-qualified name of the MarketplaceService's
+	// ListRecalls RPC.
+	MarketplaceServiceListRecallsProcedure = "/mairust.marketplace.v1.MarketplaceService/ListRecalls"
 )
 
 // MarketplaceServiceClient is a client for the mairust.marketplace.v1.MarketplaceService service.
@@ -84,6 +93,14 @@ type MarketplaceServiceClient interface {
 	UninstallPlugin(context.Context, *connect.Request[v1.UninstallPluginRequest]) (*connect.Response[v1.UninstallPluginResponse], error)
 	// ListInstallations lists the tenant's plugins (a tenant member).
 	ListInstallations(context.Context, *connect.Request[v1.ListInstallationsRequest]) (*connect.Response[v1.ListInstallationsResponse], error)
+	// RecallPlugin marks a plugin, or some of its versions, malicious: the
+	// signed recall list goes to every agent at once, and the admins of the
+	// tenants that installed it are mailed (a reviewer).
+	RecallPlugin(context.Context, *connect.Request[v1.RecallPluginRequest]) (*connect.Response[v1.RecallPluginResponse], error)
+	// WithdrawRecall takes a recall back (a reviewer).
+	WithdrawRecall(context.Context, *connect.Request[v1.WithdrawRecallRequest]) (*connect.Response[v1.WithdrawRecallResponse], error)
+	// ListRecalls lists the recalls in force (anyone).
+	ListRecalls(context.Context, *connect.Request[v1.ListRecallsRequest]) (*connect.Response[v1.ListRecallsResponse], error)
 }
 
 // NewMarketplaceServiceClient constructs a client for the mairust.marketplace.v1.MarketplaceService
@@ -145,6 +162,24 @@ func NewMarketplaceServiceClient(httpClient connect.HTTPClient, baseURL string, 
 			connect.WithSchema(marketplaceServiceMethods.ByName("ListInstallations")),
 			connect.WithClientOptions(opts...),
 		),
+		recallPlugin: connect.NewClient[v1.RecallPluginRequest, v1.RecallPluginResponse](
+			httpClient,
+			baseURL+MarketplaceServiceRecallPluginProcedure,
+			connect.WithSchema(marketplaceServiceMethods.ByName("RecallPlugin")),
+			connect.WithClientOptions(opts...),
+		),
+		withdrawRecall: connect.NewClient[v1.WithdrawRecallRequest, v1.WithdrawRecallResponse](
+			httpClient,
+			baseURL+MarketplaceServiceWithdrawRecallProcedure,
+			connect.WithSchema(marketplaceServiceMethods.ByName("WithdrawRecall")),
+			connect.WithClientOptions(opts...),
+		),
+		listRecalls: connect.NewClient[v1.ListRecallsRequest, v1.ListRecallsResponse](
+			httpClient,
+			baseURL+MarketplaceServiceListRecallsProcedure,
+			connect.WithSchema(marketplaceServiceMethods.ByName("ListRecalls")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -158,6 +193,9 @@ type marketplaceServiceClient struct {
 	installPlugin     *connect.Client[v1.InstallPluginRequest, v1.InstallPluginResponse]
 	uninstallPlugin   *connect.Client[v1.UninstallPluginRequest, v1.UninstallPluginResponse]
 	listInstallations *connect.Client[v1.ListInstallationsRequest, v1.ListInstallationsResponse]
+	recallPlugin      *connect.Client[v1.RecallPluginRequest, v1.RecallPluginResponse]
+	withdrawRecall    *connect.Client[v1.WithdrawRecallRequest, v1.WithdrawRecallResponse]
+	listRecalls       *connect.Client[v1.ListRecallsRequest, v1.ListRecallsResponse]
 }
 
 // ListPlugins calls mairust.marketplace.v1.MarketplaceService.ListPlugins.
@@ -200,6 +238,21 @@ func (c *marketplaceServiceClient) ListInstallations(ctx context.Context, req *c
 	return c.listInstallations.CallUnary(ctx, req)
 }
 
+// RecallPlugin calls mairust.marketplace.v1.MarketplaceService.RecallPlugin.
+func (c *marketplaceServiceClient) RecallPlugin(ctx context.Context, req *connect.Request[v1.RecallPluginRequest]) (*connect.Response[v1.RecallPluginResponse], error) {
+	return c.recallPlugin.CallUnary(ctx, req)
+}
+
+// WithdrawRecall calls mairust.marketplace.v1.MarketplaceService.WithdrawRecall.
+func (c *marketplaceServiceClient) WithdrawRecall(ctx context.Context, req *connect.Request[v1.WithdrawRecallRequest]) (*connect.Response[v1.WithdrawRecallResponse], error) {
+	return c.withdrawRecall.CallUnary(ctx, req)
+}
+
+// ListRecalls calls mairust.marketplace.v1.MarketplaceService.ListRecalls.
+func (c *marketplaceServiceClient) ListRecalls(ctx context.Context, req *connect.Request[v1.ListRecallsRequest]) (*connect.Response[v1.ListRecallsResponse], error) {
+	return c.listRecalls.CallUnary(ctx, req)
+}
+
 // MarketplaceServiceHandler is an implementation of the mairust.marketplace.v1.MarketplaceService
 // service.
 type MarketplaceServiceHandler interface {
@@ -226,6 +279,14 @@ type MarketplaceServiceHandler interface {
 	UninstallPlugin(context.Context, *connect.Request[v1.UninstallPluginRequest]) (*connect.Response[v1.UninstallPluginResponse], error)
 	// ListInstallations lists the tenant's plugins (a tenant member).
 	ListInstallations(context.Context, *connect.Request[v1.ListInstallationsRequest]) (*connect.Response[v1.ListInstallationsResponse], error)
+	// RecallPlugin marks a plugin, or some of its versions, malicious: the
+	// signed recall list goes to every agent at once, and the admins of the
+	// tenants that installed it are mailed (a reviewer).
+	RecallPlugin(context.Context, *connect.Request[v1.RecallPluginRequest]) (*connect.Response[v1.RecallPluginResponse], error)
+	// WithdrawRecall takes a recall back (a reviewer).
+	WithdrawRecall(context.Context, *connect.Request[v1.WithdrawRecallRequest]) (*connect.Response[v1.WithdrawRecallResponse], error)
+	// ListRecalls lists the recalls in force (anyone).
+	ListRecalls(context.Context, *connect.Request[v1.ListRecallsRequest]) (*connect.Response[v1.ListRecallsResponse], error)
 }
 
 // NewMarketplaceServiceHandler builds an HTTP handler from the service implementation. It returns
@@ -283,6 +344,24 @@ func NewMarketplaceServiceHandler(svc MarketplaceServiceHandler, opts ...connect
 		connect.WithSchema(marketplaceServiceMethods.ByName("ListInstallations")),
 		connect.WithHandlerOptions(opts...),
 	)
+	marketplaceServiceRecallPluginHandler := connect.NewUnaryHandler(
+		MarketplaceServiceRecallPluginProcedure,
+		svc.RecallPlugin,
+		connect.WithSchema(marketplaceServiceMethods.ByName("RecallPlugin")),
+		connect.WithHandlerOptions(opts...),
+	)
+	marketplaceServiceWithdrawRecallHandler := connect.NewUnaryHandler(
+		MarketplaceServiceWithdrawRecallProcedure,
+		svc.WithdrawRecall,
+		connect.WithSchema(marketplaceServiceMethods.ByName("WithdrawRecall")),
+		connect.WithHandlerOptions(opts...),
+	)
+	marketplaceServiceListRecallsHandler := connect.NewUnaryHandler(
+		MarketplaceServiceListRecallsProcedure,
+		svc.ListRecalls,
+		connect.WithSchema(marketplaceServiceMethods.ByName("ListRecalls")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/mairust.marketplace.v1.MarketplaceService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case MarketplaceServiceListPluginsProcedure:
@@ -301,6 +380,12 @@ func NewMarketplaceServiceHandler(svc MarketplaceServiceHandler, opts ...connect
 			marketplaceServiceUninstallPluginHandler.ServeHTTP(w, r)
 		case MarketplaceServiceListInstallationsProcedure:
 			marketplaceServiceListInstallationsHandler.ServeHTTP(w, r)
+		case MarketplaceServiceRecallPluginProcedure:
+			marketplaceServiceRecallPluginHandler.ServeHTTP(w, r)
+		case MarketplaceServiceWithdrawRecallProcedure:
+			marketplaceServiceWithdrawRecallHandler.ServeHTTP(w, r)
+		case MarketplaceServiceListRecallsProcedure:
+			marketplaceServiceListRecallsHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -340,4 +425,16 @@ func (UnimplementedMarketplaceServiceHandler) UninstallPlugin(context.Context, *
 
 func (UnimplementedMarketplaceServiceHandler) ListInstallations(context.Context, *connect.Request[v1.ListInstallationsRequest]) (*connect.Response[v1.ListInstallationsResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.marketplace.v1.MarketplaceService.ListInstallations is not implemented"))
+}
+
+func (UnimplementedMarketplaceServiceHandler) RecallPlugin(context.Context, *connect.Request[v1.RecallPluginRequest]) (*connect.Response[v1.RecallPluginResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.marketplace.v1.MarketplaceService.RecallPlugin is not implemented"))
+}
+
+func (UnimplementedMarketplaceServiceHandler) WithdrawRecall(context.Context, *connect.Request[v1.WithdrawRecallRequest]) (*connect.Response[v1.WithdrawRecallResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.marketplace.v1.MarketplaceService.WithdrawRecall is not implemented"))
+}
+
+func (UnimplementedMarketplaceServiceHandler) ListRecalls(context.Context, *connect.Request[v1.ListRecallsRequest]) (*connect.Response[v1.ListRecallsResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.marketplace.v1.MarketplaceService.ListRecalls is not implemented"))
 }
