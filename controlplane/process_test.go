@@ -16,6 +16,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -343,10 +344,11 @@ monitor:
 // agentProc is an agent process enrolled into a control plane, with its
 // own database.
 type agentProc struct {
-	c                          *cp
-	cfgPath, smtpAddr, subAddr string
-	db                         *pgx.Conn
-	log                        *proctest.Output
+	c                                    *cp
+	cfgPath, smtpAddr, subAddr, httpAddr string
+	db                                   *pgx.Conn
+	log                                  *proctest.Output
+	cmd                                  *exec.Cmd
 }
 
 // startAgent enrolls an agent into c (extra appended to its configuration
@@ -358,8 +360,7 @@ func startAgent(t *testing.T, c *cp, extra string) *agentProc {
 		t.Fatal(err)
 	}
 	agentDB := pgtest.NewDatabase(t, "cpagent")
-	a := &agentProc{c: c, cfgPath: filepath.Join(dir, "agent.yaml"), smtpAddr: proctest.FreeAddr(t), subAddr: proctest.FreeAddr(t), log: &proctest.Output{}}
-	httpAddr := proctest.FreeAddr(t)
+	a := &agentProc{c: c, cfgPath: filepath.Join(dir, "agent.yaml"), smtpAddr: proctest.FreeAddr(t), subAddr: proctest.FreeAddr(t), httpAddr: proctest.FreeAddr(t), log: &proctest.Output{}}
 	cfg := fmt.Sprintf(`data_dir: %s
 database:
   url: %s
@@ -378,26 +379,14 @@ submission:
   tls_listen: ""
 link:
   report_interval: 1s
-`, dir, agentDB, a.smtpAddr, httpAddr, proctest.FreeAddr(t), a.subAddr)
+`, dir, agentDB, a.smtpAddr, a.httpAddr, proctest.FreeAddr(t), a.subAddr)
 	if err := os.WriteFile(a.cfgPath, []byte(cfg+extra), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	if out, err := c.enroll(t, a.cfgPath, c.token(t)); err != nil {
 		t.Fatalf("enroll: %v\n%s", err, out)
 	}
-	cmd := exec.Command(proctest.Binary(t), "agent", "--config", a.cfgPath)
-	cmd.Stdout, cmd.Stderr = a.log, a.log
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
-	waitUntil(t, "the agent's /health\n"+a.log.String(), func() bool {
-		resp, err := http.Get("http://" + httpAddr + "/health")
-		if err == nil {
-			resp.Body.Close()
-		}
-		return err == nil
-	})
+	a.start(t)
 	db, err := pgx.Connect(t.Context(), agentDB)
 	if err != nil {
 		t.Fatal(err)
@@ -405,6 +394,32 @@ link:
 	t.Cleanup(func() { db.Close(context.Background()) })
 	a.db = db
 	return a
+}
+
+// start runs the agent until stop or the test's end, and waits for its
+// /health.
+func (a *agentProc) start(t *testing.T) {
+	t.Helper()
+	cmd := exec.Command(proctest.Binary(t), "agent", "--config", a.cfgPath)
+	cmd.Stdout, cmd.Stderr = a.log, a.log
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	a.cmd = cmd
+	t.Cleanup(func() { cmd.Process.Kill(); cmd.Wait() })
+	waitUntil(t, "the agent's /health\n"+a.log.String(), func() bool {
+		resp, err := http.Get("http://" + a.httpAddr + "/health")
+		if err == nil {
+			resp.Body.Close()
+		}
+		return err == nil
+	})
+}
+
+// stop ends the agent (SIGTERM) and waits for it.
+func (a *agentProc) stop() {
+	a.cmd.Process.Signal(syscall.SIGTERM)
+	a.cmd.Wait()
 }
 
 // count runs a count query on the agent's database.

@@ -116,7 +116,8 @@ func (r *runner) apply(ctx context.Context, snap *agentsv1.Snapshot) error {
 	if h := snap.GetOutboundHold(); h != nil {
 		hold = &h.Reason
 	}
-	market := &agentsv1.Snapshot{Plugins: snap.Plugins, MarketplaceKeys: snap.MarketplaceKeys, Recalls: snap.Recalls}
+	market := &agentsv1.Snapshot{Plugins: snap.Plugins, MarketplaceKeys: snap.MarketplaceKeys, Recalls: snap.Recalls,
+		RecallVersion: snap.RecallVersion, RecallSignature: snap.RecallSignature, RecallKeyId: snap.RecallKeyId}
 	marketJSON, err := protojson.Marshal(market)
 	if err != nil {
 		return err

@@ -108,7 +108,7 @@ func (s *Service) RecallPlugin(ctx context.Context, req *connect.Request[marketp
 		if !known {
 			return connect.NewError(connect.CodeNotFound, fmt.Errorf("no plugin %q in the marketplace", m.PluginId))
 		}
-		versions := slices.Compact(slices.Sorted(slices.Values(m.Versions)))
+		versions := append([]string{}, slices.Compact(slices.Sorted(slices.Values(m.Versions)))...) // never NULL
 		var at time.Time
 		r := &marketplacev1.RecallEntry{PluginId: m.PluginId, Versions: versions, Reason: m.Reason}
 		if err := tx.QueryRow(ctx, `INSERT INTO recalls (plugin_id, versions, reason, created_by) VALUES ($1, $2, $3, $4) RETURNING id, created_at`,
