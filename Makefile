@@ -7,12 +7,18 @@ BIN     := bin/mairust
 # the data dir: use the standard place then, ./data otherwise.
 DATA    ?= $(if $(filter 0,$(shell id -u)),/var/lib/mairust,./data)
 
-.PHONY: run test build deps lint docs proto proto-baseline bench clean
+.PHONY: run test build examples deps lint docs proto proto-baseline bench clean
 
-## run: install what is missing, build, and start `mairust aio` (data in /var/lib/mairust as root, else ./data)
-run: build
+## run: install what is missing, build, and start `mairust aio` (data in /var/lib/mairust as root, else ./data),
+## with the example plugins built and published in its marketplace
+run: build examples
 	./scripts/deps.sh run
-	./$(BIN) aio --data-dir $(DATA) --log-format text
+	./$(BIN) aio --data-dir $(DATA) --log-format text --publish-plugins agent/plugins/examples
+
+## examples: build the example plugins' binaries (the others are scripts or HTTP services)
+examples:
+	$(GO) build -o agent/plugins/examples/archive/archive ./agent/plugins/examples/archive
+	$(GO) build -o agent/plugins/examples/classifier/classifier ./agent/plugins/examples/classifier
 
 ## test: install the test tools, check the .proto contracts, then vet, staticcheck and every test against real components
 test:

@@ -26,6 +26,7 @@ func init() {
 		dataDir, smtpListen, httpListen    string
 		apiListen, imapListen, imapsListen string
 		subListen, subsListen, cpListen    string
+		publishDir                         string
 		domain, admin, adminPW, hostname   string
 		noCP                               bool
 	)
@@ -42,6 +43,7 @@ func init() {
 		fs.StringVar(&subsListen, "submissions-listen", "", "submission with implicit TLS address; overrides submission.tls_listen (without --config: 127.0.0.1:1465)")
 		fs.StringVar(&cpListen, "controlplane-listen", "", "control plane (console, agent enrollment) address; overrides controlplane.listen (default 127.0.0.1:8090)")
 		fs.BoolVar(&noCP, "no-controlplane", false, "run the agent alone, without the control plane and its console")
+		fs.StringVar(&publishDir, "publish-plugins", "", "publish each plugin directory in this folder (e.g. agent/plugins/examples, binaries built) to the all-in-one's marketplace, approved, so that the storefront offers them")
 		fs.StringVar(&hostname, "hostname", "", "SMTP host name; overrides smtp.hostname")
 		fs.StringVar(&domain, "domain", "example.test", "first mail domain, created on first start")
 		fs.StringVar(&admin, "admin", "", "first (admin) mail user, created on first start (default admin@<domain>)")
@@ -74,11 +76,18 @@ func init() {
 			if c.ControlPlane.SMTPRelay == config.Default().ControlPlane.SMTPRelay {
 				c.ControlPlane.SMTPRelay = c.SMTP.Listen
 			}
+			// Its marketplace signs with a key of its own, and its admin reviews.
+			if c.Marketplace.SigningKeyFile == "" && os.Getenv("MAIRUST_MARKETPLACE_KEY") == "" {
+				c.Marketplace.SigningKeyFile = filepath.Join(c.DataDir, "marketplace.key")
+			}
+			if len(c.Marketplace.Reviewers) == 0 {
+				c.Marketplace.Reviewers = []string{admin}
+			}
 		}
-		override(&cfg)
 		if admin == "" {
 			admin = "admin@" + domain
 		}
+		override(&cfg)
 		// Traversable, so that the unprivileged embedded PostgreSQL reaches db/.
 		ctx, release, err := claim(cfg.DataDir, 0o711)
 		if err != nil {
@@ -110,6 +119,9 @@ func init() {
 			if cfg.ControlPlane.DatabaseURL == "" {
 				return errors.New("controlplane.database_url is not set: with an external database.url, give the control plane its own database, or run with --no-controlplane")
 			}
+			if err := ensureMarketplaceKey(cfg.Marketplace.SigningKeyFile); err != nil {
+				return err
+			}
 			cp = startControlPlane(ctx, cfg, log)
 			defer cp.stop()
 		}
@@ -125,7 +137,13 @@ func init() {
 				if cp == nil || err != nil {
 					return nil
 				}
-				return cp.enroll(ctx, cfg, pool, tenant, admin, log)
+				if err := cp.enroll(ctx, cfg, pool, tenant, admin, log); err != nil {
+					return err
+				}
+				if publishDir != "" {
+					go publishPlugins(ctx, cfg, publishDir, admin, log) // packing takes seconds: mail need not wait
+				}
+				return nil
 			},
 			Ready: func(info agent.Info) {
 				banner(info, cfg.DataDir, embedded, created, admin, adminPW, cp, log)

@@ -1,10 +1,13 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"log/slog"
+	"os"
+	"path/filepath"
 	"strings"
 
 	"github.com/jackc/pgx/v5/pgxpool"
@@ -16,6 +19,8 @@ import (
 	"github.com/mairust/mairust/controlplane/store"
 	"github.com/mairust/mairust/internal/config"
 	"github.com/mairust/mairust/internal/version"
+	"github.com/mairust/mairust/marketplace/catalog"
+	"github.com/mairust/mairust/marketplace/pack"
 )
 
 // cpDatabase is the control plane's database in the embedded PostgreSQL.
@@ -106,4 +111,68 @@ func (cp *aioControlPlane) enroll(ctx context.Context, cfg config.Config, pool *
 		"domains", len(domains), "users", len(users), "owner", t.Owner.Email)
 	cp.enrolled = true
 	return nil
+}
+
+// ensureMarketplaceKey makes the marketplace's Ed25519 key at path when
+// there is none (path empty: the key comes from the environment).
+func ensureMarketplaceKey(path string) error {
+	if path == "" {
+		return nil
+	}
+	if _, err := os.Stat(path); err == nil {
+		return nil
+	}
+	k, err := pack.GenerateKey("ed25519")
+	if err != nil {
+		return err
+	}
+	pem, err := k.MarshalPEM()
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(path, pem, 0o600)
+}
+
+// publishPlugins packs each plugin directory in dir and publishes it in
+// the all-in-one's marketplace as admin, approved; a plugin that cannot be
+// packed (say, its binary is not built) is skipped with a log line.
+func publishPlugins(ctx context.Context, cfg config.Config, dir, admin string, log *slog.Logger) {
+	entries, err := os.ReadDir(dir)
+	if err != nil {
+		log.Error("plugins not published", "component", "aio", "dir", dir, "error", err)
+		return
+	}
+	st, err := store.Open(ctx, cfg.ControlPlane.DatabaseURL, cfg.ControlPlane.AppDatabaseURL, 2)
+	if err != nil {
+		log.Error("plugins not published", "component", "aio", "error", err)
+		return
+	}
+	defer st.Pool.Close()
+	market, err := catalog.New(st, nil, cfg.Marketplace, cfg.ControlPlane.URL(), nil, log)
+	if err != nil {
+		log.Error("plugins not published", "component", "aio", "error", err)
+		return
+	}
+	var account string
+	if err := st.Pool.QueryRow(ctx, `SELECT id FROM accounts WHERE email = lower($1)`, admin).Scan(&account); err != nil {
+		log.Error("plugins not published: no console account for the admin", "component", "aio", "admin", admin, "error", err)
+		return
+	}
+	for _, e := range entries {
+		if !e.IsDir() {
+			continue
+		}
+		var pkg bytes.Buffer
+		m, err := pack.Pack(filepath.Join(dir, e.Name()), &pkg, nil)
+		if err != nil {
+			log.Warn("plugin not published: it cannot be packed", "component", "aio", "dir", filepath.Join(dir, e.Name()), "error", err)
+			continue
+		}
+		added, err := market.Publish(ctx, account, pkg.Bytes())
+		if err != nil {
+			log.Error("plugin not published", "component", "aio", "plugin", m.ID, "error", err)
+		} else if added {
+			log.Info("plugin published in the marketplace", "component", "aio", "plugin", m.ID, "version", m.Version)
+		}
+	}
 }

@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -22,6 +23,8 @@ import (
 	"github.com/mairust/mairust/proto/mairust/accounts/v1/accountsv1connect"
 	agentsv1 "github.com/mairust/mairust/proto/mairust/agents/v1"
 	"github.com/mairust/mairust/proto/mairust/agents/v1/agentsv1connect"
+	marketplacev1 "github.com/mairust/mairust/proto/mairust/marketplace/v1"
+	"github.com/mairust/mairust/proto/mairust/marketplace/v1/marketplacev1connect"
 	tenantsv1 "github.com/mairust/mairust/proto/mairust/tenants/v1"
 	"github.com/mairust/mairust/proto/mairust/tenants/v1/tenantsv1connect"
 )
@@ -53,7 +56,8 @@ func TestAllInOneControlPlane(t *testing.T) {
 	dataDir := aioDataDir(t)
 	cpAddr := proctest.FreeAddr(t)
 	url := "http://" + cpAddr
-	aio := startAIO(t, dataDir, "--controlplane-listen", cpAddr)
+	examples, _ := filepath.Abs("../../agent/plugins/examples")
+	aio := startAIO(t, dataDir, "--controlplane-listen", cpAddr, "--publish-plugins", examples)
 	banner := aio.waitBanner(t)
 	um := userLine.FindStringSubmatch(banner)
 	if um == nil || !strings.Contains(banner, "Console   "+url+"/console/") || !strings.Contains(banner, "this one is enrolled") ||
@@ -99,6 +103,27 @@ func TestAllInOneControlPlane(t *testing.T) {
 	}
 	waitFor(t, 30*time.Second, func() bool {
 		return count(t, local, `SELECT count(*) FROM domains WHERE name = 'second.test' AND tenant_id = $1`, tenant) == 1
+	})
+
+	// The example plugins that need no build are in the storefront, and
+	// one installed there reaches the aio's agent.
+	market := marketplacev1connect.NewMarketplaceServiceClient(http.DefaultClient, url)
+	waitFor(t, time.Minute, func() bool {
+		store, err := market.ListPlugins(ctx, connect.NewRequest(&marketplacev1.ListPluginsRequest{}))
+		if err != nil {
+			t.Fatalf("storefront: %v\n%s", err, aio.output())
+		}
+		var listed []string
+		for _, p := range store.Msg.GetPlugins() {
+			listed = append(listed, p.Id)
+		}
+		return slices.Contains(listed, "subject-tagger") && slices.Contains(listed, "webhook")
+	})
+	if _, err := market.InstallPlugin(ctx, cptest.Auth(&marketplacev1.InstallPluginRequest{TenantId: tenant, PluginId: "subject-tagger", PermissionsAccepted: true}, session)); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 30*time.Second, func() bool {
+		return count(t, local, `SELECT count(*) FROM plugins WHERE id = 'subject-tagger' AND managed_by_controlplane`) == 1
 	})
 
 	// A second agent, on its own database, enrolled the README's way.

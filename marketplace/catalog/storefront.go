@@ -29,7 +29,7 @@ const (
 // approved returns the approved versions of the plugins of ids (all:
 // nil), newest first per plugin.
 func (s *Service) approved(ctx context.Context, tx pgx.Tx, ids []string) (map[string][]*marketplacev1.PluginVersion, error) {
-	rows, _ := tx.Query(ctx, `SELECT plugin_id, version, min_mairust_version, permissions, worst, coalesce(jsonb_array_length(report->'findings'), 0), reviewed_at, sha256, size
+	rows, _ := tx.Query(ctx, `SELECT plugin_id, version, min_mairust_version, permissions, worst, CASE jsonb_typeof(report->'findings') WHEN 'array' THEN jsonb_array_length(report->'findings') ELSE 0 END, reviewed_at, sha256, size
 		FROM plugin_versions WHERE state = 'approved' AND ($1::text[] IS NULL OR plugin_id = ANY($1))`, ids)
 	out := map[string][]*marketplacev1.PluginVersion{}
 	_, err := pgx.CollectRows(rows, func(r pgx.CollectableRow) (struct{}, error) {

@@ -70,7 +70,7 @@ type File struct {
 // Analyze reviews the package of m made of files, checking its Go
 // binaries' modules against vulns.
 func Analyze(m *manifest.Manifest, files []File, vulns *Vulns) Report {
-	r := Report{PluginID: m.ID, Version: m.Version.String(), Findings: permissions(m), Modules: []Module{}}
+	r := Report{PluginID: m.ID, Version: m.Version.String(), Findings: append([]Finding{}, permissions(m)...), Modules: []Module{}}
 	for _, f := range files {
 		r.Findings = append(r.Findings, fileFindings(m, f)...)
 		mods := modules(f)
