@@ -97,15 +97,8 @@ func registerAdmin(name, arg, summary string, extra func(*flag.FlagSet), do func
 	c.run = func(args []string) error {
 		fs := flags(c)
 		db.register(fs)
-		if extra != nil {
-			extra(fs)
-		}
-		if err := parse(fs, args); err != nil {
+		if err := parseArgs(fs, args, arg, extra); err != nil {
 			return err
-		}
-		if fs.NArg() != len(strings.Fields(arg)) {
-			fs.Usage()
-			return errUsage
 		}
 		return db.with(func(ctx context.Context, pool *pgxpool.Pool) error {
 			return do(ctx, accounts.New(pool), fs)

@@ -146,19 +146,28 @@ func registerTool(name, arg, summary string, extra func(*flag.FlagSet), do func(
 	c := &command{name: name, summary: summary, usage: arg}
 	c.run = func(args []string) error {
 		fs := flags(c)
-		if extra != nil {
-			extra(fs)
-		}
-		if err := parse(fs, args); err != nil {
+		if err := parseArgs(fs, args, arg, extra); err != nil {
 			return err
-		}
-		if fs.NArg() != len(strings.Fields(arg)) {
-			fs.Usage()
-			return errUsage
 		}
 		return do(fs.Args())
 	}
 	register(c)
+}
+
+// parseArgs adds extra's flags (when not nil) to fs, parses args, and
+// checks that as many arguments remain as arg names.
+func parseArgs(fs *flag.FlagSet, args []string, arg string, extra func(*flag.FlagSet)) error {
+	if extra != nil {
+		extra(fs)
+	}
+	if err := parse(fs, args); err != nil {
+		return err
+	}
+	if fs.NArg() != len(strings.Fields(arg)) {
+		fs.Usage()
+		return errUsage
+	}
+	return nil
 }
 
 // registerPackageCommands adds keygen, pack, sign, verify and inspect.
