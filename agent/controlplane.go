@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
-	"os"
 	"sync/atomic"
 	"time"
 
@@ -147,16 +146,10 @@ func (a *Agent) marketplaceInstaller(cfg *config.Config, url string) (*market.In
 	}
 	var pinned []pack.TrustedKey
 	for i, k := range cfg.Plugins.MarketplaceKeys {
-		data, err := os.ReadFile(k.PublicKeyFile)
+		tk, err := pack.TrustedKeyFile(k.PublicKeyFile, k.NotAfter)
 		if err != nil {
-			return nil, fmt.Errorf("plugins.marketplace_keys[%d].public_key_file: %w", i, err)
+			return nil, fmt.Errorf("plugins.marketplace_keys[%d]: %w", i, err)
 		}
-		pub, err := pack.ParsePublicKey(data)
-		if err != nil {
-			return nil, fmt.Errorf("plugins.marketplace_keys[%d].public_key_file %s: %w", i, k.PublicKeyFile, err)
-		}
-		tk := pack.TrustedKey{Role: pack.Marketplace, Key: pub}
-		tk.NotAfter, _ = time.Parse(time.RFC3339, k.NotAfter) // checked by config: empty gives the zero time, no end
 		pinned = append(pinned, tk)
 	}
 	files, _, _ := cfg.PluginPaths()

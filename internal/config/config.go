@@ -272,9 +272,10 @@ type Billing struct {
 
 // Marketplace configures the control plane's plugin marketplace.
 type Marketplace struct {
-	Reviewers       []string `yaml:"reviewers" doc:"Console accounts (e-mail addresses) that review submitted plugins: they see the review reports and approve or reject."`
-	SigningKeyFile  string   `yaml:"signing_key_file" env:"MAIRUST_MARKETPLACE_KEY_FILE" doc:"PEM file of the marketplace's Ed25519 private key (mairust plugin keygen --type ed25519), kept out of the database; approved packages are countersigned with it. Empty: MAIRUST_MARKETPLACE_KEY holds the PEM itself; neither: nothing can be approved."`
-	MaxPackageBytes int64    `yaml:"max_package_bytes" doc:"Largest package taken by POST /marketplace/upload (1 MiB-1 GiB)."`
+	Reviewers       []string     `yaml:"reviewers" doc:"Console accounts (e-mail addresses) that review submitted plugins: they see the review reports and approve or reject."`
+	SigningKeyFile  string       `yaml:"signing_key_file" env:"MAIRUST_MARKETPLACE_KEY_FILE" doc:"PEM file of the marketplace's Ed25519 private key (mairust plugin keygen --type ed25519), kept out of the database; approved packages are countersigned with it. Empty: MAIRUST_MARKETPLACE_KEY holds the PEM itself; neither: nothing can be approved."`
+	MaxPackageBytes int64        `yaml:"max_package_bytes" doc:"Largest package taken by POST /marketplace/upload (1 MiB-1 GiB)."`
+	PreviousKeys    []TrustedKey `yaml:"previous_keys" doc:"Public keys the marketplace signed with before a rotation, sent to the agents with their end date so that packages they signed stay installable until then: a list of {public_key_file, not_after (RFC 3339)}."`
 }
 
 // Plan is a billing plan and its limits (0: none).

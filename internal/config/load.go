@@ -369,13 +369,18 @@ func Validate(c Config, name string, lines map[string]int) error {
 	if c.Marketplace.MaxPackageBytes < 1<<20 || c.Marketplace.MaxPackageBytes > 1<<30 {
 		return fail("marketplace.max_package_bytes", "must be between 1048576 and 1073741824")
 	}
-	for i, k := range c.Plugins.MarketplaceKeys {
-		key := fmt.Sprintf("plugins.marketplace_keys[%d]", i)
-		if k.PublicKeyFile == "" {
-			return fail(key+".public_key_file", "must be the path of a PEM public key (mairust plugin keygen writes one)")
-		}
-		if _, err := time.Parse(time.RFC3339, k.NotAfter); k.NotAfter != "" && err != nil {
-			return fail(key+".not_after", "%q is not an RFC 3339 time, e.g. 2027-06-30T00:00:00Z", k.NotAfter)
+	for _, list := range []struct {
+		key  string
+		keys []TrustedKey
+	}{{"plugins.marketplace_keys", c.Plugins.MarketplaceKeys}, {"marketplace.previous_keys", c.Marketplace.PreviousKeys}} {
+		for i, k := range list.keys {
+			key := fmt.Sprintf("%s[%d]", list.key, i)
+			if k.PublicKeyFile == "" {
+				return fail(key+".public_key_file", "must be the path of a PEM public key (mairust plugin keygen writes one)")
+			}
+			if _, err := time.Parse(time.RFC3339, k.NotAfter); k.NotAfter != "" && err != nil {
+				return fail(key+".not_after", "%q is not an RFC 3339 time, e.g. 2027-06-30T00:00:00Z", k.NotAfter)
+			}
 		}
 	}
 	for i, r := range c.Marketplace.Reviewers {

@@ -14,9 +14,11 @@ import (
 	"os"
 	"slices"
 	"strings"
+	"time"
 
 	"connectrpc.com/connect"
 	"github.com/jackc/pgx/v5"
+	"google.golang.org/protobuf/types/known/timestamppb"
 
 	"github.com/mairust/mairust/controlplane/access"
 	"github.com/mairust/mairust/controlplane/auth"
@@ -118,15 +120,34 @@ func (s *Service) asAccount(ctx context.Context, fn func(tx pgx.Tx, c caller) er
 }
 
 // Keys returns the marketplace's public keys for the agents: the signing
-// key's (none without one).
+// key's, and those of marketplace.previous_keys with their end dates.
 func (s *Service) Keys() ([]*agentsv1.MarketplaceKey, error) {
-	k, ok := s.signer.(*pack.PrivateKey)
-	if !ok {
-		return nil, nil
+	var out []*agentsv1.MarketplaceKey
+	add := func(pub *pack.PublicKey, notAfter time.Time) error {
+		pem, err := pub.MarshalPEM()
+		if err != nil {
+			return err
+		}
+		k := &agentsv1.MarketplaceKey{KeyId: pub.ID, PublicKeyPem: string(pem)}
+		if !notAfter.IsZero() {
+			k.NotAfter = timestamppb.New(notAfter)
+		}
+		out = append(out, k)
+		return nil
 	}
-	pem, err := k.Public().MarshalPEM()
-	if err != nil {
-		return nil, err
+	if k, ok := s.signer.(*pack.PrivateKey); ok {
+		if err := add(k.Public(), time.Time{}); err != nil {
+			return nil, err
+		}
 	}
-	return []*agentsv1.MarketplaceKey{{KeyId: k.KeyID(), PublicKeyPem: string(pem)}}, nil
+	for i, p := range s.cfg.PreviousKeys {
+		tk, err := pack.TrustedKeyFile(p.PublicKeyFile, p.NotAfter)
+		if err != nil {
+			return nil, fmt.Errorf("marketplace.previous_keys[%d]: %w", i, err)
+		}
+		if err := add(tk.Key, tk.NotAfter); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
 }

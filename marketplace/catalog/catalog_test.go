@@ -441,3 +441,34 @@ func TestRecalls(t *testing.T) {
 	_, err = e.client(e.reviewer).WithdrawRecall(ctx, connect.NewRequest(&marketplacev1.WithdrawRecallRequest{Id: rec.Msg.Recall.Id}))
 	cptest.WantCode(t, "withdraw twice", err, connect.CodeNotFound, "no recall")
 }
+
+// TestKeys: the agents get the signing key and the previous ones with
+// their end dates (rotation).
+func TestKeys(t *testing.T) {
+	e := &env{Env: cptest.New(t, "cpkeys")}
+	cur, _ := pack.GenerateKey("ed25519")
+	old, _ := pack.GenerateKey("ed25519")
+	dir := t.TempDir()
+	curPEM, _ := cur.MarshalPEM()
+	oldPEM, _ := old.Public().MarshalPEM()
+	os.WriteFile(filepath.Join(dir, "cur.key"), curPEM, 0o600)
+	os.WriteFile(filepath.Join(dir, "old.pub"), oldPEM, 0o644)
+	cfg := config.Default().Marketplace
+	cfg.SigningKeyFile = filepath.Join(dir, "cur.key")
+	cfg.PreviousKeys = []config.TrustedKey{{PublicKeyFile: filepath.Join(dir, "old.pub"), NotAfter: "2027-06-30T00:00:00Z"}}
+	svc, err := catalog.New(e.Store, e.Keys, cfg, "http://cp.test", nil, e.Log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keys, err := svc.Keys()
+	if err != nil || len(keys) != 2 || keys[0].KeyId != cur.KeyID() || keys[0].NotAfter != nil ||
+		keys[1].KeyId != old.KeyID() || keys[1].NotAfter.AsTime() != time.Date(2027, 6, 30, 0, 0, 0, 0, time.UTC) {
+		t.Fatalf("keys %v %v", keys, err)
+	}
+	cfg.PreviousKeys[0].PublicKeyFile = filepath.Join(dir, "missing.pub")
+	if svc, _ := catalog.New(e.Store, e.Keys, cfg, "", nil, e.Log); svc != nil {
+		if _, err := svc.Keys(); err == nil || !strings.Contains(err.Error(), "marketplace.previous_keys[0]") {
+			t.Fatalf("a missing previous key: %v", err)
+		}
+	}
+}
