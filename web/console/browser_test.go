@@ -178,11 +178,12 @@ func eval[T any](b browser, js string) T {
 
 var verifyLink = regexp.MustCompile(`/console/verify\?token=[A-Za-z0-9_-]+`)
 
-// newTenant signs up with email and password, verifies the address
-// through the mailed link, logs in and creates the tenant name, typing
-// and clicking, and returns the tenant's id; its page is left shown.
-func (b browser) newTenant(c *cp, email, password, name string) (id string) {
+// signUp signs up with email and password, verifies the address through
+// the mailed link and logs in, typing and clicking; the list of tenants
+// is left shown.
+func (b browser) signUp(c *cp, email, password string) {
 	b.t.Helper()
+	before := len(c.mail.Mails())
 	b.do("signing up",
 		chromedp.Navigate(c.url+"/console/"),
 		chromedp.WaitVisible(css(`#login-form`)),
@@ -196,7 +197,7 @@ func (b browser) newTenant(c *cp, email, password, name string) (id string) {
 	if got := b.text(`#signup-done`); !strings.Contains(got, email) {
 		b.t.Errorf("after signing up the page says %q", got)
 	}
-	mails := c.mail.Mails()
+	mails := c.mail.Mails()[before:]
 	if len(mails) != 1 || mails[0].To != email || !verifyLink.MatchString(mails[0].Body) {
 		b.t.Fatalf("mail after signing up: %+v", mails)
 	}
@@ -212,6 +213,14 @@ func (b browser) newTenant(c *cp, email, password, name string) (id string) {
 	if got := b.text(`#who`); got != email {
 		b.t.Errorf("logged in as %q", got)
 	}
+}
+
+// newTenant signs up with email and password (signUp) and creates the
+// tenant name, typing and clicking, and returns the tenant's id; its
+// page is left shown.
+func (b browser) newTenant(c *cp, email, password, name string) (id string) {
+	b.t.Helper()
+	b.signUp(c, email, password)
 	b.do("creating a tenant",
 		chromedp.SendKeys(css(`#tenant-form input[name=name]`), name),
 		chromedp.Click(css(`#tenant-form button[type=submit]`)),

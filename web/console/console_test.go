@@ -25,6 +25,10 @@ func TestHandler(t *testing.T) {
 		{"GET", "/console/store", 200, "text/html", "no-store", `id="v-store"`},
 		{"GET", "/console/store/acme.spam-tagger", 200, "text/html", "no-store", `id="v-plugin"`}, // a plugin's id may have dots
 		{"GET", "/console/store.js", 200, "text/javascript", "no-cache", "GetPlugin"},
+		{"GET", "/console/developer", 200, "text/html", "no-store", `id="v-developer"`},
+		{"GET", "/console/review", 200, "text/html", "no-store", `id="v-review"`},
+		{"GET", "/console/developer.js", 200, "text/javascript", "no-cache", "GetSubmission"},
+		{"GET", "/console/review.js", 200, "text/javascript", "no-cache", "ReviewSubmission"},
 		{"GET", "/console/app.js", 200, "text/javascript", "no-cache", "import"},
 		{"GET", "/console/tenant.js", 200, "text/javascript", "no-cache", "ListAgents"},
 		{"GET", "/console/style.css", 200, "text/css", "no-cache", "body"},

@@ -36,13 +36,38 @@ func (c *cp) session(t *testing.T, email string) string {
 	return tok
 }
 
+// pluginPackage packs a plugin directory made here of files (path:
+// content; the .sh files executable), unsigned, as a developer would
+// upload it.
+func pluginPackage(t *testing.T, files map[string]string) []byte {
+	t.Helper()
+	dir := t.TempDir()
+	for file, content := range files {
+		mode := os.FileMode(0o644)
+		if strings.HasSuffix(file, ".sh") {
+			mode = 0o755
+		}
+		path := filepath.Join(dir, filepath.FromSlash(file))
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(path, []byte(content), mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	var pkg bytes.Buffer
+	if _, err := pack.Pack(dir, &pkg, nil); err != nil {
+		t.Fatal(err)
+	}
+	return pkg.Bytes()
+}
+
 // publish packs a plugin directory made here (id, name, version, the
 // permissions table's lines, README.md), uploads it as the developer's
 // session dev and approves it as reviewer, the reviewer's session.
 func (c *cp) publish(t *testing.T, dev, reviewer, id, name, version, permissions, readme string) {
 	t.Helper()
-	dir := t.TempDir()
-	for file, content := range map[string]string{
+	pkg := bytes.NewReader(pluginPackage(t, map[string]string{
 		"plugin.toml": `id = "` + id + `"
 name = "` + name + `"
 version = "` + version + `"
@@ -55,20 +80,8 @@ network = "none"
 ` + permissions,
 		"README.md": readme,
 		"run.sh":    "#!/bin/sh\ncat >/dev/null\n",
-	} {
-		mode := os.FileMode(0o644)
-		if strings.HasSuffix(file, ".sh") {
-			mode = 0o755
-		}
-		if err := os.WriteFile(filepath.Join(dir, file), []byte(content), mode); err != nil {
-			t.Fatal(err)
-		}
-	}
-	var pkg bytes.Buffer
-	if _, err := pack.Pack(dir, &pkg, nil); err != nil {
-		t.Fatal(err)
-	}
-	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, c.url+catalog.UploadPath, &pkg)
+	}))
+	req, err := http.NewRequestWithContext(t.Context(), http.MethodPost, c.url+catalog.UploadPath, pkg)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,23 +1,56 @@
 // MaiRust hosted console: the pages of a single-page app under /console/.
 // This module routes between them and holds the account pages (sign up,
 // verify, log in, accept an invitation) and the list of tenants; the
-// tenant page lives in tenant.js, the plugin store in store.js.
-import { accounts, session, tenants, whenUnauthenticated } from './api.js';
+// tenant page lives in tenant.js, the plugin store in store.js, a
+// developer's submissions in developer.js and their review in review.js.
+import { accounts, marketplace, session, tenants, whenUnauthenticated } from './api.js';
+import * as developer from './developer.js';
 import { $, el, guard, onSubmit } from './dom.js';
 import * as i18n from './i18n.js';
 import { t } from './i18n.js';
+import * as review from './review.js';
 import * as store from './store.js';
 import * as tenant from './tenant.js';
 
-const views = ['v-login', 'v-signup', 'v-verify', 'v-invite', 'v-tenants', 'v-tenant', 'v-store', 'v-plugin'];
+const views = ['v-login', 'v-signup', 'v-verify', 'v-invite', 'v-tenants', 'v-tenant', 'v-store', 'v-plugin', 'v-developer', 'v-review'];
+// The header's links to pages and the page each stands for.
+const navs = { 'nav-store': 'v-store', 'nav-developer': 'v-developer', 'nav-review': 'v-review' };
 
 function show(view) {
   for (const v of views) $(v).hidden = v !== view;
   $('who').textContent = session.email;
   $('logout').hidden = !session.token;
   $('nav-login').hidden = !!session.token || view === 'v-login' || view === 'v-signup';
-  if (view === 'v-store') $('nav-store').setAttribute('aria-current', 'page');
-  else $('nav-store').removeAttribute('aria-current');
+  $('nav-developer').hidden = !session.token;
+  for (const [id, v] of Object.entries(navs)) {
+    if (v === view) $(id).setAttribute('aria-current', 'page');
+    else $(id).removeAttribute('aria-current');
+  }
+  reviewLink();
+}
+
+// reviewer is what is known of the session's account: whether it reviews
+// the marketplace's submissions (the session it was asked for, null:
+// not asked yet).
+let reviewer = { token: null, yes: false };
+
+// reviewLink shows the header's Review link to reviewers. Whether the
+// account is one is found out once a session, by asking for the
+// submissions waiting for review: PermissionDenied means it is not (and
+// without the marketplace, Unimplemented: nobody is); any other failure
+// is asked again on the next page.
+function reviewLink() {
+  const token = session.token;
+  $('nav-review').hidden = !token || reviewer.token !== token || !reviewer.yes;
+  if (!token || reviewer.token === token) return;
+  reviewer = { token, yes: false };
+  marketplace('ListSubmissions', { pending: true }, { quiet: true }).then(() => {
+    if (reviewer.token !== token) return;
+    reviewer.yes = true;
+    $('nav-review').hidden = session.token !== token;
+  }, (e) => {
+    if (reviewer.token === token && !['permission_denied', 'unimplemented'].includes(e.code)) reviewer.token = null;
+  });
 }
 
 // decode is a path element's text ('' when it is not well encoded).
@@ -52,7 +85,19 @@ function route() {
     show('v-plugin');
     return store.page(decode(p[1]));
   }
-  if (!session.token) return loginPage(false);
+  if (!session.token) {
+    // Coming back to these pages after logging in.
+    if (path === '/console/developer' || path === '/console/review') sessionStorage.setItem('next', path);
+    return loginPage(false);
+  }
+  if (path === '/console/developer') {
+    show('v-developer');
+    return developer.open();
+  }
+  if (path === '/console/review') {
+    show('v-review');
+    return review.open();
+  }
   const m = path.match(/^\/console\/tenants\/([^/]+)$/);
   if (m) {
     show('v-tenant');
@@ -172,7 +217,10 @@ $('logout').addEventListener('click', () => {
 
 $('lang').addEventListener('click', () => {
   i18n.toggle();
-  // Redraw the lists in the new language.
+  // Redraw the lists in the new language, keeping what was typed or
+  // uploaded.
+  if (!$('v-developer').hidden) return developer.redraw();
+  if (!$('v-review').hidden) return review.open(true);
   if (['v-tenants', 'v-tenant', 'v-store', 'v-plugin'].some((v) => !$(v).hidden)) route();
 });
 
