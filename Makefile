@@ -7,7 +7,7 @@ BIN     := bin/mairust
 # the data dir: use the standard place then, ./data otherwise.
 DATA    ?= $(if $(filter 0,$(shell id -u)),/var/lib/mairust,./data)
 
-.PHONY: run test build examples deps lint docs proto proto-baseline bench clean
+.PHONY: run test build examples deps lint docs proto proto-baseline bench image clean
 
 ## run: install what is missing, build, and start `mairust aio` (data in /var/lib/mairust as root, else ./data),
 ## with the example plugins built and published in its marketplace
@@ -49,6 +49,10 @@ proto-baseline:
 ## bench: start aio in a temporary dir and load it with `mairust bench smtp` (see README)
 bench: build
 	./scripts/bench.sh
+
+## image: build the container image (deploy/docker/Dockerfile) for linux/amd64 and linux/arm64 with docker buildx
+image:
+	docker buildx build --platform linux/amd64,linux/arm64 -f deploy/docker/Dockerfile -t mairust/mairust:dev .
 
 clean:
 	rm -rf bin

@@ -50,6 +50,7 @@ if [ "$what" = test ]; then
   go_tool versitygw github.com/versity/versitygw/cmd/versitygw@v1.8.0
   go_tool stripe-mock github.com/stripe/stripe-mock@v0.203.0
   go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
+  go_tool helm helm.sh/helm/v3/cmd/helm@v3.22.0
   # The tests use the machine's PostgreSQL on 127.0.0.1:5432; start it if it is down.
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     echo "deps: starting PostgreSQL"

@@ -127,9 +127,11 @@ type Server struct {
 	logins *ratelimit.Limiter
 	smtp   *smtp.Server
 
-	conns connlimit.Counter
-	mu    sync.Mutex
-	open  map[*connlimit.Conn]struct{} // for Shutdown to close what is left
+	conns     connlimit.Counter
+	mu        sync.Mutex
+	open      map[*connlimit.Conn]struct{} // for Shutdown to close what is left
+	listeners []net.Listener               // for Shutdown: smtp.Server misses those served after it
+	stopped   bool                         // Shutdown or Close was called
 }
 
 // New returns a server, or an error naming a setting of cfg that is wrong.
@@ -167,17 +169,45 @@ func New(cfg Config, auth Authenticator, sub Submitter) (*Server, error) {
 
 // Serve587 answers submission on l with STARTTLS until Close or Shutdown.
 func (s *Server) Serve587(l net.Listener) error {
-	return s.smtp.Serve(s.limited(l, "starttls"))
+	return s.serve(l, s.limited(l, "starttls"))
 }
 
 // ServeTLS465 answers submission on l with TLS from the first byte.
 func (s *Server) ServeTLS465(l net.Listener) error {
-	return s.smtp.Serve(tls.NewListener(s.limited(l, "implicit_tls"), s.cfg.TLSConfig))
+	return s.serve(l, tls.NewListener(s.limited(l, "implicit_tls"), s.cfg.TLSConfig))
+}
+
+// serve serves wrapped (made from l) unless the server is stopped
+// already, in which case it closes l and returns nil at once, as a stopped
+// server's Serve does.
+func (s *Server) serve(l, wrapped net.Listener) error {
+	s.mu.Lock()
+	if s.stopped {
+		s.mu.Unlock()
+		l.Close()
+		return nil
+	}
+	s.listeners = append(s.listeners, l)
+	s.mu.Unlock()
+	return s.smtp.Serve(wrapped)
+}
+
+// stop marks the server stopped and closes every listener it serves: after
+// smtp.Server's Shutdown or Close, which make Serve return nil, for those
+// it did not know yet (their Serve started just then).
+func (s *Server) stop() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.stopped = true
+	for _, l := range s.listeners {
+		l.Close()
+	}
 }
 
 // Close closes the listeners and every connection at once.
 func (s *Server) Close() error {
 	err := s.smtp.Close()
+	s.stop()
 	s.closeAll()
 	return err
 }
@@ -188,6 +218,7 @@ func (s *Server) Close() error {
 // down or closed it returns smtp.ErrServerClosed.
 func (s *Server) Shutdown(ctx context.Context) error {
 	err := s.smtp.Shutdown(ctx)
+	s.stop()
 	if err != nil && !errors.Is(err, smtp.ErrServerClosed) {
 		s.log.Warn("sessions still open at the end of the shutdown timeout; closing them", "error", err)
 		s.closeAll()

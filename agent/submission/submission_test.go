@@ -598,3 +598,32 @@ func FuzzReplyTo(f *testing.F) {
 		}
 	})
 }
+
+// TestServeAfterShutdown: a listener served once the server is shut down
+// (its goroutine started late) is closed at once instead of accepting
+// forever.
+func TestServeAfterShutdown(t *testing.T) {
+	tlsCfg, err := tlsconfig.SelfSigned(t.TempDir(), hostname)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, err := New(Config{Hostname: hostname, TLSConfig: tlsCfg, MaxMessageBytes: 64 << 10, MaxRecipients: 10,
+		MaxConnections: 20, MaxConnectionsPerIP: 10, LoginsPerIPPerMinute: 100, Log: testLog()}, &fakeAuth{}, &fakeSubmitter{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := srv.Shutdown(t.Context()); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	l := listen(t)
+	go func() { done <- srv.ServeTLS465(l) }()
+	select {
+	case err := <-done:
+		if err != nil {
+			t.Fatalf("Serve after Shutdown: %v, want nil", err)
+		}
+	case <-time.After(10 * time.Second):
+		t.Fatal("Serve after Shutdown still accepting after 10s")
+	}
+}
