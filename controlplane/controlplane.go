@@ -74,8 +74,10 @@ func Run(ctx context.Context, cfg config.Config, log *slog.Logger, ready func(ad
 	}
 	ten := tenants.New(st, c, mail, log)
 	ten.Limits, ag.Limits = bill, bill
+	acc := accounts.New(st, keys, c, mail, log)
+	keys.APITokens = acc.LookupAPIToken
 	services := []server.Service{
-		accounts.New(st, keys, c, mail, log).Service(opts...),
+		acc.Service(opts...),
 		ten.Service(opts...),
 		ag.Service(opts...),
 		mon.Service(opts...),

@@ -1,12 +1,14 @@
 package accounts_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"connectrpc.com/connect"
 
@@ -248,4 +250,63 @@ func TestPublicCallLimits(t *testing.T) {
 		cptest.WantCode(t, "11th guess", logIn("ALICE@example.test"), connect.CodeResourceExhausted, "too many log-in attempts on this account")
 		cptest.WantCode(t, "other account", logIn("bob@example.test"), connect.CodeUnauthenticated, "wrong e-mail address or password")
 	})
+}
+
+// TestAPITokens: a token made by a session acts as its account (through
+// the same middleware as sessions), is listed without its value, and stops
+// working once revoked or expired; another account cannot revoke it.
+func TestAPITokens(t *testing.T) {
+	e := &env{Env: cptest.New(t, "cptokens"), mail: &mailer.Recorder{}}
+	svc := accounts.New(e.Store, e.Keys, e.Config, e.mail, e.Log)
+	e.Keys.APITokens = svc.LookupAPIToken
+	e.Serve(t, []server.Service{svc.Service(e.Options()...)}, nil)
+	ctx := context.Background()
+	session := func(email string) string {
+		var id string
+		if err := e.Owner.QueryRow(ctx, `INSERT INTO accounts (email, password_hash, email_verified_at) VALUES ($1, 'x', now()) RETURNING id`, email).Scan(&id); err != nil {
+			t.Fatal(err)
+		}
+		tok, _, err := e.Keys.Issue(auth.Principal{Kind: auth.KindSession, AccountID: id}, time.Hour)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tok
+	}
+	alice, bob := session("alice@example.test"), session("bob@example.test")
+	_, err := e.client(alice).CreateAPIToken(ctx, connect.NewRequest(&accountsv1.CreateAPITokenRequest{}))
+	cptest.WantCode(t, "a token without a name", err, connect.CodeInvalidArgument, "name")
+	created, err := e.client(alice).CreateAPIToken(ctx, connect.NewRequest(&accountsv1.CreateAPITokenRequest{Name: "terraform"}))
+	if err != nil || !strings.HasPrefix(created.Msg.Token, "mrt_") {
+		t.Fatalf("create: %v %v", created, err)
+	}
+	me, err := e.client(created.Msg.Token).GetMe(ctx, connect.NewRequest(&accountsv1.GetMeRequest{}))
+	if err != nil || me.Msg.Account.Email != "alice@example.test" {
+		t.Fatalf("GetMe with the token: %v %v", me, err)
+	}
+	list, err := e.client(alice).ListAPITokens(ctx, connect.NewRequest(&accountsv1.ListAPITokensRequest{}))
+	if err != nil || len(list.Msg.ApiTokens) != 1 || list.Msg.ApiTokens[0].Name != "terraform" || strings.Contains(list.Msg.String(), created.Msg.Token) {
+		t.Fatalf("list: %v %v", list, err)
+	}
+	var stored []byte
+	e.Owner.QueryRow(ctx, `SELECT token_hash FROM api_tokens`).Scan(&stored)
+	if bytes.Contains(stored, []byte(created.Msg.Token)) || len(stored) != 32 {
+		t.Fatal("the token is not stored hashed")
+	}
+	id := created.Msg.ApiToken.Id
+	_, err = e.client(bob).RevokeAPIToken(ctx, connect.NewRequest(&accountsv1.RevokeAPITokenRequest{Id: id}))
+	cptest.WantCode(t, "another account's revoke", err, connect.CodeNotFound, "no such token")
+	if _, err := e.client(alice).RevokeAPIToken(ctx, connect.NewRequest(&accountsv1.RevokeAPITokenRequest{Id: id})); err != nil {
+		t.Fatal(err)
+	}
+	_, err = e.client(created.Msg.Token).GetMe(ctx, connect.NewRequest(&accountsv1.GetMeRequest{}))
+	cptest.WantCode(t, "a revoked token", err, connect.CodeUnauthenticated, "revoked")
+	_, err = e.client("mrt_unknown").GetMe(ctx, connect.NewRequest(&accountsv1.GetMeRequest{}))
+	cptest.WantCode(t, "an unknown token", err, connect.CodeUnauthenticated, "unknown API token")
+	short, err := e.client(alice).CreateAPIToken(ctx, connect.NewRequest(&accountsv1.CreateAPITokenRequest{Name: "ci", TtlSeconds: 60}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	e.Owner.Exec(ctx, `UPDATE api_tokens SET expires_at = now() - interval '1 second' WHERE id = $1`, short.Msg.ApiToken.Id)
+	_, err = e.client(short.Msg.Token).GetMe(ctx, connect.NewRequest(&accountsv1.GetMeRequest{}))
+	cptest.WantCode(t, "an expired token", err, connect.CodeUnauthenticated, "expired")
 }

@@ -46,8 +46,17 @@ type claims struct {
 	Tenant string `json:"tid,omitempty"`
 }
 
+// APITokenPrefix starts the tokens for automation (accounts'
+// CreateAPIToken), which are looked up rather than verified.
+const APITokenPrefix = "mrt_"
+
 // Keys signs and verifies tokens with one key.
 type Keys struct {
+	// APITokens, when set, resolves a token for automation to the account
+	// it acts as (a session principal), or says why not; set it before
+	// serving.
+	APITokens func(ctx context.Context, token string) (Principal, error)
+
 	key config.JWTKey
 	now func() time.Time
 }
@@ -162,8 +171,18 @@ func Middleware(k *Keys, public map[string]bool, check Checker, next http.Handle
 			fail(connect.CodeUnauthenticated, errors.New("the Authorization header must be Bearer <token>"))
 			return
 		}
-		p, err := k.Parse(tok)
-		if err != nil {
+		var p Principal
+		var err error
+		if strings.HasPrefix(tok, APITokenPrefix) && k.APITokens != nil {
+			if p, err = k.APITokens(r.Context(), tok); err != nil {
+				var ce *connect.Error
+				if !errors.As(err, &ce) {
+					ce = connect.NewError(connect.CodeUnauthenticated, err)
+				}
+				errs.Write(w, r, ce)
+				return
+			}
+		} else if p, err = k.Parse(tok); err != nil {
 			fail(connect.CodeUnauthenticated, fmt.Errorf("token refused: %w; log in again (an agent renews its credential)", err))
 			return
 		}

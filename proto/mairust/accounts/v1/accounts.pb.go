@@ -626,6 +626,351 @@ func (x *AcceptInvitationResponse) GetMembership() *Membership {
 	return nil
 }
 
+// APIToken is a token for automation, as listed.
+type APIToken struct {
+	state     protoimpl.MessageState `protogen:"open.v1"`
+	Id        string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	Name      string                 `protobuf:"bytes,2,opt,name=name,proto3" json:"name,omitempty"`
+	CreatedAt *timestamppb.Timestamp `protobuf:"bytes,3,opt,name=created_at,json=createdAt,proto3" json:"created_at,omitempty"`
+	// Unset: no expiry.
+	ExpiresAt     *timestamppb.Timestamp `protobuf:"bytes,4,opt,name=expires_at,json=expiresAt,proto3" json:"expires_at,omitempty"`
+	RevokedAt     *timestamppb.Timestamp `protobuf:"bytes,5,opt,name=revoked_at,json=revokedAt,proto3" json:"revoked_at,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *APIToken) Reset() {
+	*x = APIToken{}
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[12]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *APIToken) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*APIToken) ProtoMessage() {}
+
+func (x *APIToken) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[12]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use APIToken.ProtoReflect.Descriptor instead.
+func (*APIToken) Descriptor() ([]byte, []int) {
+	return file_mairust_accounts_v1_accounts_proto_rawDescGZIP(), []int{12}
+}
+
+func (x *APIToken) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+func (x *APIToken) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *APIToken) GetCreatedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.CreatedAt
+	}
+	return nil
+}
+
+func (x *APIToken) GetExpiresAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.ExpiresAt
+	}
+	return nil
+}
+
+func (x *APIToken) GetRevokedAt() *timestamppb.Timestamp {
+	if x != nil {
+		return x.RevokedAt
+	}
+	return nil
+}
+
+type CreateAPITokenRequest struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// What it is for, e.g. "terraform" (1-100 characters).
+	Name string `protobuf:"bytes,1,opt,name=name,proto3" json:"name,omitempty"`
+	// Lifetime in seconds; 0: no expiry.
+	TtlSeconds    int64 `protobuf:"varint,2,opt,name=ttl_seconds,json=ttlSeconds,proto3" json:"ttl_seconds,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAPITokenRequest) Reset() {
+	*x = CreateAPITokenRequest{}
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[13]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAPITokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAPITokenRequest) ProtoMessage() {}
+
+func (x *CreateAPITokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[13]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAPITokenRequest.ProtoReflect.Descriptor instead.
+func (*CreateAPITokenRequest) Descriptor() ([]byte, []int) {
+	return file_mairust_accounts_v1_accounts_proto_rawDescGZIP(), []int{13}
+}
+
+func (x *CreateAPITokenRequest) GetName() string {
+	if x != nil {
+		return x.Name
+	}
+	return ""
+}
+
+func (x *CreateAPITokenRequest) GetTtlSeconds() int64 {
+	if x != nil {
+		return x.TtlSeconds
+	}
+	return 0
+}
+
+type CreateAPITokenResponse struct {
+	state protoimpl.MessageState `protogen:"open.v1"`
+	// The token (mrt_...), shown only here: use it as Authorization: Bearer.
+	Token         string    `protobuf:"bytes,1,opt,name=token,proto3" json:"token,omitempty"`
+	ApiToken      *APIToken `protobuf:"bytes,2,opt,name=api_token,json=apiToken,proto3" json:"api_token,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *CreateAPITokenResponse) Reset() {
+	*x = CreateAPITokenResponse{}
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[14]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *CreateAPITokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*CreateAPITokenResponse) ProtoMessage() {}
+
+func (x *CreateAPITokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[14]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use CreateAPITokenResponse.ProtoReflect.Descriptor instead.
+func (*CreateAPITokenResponse) Descriptor() ([]byte, []int) {
+	return file_mairust_accounts_v1_accounts_proto_rawDescGZIP(), []int{14}
+}
+
+func (x *CreateAPITokenResponse) GetToken() string {
+	if x != nil {
+		return x.Token
+	}
+	return ""
+}
+
+func (x *CreateAPITokenResponse) GetApiToken() *APIToken {
+	if x != nil {
+		return x.ApiToken
+	}
+	return nil
+}
+
+type ListAPITokensRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAPITokensRequest) Reset() {
+	*x = ListAPITokensRequest{}
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[15]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAPITokensRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAPITokensRequest) ProtoMessage() {}
+
+func (x *ListAPITokensRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[15]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAPITokensRequest.ProtoReflect.Descriptor instead.
+func (*ListAPITokensRequest) Descriptor() ([]byte, []int) {
+	return file_mairust_accounts_v1_accounts_proto_rawDescGZIP(), []int{15}
+}
+
+type ListAPITokensResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	ApiTokens     []*APIToken            `protobuf:"bytes,1,rep,name=api_tokens,json=apiTokens,proto3" json:"api_tokens,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *ListAPITokensResponse) Reset() {
+	*x = ListAPITokensResponse{}
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[16]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *ListAPITokensResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*ListAPITokensResponse) ProtoMessage() {}
+
+func (x *ListAPITokensResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[16]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use ListAPITokensResponse.ProtoReflect.Descriptor instead.
+func (*ListAPITokensResponse) Descriptor() ([]byte, []int) {
+	return file_mairust_accounts_v1_accounts_proto_rawDescGZIP(), []int{16}
+}
+
+func (x *ListAPITokensResponse) GetApiTokens() []*APIToken {
+	if x != nil {
+		return x.ApiTokens
+	}
+	return nil
+}
+
+type RevokeAPITokenRequest struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	Id            string                 `protobuf:"bytes,1,opt,name=id,proto3" json:"id,omitempty"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAPITokenRequest) Reset() {
+	*x = RevokeAPITokenRequest{}
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[17]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAPITokenRequest) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAPITokenRequest) ProtoMessage() {}
+
+func (x *RevokeAPITokenRequest) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[17]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAPITokenRequest.ProtoReflect.Descriptor instead.
+func (*RevokeAPITokenRequest) Descriptor() ([]byte, []int) {
+	return file_mairust_accounts_v1_accounts_proto_rawDescGZIP(), []int{17}
+}
+
+func (x *RevokeAPITokenRequest) GetId() string {
+	if x != nil {
+		return x.Id
+	}
+	return ""
+}
+
+type RevokeAPITokenResponse struct {
+	state         protoimpl.MessageState `protogen:"open.v1"`
+	unknownFields protoimpl.UnknownFields
+	sizeCache     protoimpl.SizeCache
+}
+
+func (x *RevokeAPITokenResponse) Reset() {
+	*x = RevokeAPITokenResponse{}
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[18]
+	ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+	ms.StoreMessageInfo(mi)
+}
+
+func (x *RevokeAPITokenResponse) String() string {
+	return protoimpl.X.MessageStringOf(x)
+}
+
+func (*RevokeAPITokenResponse) ProtoMessage() {}
+
+func (x *RevokeAPITokenResponse) ProtoReflect() protoreflect.Message {
+	mi := &file_mairust_accounts_v1_accounts_proto_msgTypes[18]
+	if x != nil {
+		ms := protoimpl.X.MessageStateOf(protoimpl.Pointer(x))
+		if ms.LoadMessageInfo() == nil {
+			ms.StoreMessageInfo(mi)
+		}
+		return ms
+	}
+	return mi.MessageOf(x)
+}
+
+// Deprecated: Use RevokeAPITokenResponse.ProtoReflect.Descriptor instead.
+func (*RevokeAPITokenResponse) Descriptor() ([]byte, []int) {
+	return file_mairust_accounts_v1_accounts_proto_rawDescGZIP(), []int{18}
+}
+
 var File_mairust_accounts_v1_accounts_proto protoreflect.FileDescriptor
 
 const file_mairust_accounts_v1_accounts_proto_rawDesc = "" +
@@ -669,13 +1014,39 @@ const file_mairust_accounts_v1_accounts_proto_rawDesc = "" +
 	"\x18AcceptInvitationResponse\x12?\n" +
 	"\n" +
 	"membership\x18\x01 \x01(\v2\x1f.mairust.accounts.v1.MembershipR\n" +
-	"membership2\xd7\x03\n" +
+	"membership\"\xdf\x01\n" +
+	"\bAPIToken\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\x12\x12\n" +
+	"\x04name\x18\x02 \x01(\tR\x04name\x129\n" +
+	"\n" +
+	"created_at\x18\x03 \x01(\v2\x1a.google.protobuf.TimestampR\tcreatedAt\x129\n" +
+	"\n" +
+	"expires_at\x18\x04 \x01(\v2\x1a.google.protobuf.TimestampR\texpiresAt\x129\n" +
+	"\n" +
+	"revoked_at\x18\x05 \x01(\v2\x1a.google.protobuf.TimestampR\trevokedAt\"L\n" +
+	"\x15CreateAPITokenRequest\x12\x12\n" +
+	"\x04name\x18\x01 \x01(\tR\x04name\x12\x1f\n" +
+	"\vttl_seconds\x18\x02 \x01(\x03R\n" +
+	"ttlSeconds\"j\n" +
+	"\x16CreateAPITokenResponse\x12\x14\n" +
+	"\x05token\x18\x01 \x01(\tR\x05token\x12:\n" +
+	"\tapi_token\x18\x02 \x01(\v2\x1d.mairust.accounts.v1.APITokenR\bapiToken\"\x16\n" +
+	"\x14ListAPITokensRequest\"U\n" +
+	"\x15ListAPITokensResponse\x12<\n" +
+	"\n" +
+	"api_tokens\x18\x01 \x03(\v2\x1d.mairust.accounts.v1.APITokenR\tapiTokens\"'\n" +
+	"\x15RevokeAPITokenRequest\x12\x0e\n" +
+	"\x02id\x18\x01 \x01(\tR\x02id\"\x18\n" +
+	"\x16RevokeAPITokenResponse2\x95\x06\n" +
 	"\x0fAccountsService\x12Q\n" +
 	"\x06SignUp\x12\".mairust.accounts.v1.SignUpRequest\x1a#.mairust.accounts.v1.SignUpResponse\x12`\n" +
 	"\vVerifyEmail\x12'.mairust.accounts.v1.VerifyEmailRequest\x1a(.mairust.accounts.v1.VerifyEmailResponse\x12N\n" +
 	"\x05LogIn\x12!.mairust.accounts.v1.LogInRequest\x1a\".mairust.accounts.v1.LogInResponse\x12N\n" +
 	"\x05GetMe\x12!.mairust.accounts.v1.GetMeRequest\x1a\".mairust.accounts.v1.GetMeResponse\x12o\n" +
-	"\x10AcceptInvitation\x12,.mairust.accounts.v1.AcceptInvitationRequest\x1a-.mairust.accounts.v1.AcceptInvitationResponseBAZ?github.com/mairust/mairust/proto/mairust/accounts/v1;accountsv1b\x06proto3"
+	"\x10AcceptInvitation\x12,.mairust.accounts.v1.AcceptInvitationRequest\x1a-.mairust.accounts.v1.AcceptInvitationResponse\x12i\n" +
+	"\x0eCreateAPIToken\x12*.mairust.accounts.v1.CreateAPITokenRequest\x1a+.mairust.accounts.v1.CreateAPITokenResponse\x12f\n" +
+	"\rListAPITokens\x12).mairust.accounts.v1.ListAPITokensRequest\x1a*.mairust.accounts.v1.ListAPITokensResponse\x12i\n" +
+	"\x0eRevokeAPIToken\x12*.mairust.accounts.v1.RevokeAPITokenRequest\x1a+.mairust.accounts.v1.RevokeAPITokenResponseBAZ?github.com/mairust/mairust/proto/mairust/accounts/v1;accountsv1b\x06proto3"
 
 var (
 	file_mairust_accounts_v1_accounts_proto_rawDescOnce sync.Once
@@ -689,7 +1060,7 @@ func file_mairust_accounts_v1_accounts_proto_rawDescGZIP() []byte {
 	return file_mairust_accounts_v1_accounts_proto_rawDescData
 }
 
-var file_mairust_accounts_v1_accounts_proto_msgTypes = make([]protoimpl.MessageInfo, 12)
+var file_mairust_accounts_v1_accounts_proto_msgTypes = make([]protoimpl.MessageInfo, 19)
 var file_mairust_accounts_v1_accounts_proto_goTypes = []any{
 	(*Account)(nil),                  // 0: mairust.accounts.v1.Account
 	(*SignUpRequest)(nil),            // 1: mairust.accounts.v1.SignUpRequest
@@ -703,34 +1074,52 @@ var file_mairust_accounts_v1_accounts_proto_goTypes = []any{
 	(*GetMeResponse)(nil),            // 9: mairust.accounts.v1.GetMeResponse
 	(*AcceptInvitationRequest)(nil),  // 10: mairust.accounts.v1.AcceptInvitationRequest
 	(*AcceptInvitationResponse)(nil), // 11: mairust.accounts.v1.AcceptInvitationResponse
-	(*timestamppb.Timestamp)(nil),    // 12: google.protobuf.Timestamp
-	(v1.Role)(0),                     // 13: mairust.tenants.v1.Role
+	(*APIToken)(nil),                 // 12: mairust.accounts.v1.APIToken
+	(*CreateAPITokenRequest)(nil),    // 13: mairust.accounts.v1.CreateAPITokenRequest
+	(*CreateAPITokenResponse)(nil),   // 14: mairust.accounts.v1.CreateAPITokenResponse
+	(*ListAPITokensRequest)(nil),     // 15: mairust.accounts.v1.ListAPITokensRequest
+	(*ListAPITokensResponse)(nil),    // 16: mairust.accounts.v1.ListAPITokensResponse
+	(*RevokeAPITokenRequest)(nil),    // 17: mairust.accounts.v1.RevokeAPITokenRequest
+	(*RevokeAPITokenResponse)(nil),   // 18: mairust.accounts.v1.RevokeAPITokenResponse
+	(*timestamppb.Timestamp)(nil),    // 19: google.protobuf.Timestamp
+	(v1.Role)(0),                     // 20: mairust.tenants.v1.Role
 }
 var file_mairust_accounts_v1_accounts_proto_depIdxs = []int32{
-	12, // 0: mairust.accounts.v1.Account.created_at:type_name -> google.protobuf.Timestamp
+	19, // 0: mairust.accounts.v1.Account.created_at:type_name -> google.protobuf.Timestamp
 	0,  // 1: mairust.accounts.v1.SignUpResponse.account:type_name -> mairust.accounts.v1.Account
 	0,  // 2: mairust.accounts.v1.VerifyEmailResponse.account:type_name -> mairust.accounts.v1.Account
-	12, // 3: mairust.accounts.v1.LogInResponse.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 3: mairust.accounts.v1.LogInResponse.expires_at:type_name -> google.protobuf.Timestamp
 	0,  // 4: mairust.accounts.v1.LogInResponse.account:type_name -> mairust.accounts.v1.Account
-	13, // 5: mairust.accounts.v1.Membership.role:type_name -> mairust.tenants.v1.Role
+	20, // 5: mairust.accounts.v1.Membership.role:type_name -> mairust.tenants.v1.Role
 	0,  // 6: mairust.accounts.v1.GetMeResponse.account:type_name -> mairust.accounts.v1.Account
 	8,  // 7: mairust.accounts.v1.GetMeResponse.memberships:type_name -> mairust.accounts.v1.Membership
 	8,  // 8: mairust.accounts.v1.AcceptInvitationResponse.membership:type_name -> mairust.accounts.v1.Membership
-	1,  // 9: mairust.accounts.v1.AccountsService.SignUp:input_type -> mairust.accounts.v1.SignUpRequest
-	3,  // 10: mairust.accounts.v1.AccountsService.VerifyEmail:input_type -> mairust.accounts.v1.VerifyEmailRequest
-	5,  // 11: mairust.accounts.v1.AccountsService.LogIn:input_type -> mairust.accounts.v1.LogInRequest
-	7,  // 12: mairust.accounts.v1.AccountsService.GetMe:input_type -> mairust.accounts.v1.GetMeRequest
-	10, // 13: mairust.accounts.v1.AccountsService.AcceptInvitation:input_type -> mairust.accounts.v1.AcceptInvitationRequest
-	2,  // 14: mairust.accounts.v1.AccountsService.SignUp:output_type -> mairust.accounts.v1.SignUpResponse
-	4,  // 15: mairust.accounts.v1.AccountsService.VerifyEmail:output_type -> mairust.accounts.v1.VerifyEmailResponse
-	6,  // 16: mairust.accounts.v1.AccountsService.LogIn:output_type -> mairust.accounts.v1.LogInResponse
-	9,  // 17: mairust.accounts.v1.AccountsService.GetMe:output_type -> mairust.accounts.v1.GetMeResponse
-	11, // 18: mairust.accounts.v1.AccountsService.AcceptInvitation:output_type -> mairust.accounts.v1.AcceptInvitationResponse
-	14, // [14:19] is the sub-list for method output_type
-	9,  // [9:14] is the sub-list for method input_type
-	9,  // [9:9] is the sub-list for extension type_name
-	9,  // [9:9] is the sub-list for extension extendee
-	0,  // [0:9] is the sub-list for field type_name
+	19, // 9: mairust.accounts.v1.APIToken.created_at:type_name -> google.protobuf.Timestamp
+	19, // 10: mairust.accounts.v1.APIToken.expires_at:type_name -> google.protobuf.Timestamp
+	19, // 11: mairust.accounts.v1.APIToken.revoked_at:type_name -> google.protobuf.Timestamp
+	12, // 12: mairust.accounts.v1.CreateAPITokenResponse.api_token:type_name -> mairust.accounts.v1.APIToken
+	12, // 13: mairust.accounts.v1.ListAPITokensResponse.api_tokens:type_name -> mairust.accounts.v1.APIToken
+	1,  // 14: mairust.accounts.v1.AccountsService.SignUp:input_type -> mairust.accounts.v1.SignUpRequest
+	3,  // 15: mairust.accounts.v1.AccountsService.VerifyEmail:input_type -> mairust.accounts.v1.VerifyEmailRequest
+	5,  // 16: mairust.accounts.v1.AccountsService.LogIn:input_type -> mairust.accounts.v1.LogInRequest
+	7,  // 17: mairust.accounts.v1.AccountsService.GetMe:input_type -> mairust.accounts.v1.GetMeRequest
+	10, // 18: mairust.accounts.v1.AccountsService.AcceptInvitation:input_type -> mairust.accounts.v1.AcceptInvitationRequest
+	13, // 19: mairust.accounts.v1.AccountsService.CreateAPIToken:input_type -> mairust.accounts.v1.CreateAPITokenRequest
+	15, // 20: mairust.accounts.v1.AccountsService.ListAPITokens:input_type -> mairust.accounts.v1.ListAPITokensRequest
+	17, // 21: mairust.accounts.v1.AccountsService.RevokeAPIToken:input_type -> mairust.accounts.v1.RevokeAPITokenRequest
+	2,  // 22: mairust.accounts.v1.AccountsService.SignUp:output_type -> mairust.accounts.v1.SignUpResponse
+	4,  // 23: mairust.accounts.v1.AccountsService.VerifyEmail:output_type -> mairust.accounts.v1.VerifyEmailResponse
+	6,  // 24: mairust.accounts.v1.AccountsService.LogIn:output_type -> mairust.accounts.v1.LogInResponse
+	9,  // 25: mairust.accounts.v1.AccountsService.GetMe:output_type -> mairust.accounts.v1.GetMeResponse
+	11, // 26: mairust.accounts.v1.AccountsService.AcceptInvitation:output_type -> mairust.accounts.v1.AcceptInvitationResponse
+	14, // 27: mairust.accounts.v1.AccountsService.CreateAPIToken:output_type -> mairust.accounts.v1.CreateAPITokenResponse
+	16, // 28: mairust.accounts.v1.AccountsService.ListAPITokens:output_type -> mairust.accounts.v1.ListAPITokensResponse
+	18, // 29: mairust.accounts.v1.AccountsService.RevokeAPIToken:output_type -> mairust.accounts.v1.RevokeAPITokenResponse
+	22, // [22:30] is the sub-list for method output_type
+	14, // [14:22] is the sub-list for method input_type
+	14, // [14:14] is the sub-list for extension type_name
+	14, // [14:14] is the sub-list for extension extendee
+	0,  // [0:14] is the sub-list for field type_name
 }
 
 func init() { file_mairust_accounts_v1_accounts_proto_init() }
@@ -744,7 +1133,7 @@ func file_mairust_accounts_v1_accounts_proto_init() {
 			GoPackagePath: reflect.TypeOf(x{}).PkgPath(),
 			RawDescriptor: unsafe.Slice(unsafe.StringData(file_mairust_accounts_v1_accounts_proto_rawDesc), len(file_mairust_accounts_v1_accounts_proto_rawDesc)),
 			NumEnums:      0,
-			NumMessages:   12,
+			NumMessages:   19,
 			NumExtensions: 0,
 			NumServices:   1,
 		},

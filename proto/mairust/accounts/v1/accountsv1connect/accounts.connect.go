@@ -45,6 +45,15 @@ const (
 	// AccountsServiceAcceptInvitationProcedure is the fully-qualified name of the AccountsService's
 	// AcceptInvitation RPC.
 	AccountsServiceAcceptInvitationProcedure = "/mairust.accounts.v1.AccountsService/AcceptInvitation"
+	// AccountsServiceCreateAPITokenProcedure is the fully-qualified name of the AccountsService's
+	// CreateAPIToken RPC.
+	AccountsServiceCreateAPITokenProcedure = "/mairust.accounts.v1.AccountsService/CreateAPIToken"
+	// AccountsServiceListAPITokensProcedure is the fully-qualified name of the AccountsService's
+	// ListAPITokens RPC.
+	AccountsServiceListAPITokensProcedure = "/mairust.accounts.v1.AccountsService/ListAPITokens"
+	// AccountsServiceRevokeAPITokenProcedure is the fully-qualified name of the AccountsService's
+	// RevokeAPIToken RPC.
+	AccountsServiceRevokeAPITokenProcedure = "/mairust.accounts.v1.AccountsService/RevokeAPIToken"
 )
 
 // AccountsServiceClient is a client for the mairust.accounts.v1.AccountsService service.
@@ -61,6 +70,13 @@ type AccountsServiceClient interface {
 	// AcceptInvitation joins the tenant an invitation is for; the
 	// invitation's address must be the caller's.
 	AcceptInvitation(context.Context, *connect.Request[v1.AcceptInvitationRequest]) (*connect.Response[v1.AcceptInvitationResponse], error)
+	// CreateAPIToken makes a token that acts as the caller, for automation
+	// (Terraform, scripts): shown once, stored hashed.
+	CreateAPIToken(context.Context, *connect.Request[v1.CreateAPITokenRequest]) (*connect.Response[v1.CreateAPITokenResponse], error)
+	// ListAPITokens lists the caller's tokens (never the tokens themselves).
+	ListAPITokens(context.Context, *connect.Request[v1.ListAPITokensRequest]) (*connect.Response[v1.ListAPITokensResponse], error)
+	// RevokeAPIToken makes one of the caller's tokens stop working at once.
+	RevokeAPIToken(context.Context, *connect.Request[v1.RevokeAPITokenRequest]) (*connect.Response[v1.RevokeAPITokenResponse], error)
 }
 
 // NewAccountsServiceClient constructs a client for the mairust.accounts.v1.AccountsService service.
@@ -104,6 +120,24 @@ func NewAccountsServiceClient(httpClient connect.HTTPClient, baseURL string, opt
 			connect.WithSchema(accountsServiceMethods.ByName("AcceptInvitation")),
 			connect.WithClientOptions(opts...),
 		),
+		createAPIToken: connect.NewClient[v1.CreateAPITokenRequest, v1.CreateAPITokenResponse](
+			httpClient,
+			baseURL+AccountsServiceCreateAPITokenProcedure,
+			connect.WithSchema(accountsServiceMethods.ByName("CreateAPIToken")),
+			connect.WithClientOptions(opts...),
+		),
+		listAPITokens: connect.NewClient[v1.ListAPITokensRequest, v1.ListAPITokensResponse](
+			httpClient,
+			baseURL+AccountsServiceListAPITokensProcedure,
+			connect.WithSchema(accountsServiceMethods.ByName("ListAPITokens")),
+			connect.WithClientOptions(opts...),
+		),
+		revokeAPIToken: connect.NewClient[v1.RevokeAPITokenRequest, v1.RevokeAPITokenResponse](
+			httpClient,
+			baseURL+AccountsServiceRevokeAPITokenProcedure,
+			connect.WithSchema(accountsServiceMethods.ByName("RevokeAPIToken")),
+			connect.WithClientOptions(opts...),
+		),
 	}
 }
 
@@ -114,6 +148,9 @@ type accountsServiceClient struct {
 	logIn            *connect.Client[v1.LogInRequest, v1.LogInResponse]
 	getMe            *connect.Client[v1.GetMeRequest, v1.GetMeResponse]
 	acceptInvitation *connect.Client[v1.AcceptInvitationRequest, v1.AcceptInvitationResponse]
+	createAPIToken   *connect.Client[v1.CreateAPITokenRequest, v1.CreateAPITokenResponse]
+	listAPITokens    *connect.Client[v1.ListAPITokensRequest, v1.ListAPITokensResponse]
+	revokeAPIToken   *connect.Client[v1.RevokeAPITokenRequest, v1.RevokeAPITokenResponse]
 }
 
 // SignUp calls mairust.accounts.v1.AccountsService.SignUp.
@@ -141,6 +178,21 @@ func (c *accountsServiceClient) AcceptInvitation(ctx context.Context, req *conne
 	return c.acceptInvitation.CallUnary(ctx, req)
 }
 
+// CreateAPIToken calls mairust.accounts.v1.AccountsService.CreateAPIToken.
+func (c *accountsServiceClient) CreateAPIToken(ctx context.Context, req *connect.Request[v1.CreateAPITokenRequest]) (*connect.Response[v1.CreateAPITokenResponse], error) {
+	return c.createAPIToken.CallUnary(ctx, req)
+}
+
+// ListAPITokens calls mairust.accounts.v1.AccountsService.ListAPITokens.
+func (c *accountsServiceClient) ListAPITokens(ctx context.Context, req *connect.Request[v1.ListAPITokensRequest]) (*connect.Response[v1.ListAPITokensResponse], error) {
+	return c.listAPITokens.CallUnary(ctx, req)
+}
+
+// RevokeAPIToken calls mairust.accounts.v1.AccountsService.RevokeAPIToken.
+func (c *accountsServiceClient) RevokeAPIToken(ctx context.Context, req *connect.Request[v1.RevokeAPITokenRequest]) (*connect.Response[v1.RevokeAPITokenResponse], error) {
+	return c.revokeAPIToken.CallUnary(ctx, req)
+}
+
 // AccountsServiceHandler is an implementation of the mairust.accounts.v1.AccountsService service.
 type AccountsServiceHandler interface {
 	// SignUp creates an account and mails a verification link; the account
@@ -155,6 +207,13 @@ type AccountsServiceHandler interface {
 	// AcceptInvitation joins the tenant an invitation is for; the
 	// invitation's address must be the caller's.
 	AcceptInvitation(context.Context, *connect.Request[v1.AcceptInvitationRequest]) (*connect.Response[v1.AcceptInvitationResponse], error)
+	// CreateAPIToken makes a token that acts as the caller, for automation
+	// (Terraform, scripts): shown once, stored hashed.
+	CreateAPIToken(context.Context, *connect.Request[v1.CreateAPITokenRequest]) (*connect.Response[v1.CreateAPITokenResponse], error)
+	// ListAPITokens lists the caller's tokens (never the tokens themselves).
+	ListAPITokens(context.Context, *connect.Request[v1.ListAPITokensRequest]) (*connect.Response[v1.ListAPITokensResponse], error)
+	// RevokeAPIToken makes one of the caller's tokens stop working at once.
+	RevokeAPIToken(context.Context, *connect.Request[v1.RevokeAPITokenRequest]) (*connect.Response[v1.RevokeAPITokenResponse], error)
 }
 
 // NewAccountsServiceHandler builds an HTTP handler from the service implementation. It returns the
@@ -194,6 +253,24 @@ func NewAccountsServiceHandler(svc AccountsServiceHandler, opts ...connect.Handl
 		connect.WithSchema(accountsServiceMethods.ByName("AcceptInvitation")),
 		connect.WithHandlerOptions(opts...),
 	)
+	accountsServiceCreateAPITokenHandler := connect.NewUnaryHandler(
+		AccountsServiceCreateAPITokenProcedure,
+		svc.CreateAPIToken,
+		connect.WithSchema(accountsServiceMethods.ByName("CreateAPIToken")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accountsServiceListAPITokensHandler := connect.NewUnaryHandler(
+		AccountsServiceListAPITokensProcedure,
+		svc.ListAPITokens,
+		connect.WithSchema(accountsServiceMethods.ByName("ListAPITokens")),
+		connect.WithHandlerOptions(opts...),
+	)
+	accountsServiceRevokeAPITokenHandler := connect.NewUnaryHandler(
+		AccountsServiceRevokeAPITokenProcedure,
+		svc.RevokeAPIToken,
+		connect.WithSchema(accountsServiceMethods.ByName("RevokeAPIToken")),
+		connect.WithHandlerOptions(opts...),
+	)
 	return "/mairust.accounts.v1.AccountsService/", http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		switch r.URL.Path {
 		case AccountsServiceSignUpProcedure:
@@ -206,6 +283,12 @@ func NewAccountsServiceHandler(svc AccountsServiceHandler, opts ...connect.Handl
 			accountsServiceGetMeHandler.ServeHTTP(w, r)
 		case AccountsServiceAcceptInvitationProcedure:
 			accountsServiceAcceptInvitationHandler.ServeHTTP(w, r)
+		case AccountsServiceCreateAPITokenProcedure:
+			accountsServiceCreateAPITokenHandler.ServeHTTP(w, r)
+		case AccountsServiceListAPITokensProcedure:
+			accountsServiceListAPITokensHandler.ServeHTTP(w, r)
+		case AccountsServiceRevokeAPITokenProcedure:
+			accountsServiceRevokeAPITokenHandler.ServeHTTP(w, r)
 		default:
 			http.NotFound(w, r)
 		}
@@ -233,4 +316,16 @@ func (UnimplementedAccountsServiceHandler) GetMe(context.Context, *connect.Reque
 
 func (UnimplementedAccountsServiceHandler) AcceptInvitation(context.Context, *connect.Request[v1.AcceptInvitationRequest]) (*connect.Response[v1.AcceptInvitationResponse], error) {
 	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.accounts.v1.AccountsService.AcceptInvitation is not implemented"))
+}
+
+func (UnimplementedAccountsServiceHandler) CreateAPIToken(context.Context, *connect.Request[v1.CreateAPITokenRequest]) (*connect.Response[v1.CreateAPITokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.accounts.v1.AccountsService.CreateAPIToken is not implemented"))
+}
+
+func (UnimplementedAccountsServiceHandler) ListAPITokens(context.Context, *connect.Request[v1.ListAPITokensRequest]) (*connect.Response[v1.ListAPITokensResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.accounts.v1.AccountsService.ListAPITokens is not implemented"))
+}
+
+func (UnimplementedAccountsServiceHandler) RevokeAPIToken(context.Context, *connect.Request[v1.RevokeAPITokenRequest]) (*connect.Response[v1.RevokeAPITokenResponse], error) {
+	return nil, connect.NewError(connect.CodeUnimplemented, errors.New("mairust.accounts.v1.AccountsService.RevokeAPIToken is not implemented"))
 }
