@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Installs what MaiRust needs on a Debian machine, pinned, only when missing.
 #   scripts/deps.sh run   — what `make run` needs (PostgreSQL binaries, swaks)
-#   scripts/deps.sh test  — that plus the test tools (versitygw, stripe-mock, staticcheck,
+#   scripts/deps.sh test  — that plus the test tools (versitygw, stripe-mock, helm, terraform, staticcheck,
 #                           Redis, rspamd, Chromium, mbsync) and the services started
 #   scripts/deps.sh proto — that of run plus buf and the protoc plugins (make proto)
 set -euo pipefail
@@ -51,6 +51,7 @@ if [ "$what" = test ]; then
   go_tool stripe-mock github.com/stripe/stripe-mock@v0.203.0
   go_tool staticcheck honnef.co/go/tools/cmd/staticcheck@v0.8.2
   go_tool helm helm.sh/helm/v3/cmd/helm@v3.22.0
+  go_tool terraform github.com/hashicorp/terraform@v1.5.7
   # The tests use the machine's PostgreSQL on 127.0.0.1:5432; start it if it is down.
   if ! pg_isready -q -h 127.0.0.1 -p 5432 2>/dev/null; then
     echo "deps: starting PostgreSQL"
