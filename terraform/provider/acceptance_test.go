@@ -20,11 +20,11 @@ import (
 	"github.com/mairust/mairust/controlplane/server"
 	"github.com/mairust/mairust/controlplane/tenants"
 	"github.com/mairust/mairust/internal/proctest"
-	"github.com/mairust/mairust/terraform/provider"
 	accountsv1 "github.com/mairust/mairust/proto/mairust/accounts/v1"
 	"github.com/mairust/mairust/proto/mairust/accounts/v1/accountsv1connect"
 	tenantsv1 "github.com/mairust/mairust/proto/mairust/tenants/v1"
 	"github.com/mairust/mairust/proto/mairust/tenants/v1/tenantsv1connect"
+	"github.com/mairust/mairust/terraform/provider"
 )
 
 // installTerraform is how the pinned Terraform CLI (the last MPL release)
