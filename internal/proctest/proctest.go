@@ -10,8 +10,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 )
 
@@ -49,11 +51,16 @@ func RemoveBinary() {
 // FreeAddr returns a loopback address with a port free at the time of the
 // call. The port is below the kernel's ephemeral range (32768 and up on
 // Linux), so that a connection some other test opens meanwhile cannot take
-// it as its local port before the child process listens on it.
+// it as its local port before the child process listens on it, and it is
+// reserved for t: no other test, of this package or another running at the
+// same time, is given it until t ends.
 func FreeAddr(t testing.TB) string {
 	t.Helper()
 	for range 1000 {
 		port := 20000 + rand.IntN(12000)
+		if !reserve(t, port) {
+			continue // handed to a test of another package
+		}
 		l, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port))
 		if err != nil {
 			continue // taken
@@ -63,6 +70,26 @@ func FreeAddr(t testing.TB) string {
 	}
 	t.Fatal("proctest: no free port between 20000 and 32000 on 127.0.0.1")
 	return ""
+}
+
+// reserve takes port for t until it ends, across the test processes of
+// the machine (go test runs packages in parallel): an exclusive lock on a
+// file named after it, released when t ends or its process dies.
+func reserve(t testing.TB, port int) bool {
+	dir := filepath.Join(os.TempDir(), "mairust-test-ports")
+	if err := os.MkdirAll(dir, 0o777); err != nil {
+		return true // no reservations: the bind check alone
+	}
+	f, err := os.OpenFile(filepath.Join(dir, strconv.Itoa(port)), os.O_CREATE|os.O_RDWR, 0o666)
+	if err != nil {
+		return true
+	}
+	if err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB); err != nil {
+		f.Close()
+		return false
+	}
+	t.Cleanup(func() { f.Close() }) // closing releases the lock
+	return true
 }
 
 // Output collects what a child writes; safe for concurrent use.
