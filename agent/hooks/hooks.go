@@ -418,7 +418,7 @@ func (m *Manager) Statuses(ctx context.Context) ([]PluginStatus, error) {
 		return nil, err
 	}
 	recalls := map[[2]string]string{}
-	rows, _ := m.pool.Query(ctx, `SELECT plugin_id, version, reason FROM plugin_recalls WHERE plugin_id <> ''`)
+	rows, _ := m.pool.Query(ctx, `SELECT plugin_id, version, reason FROM plugin_recalls`)
 	var id, version, reason string
 	if _, err := pgx.ForEachRow(rows, []any{&id, &version, &reason}, func() error { recalls[[2]string{id, version}] = reason; return nil }); err != nil {
 		return nil, err

@@ -176,7 +176,7 @@ func (r *runner) start(ctx context.Context) error {
 			}
 			dropped = tag.RowsAffected()
 		}
-		_, err := tx.Exec(ctx, `UPDATE link_state SET agent_id = $1, config_version = 0, acked_version = 0, settings = NULL, outbound_hold = NULL, plugins = NULL`, r.Identity.AgentID)
+		_, err := tx.Exec(ctx, `UPDATE link_state SET agent_id = $1, config_version = 0, acked_version = 0, settings = NULL, outbound_hold = NULL, plugins = NULL, recall_version = 0`, r.Identity.AgentID)
 		return err
 	})
 	if err != nil {

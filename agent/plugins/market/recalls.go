@@ -42,7 +42,7 @@ func (in *Installer) applyRecalls(ctx context.Context, want *agentsv1.Snapshot, 
 	}
 	err = pgx.BeginFunc(ctx, in.Pool, func(tx pgx.Tx) error {
 		var applied int64
-		if err := tx.QueryRow(ctx, `SELECT coalesce(max(list_version), 0) FROM plugin_recalls`).Scan(&applied); err != nil {
+		if err := tx.QueryRow(ctx, `SELECT recall_version FROM link_state FOR UPDATE`).Scan(&applied); err != nil {
 			return err
 		}
 		if want.RecallVersion < applied {
@@ -52,14 +52,12 @@ func (in *Installer) applyRecalls(ctx context.Context, want *agentsv1.Snapshot, 
 			return err
 		}
 		for _, r := range want.Recalls {
-			if _, err := tx.Exec(ctx, `INSERT INTO plugin_recalls (plugin_id, version, reason, list_version) VALUES ($1, $2, $3, $4) ON CONFLICT DO NOTHING`,
-				r.PluginId, r.Version, r.Reason, want.RecallVersion); err != nil {
+			if _, err := tx.Exec(ctx, `INSERT INTO plugin_recalls (plugin_id, version, reason) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING`,
+				r.PluginId, r.Version, r.Reason); err != nil {
 				return err
 			}
 		}
-		// An empty list still records its version.
-		_, err := tx.Exec(ctx, `INSERT INTO plugin_recalls (plugin_id, version, reason, list_version) SELECT '', '', '', $1
-			WHERE NOT EXISTS (SELECT 1 FROM plugin_recalls)`, want.RecallVersion)
+		_, err := tx.Exec(ctx, `UPDATE link_state SET recall_version = $1`, want.RecallVersion)
 		return err
 	})
 	if err != nil {
