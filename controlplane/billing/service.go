@@ -85,11 +85,11 @@ func (s *Service) GetBilling(ctx context.Context, req *connect.Request[billingv1
 		for _, p := range s.cfg.Plans {
 			resp.Plans = append(resp.Plans, planProto(p))
 		}
-		now := time.Now().UTC()
-		month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
-		return tx.QueryRow(ctx, `SELECT coalesce((SELECT sum(quantity) FROM meter_usage WHERE tenant_id = $1 AND meter = 'messages' AND hour >= $2), 0)::bigint
-			+ coalesce((SELECT sum(messages_in + messages_out) FROM agent_reports WHERE tenant_id = $1 AND received_at >= greatest(date_trunc('hour', now()), $2)), 0)::bigint`,
-			req.Msg.TenantId, month).Scan(&resp.MessagesThisMonth)
+		err = tx.QueryRow(ctx, `SELECT messages FROM monthly_messages($2, $1)`, req.Msg.TenantId, monthStart(time.Now())).Scan(&resp.MessagesThisMonth)
+		if errors.Is(err, pgx.ErrNoRows) { // no customer yet: nothing counted
+			err = nil
+		}
+		return err
 	})
 	if err != nil {
 		return nil, accounts.Fault(err)

@@ -98,13 +98,18 @@ func (s *Service) eventName(meter string) string {
 	return s.cfg.MessagesMeter
 }
 
+// monthStart is the first instant of t's calendar month, in UTC.
+func monthStart(t time.Time) time.Time {
+	t = t.UTC()
+	return time.Date(t.Year(), t.Month(), 1, 0, 0, 0, 0, time.UTC)
+}
+
 // holdOverLimit holds the outbound mail of the tenants that have sent
 // their plan's monthly messages, and lifts the hold of those that no
 // longer have (a new month, a bigger plan). Restricted tenants keep their
 // bill's hold.
 func (s *Service) holdOverLimit(ctx context.Context) error {
-	now := time.Now().UTC()
-	month := time.Date(now.Year(), now.Month(), 1, 0, 0, 0, 0, time.UTC)
+	month := monthStart(time.Now())
 	type row struct {
 		tenant, plan, state string
 		hold                *string

@@ -75,17 +75,17 @@ LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
 	WHERE u.sent_at IS NULL AND u.hour >= since ORDER BY u.hour LIMIT n
 $$;
 
--- monthly_messages returns each tenant's messages since the month's
--- start (the hours collected and the reports of the current hour), with
--- its billing row.
-CREATE FUNCTION monthly_messages(month_start timestamptz)
+-- monthly_messages returns each tenant's (only tenant's, when given)
+-- messages since the month's start (the hours collected and the reports of
+-- the current hour), with its billing row.
+CREATE FUNCTION monthly_messages(month_start timestamptz, tenant uuid DEFAULT NULL)
 RETURNS TABLE (tenant_id uuid, plan text, state text, hold_reason text, messages bigint)
 LANGUAGE sql STABLE SECURITY DEFINER SET search_path = public AS $$
 	SELECT b.tenant_id, b.plan, b.state, b.hold_reason,
 		coalesce((SELECT sum(quantity) FROM meter_usage u WHERE u.tenant_id = b.tenant_id AND u.meter = 'messages' AND u.hour >= month_start), 0)::bigint +
 		coalesce((SELECT sum(messages_in + messages_out) FROM agent_reports r WHERE r.tenant_id = b.tenant_id
 			AND r.received_at >= greatest(date_trunc('hour', now()), month_start)), 0)::bigint
-	FROM tenant_billing b
+	FROM tenant_billing b WHERE tenant IS NULL OR b.tenant_id = tenant
 $$;
 
 -- set_limit_hold sets a tenant's outbound hold (NULL: none) unless it is
@@ -100,5 +100,5 @@ LANGUAGE sql VOLATILE SECURITY DEFINER SET search_path = public AS $$
 	SELECT EXISTS (SELECT 1 FROM changed)
 $$;
 
-REVOKE EXECUTE ON FUNCTION collect_messages(timestamptz), collect_storage(timestamptz), unsent_usage(timestamptz, integer), monthly_messages(timestamptz), set_limit_hold(uuid, text) FROM PUBLIC;
-GRANT EXECUTE ON FUNCTION collect_messages(timestamptz), collect_storage(timestamptz), unsent_usage(timestamptz, integer), monthly_messages(timestamptz), set_limit_hold(uuid, text) TO mairust_cp;
+REVOKE EXECUTE ON FUNCTION collect_messages(timestamptz), collect_storage(timestamptz), unsent_usage(timestamptz, integer), monthly_messages(timestamptz, uuid), set_limit_hold(uuid, text) FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION collect_messages(timestamptz), collect_storage(timestamptz), unsent_usage(timestamptz, integer), monthly_messages(timestamptz, uuid), set_limit_hold(uuid, text) TO mairust_cp;
