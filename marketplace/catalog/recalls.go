@@ -79,12 +79,7 @@ func (s *Service) reviewerWithKey(ctx context.Context, fn func(tx pgx.Tx, c call
 	if s.signer == nil {
 		return connect.NewError(connect.CodeFailedPrecondition, errors.New("the marketplace has no signing key (marketplace.signing_key_file or MAIRUST_MARKETPLACE_KEY): recalls cannot be signed"))
 	}
-	return s.asAccount(ctx, func(tx pgx.Tx, c caller) error {
-		if !c.reviewer {
-			return errNotReviewer
-		}
-		return fn(tx, c)
-	})
+	return s.asReviewer(ctx, fn)
 }
 
 // RecallPlugin recalls a plugin or some of its versions: the signed list

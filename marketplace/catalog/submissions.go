@@ -78,6 +78,16 @@ func (s *Service) ListSubmissions(ctx context.Context, req *connect.Request[mark
 // errNotReviewer refuses a reviewer's call to anyone else.
 var errNotReviewer = connect.NewError(connect.CodePermissionDenied, errors.New("only the marketplace's reviewers (marketplace.reviewers) may do this"))
 
+// asReviewer runs fn for a reviewer; anyone else gets errNotReviewer.
+func (s *Service) asReviewer(ctx context.Context, fn func(tx pgx.Tx, c caller) error) error {
+	return s.asAccount(ctx, func(tx pgx.Tx, c caller) error {
+		if !c.reviewer {
+			return errNotReviewer
+		}
+		return fn(tx, c)
+	})
+}
+
 // findSubmission returns a submission for its developer or a reviewer;
 // anyone else gets NotFound.
 func (s *Service) findSubmission(ctx context.Context, tx pgx.Tx, c caller, plugin, version string, lock bool) (*marketplacev1.Submission, error) {
@@ -123,10 +133,7 @@ func (s *Service) ReviewSubmission(ctx context.Context, req *connect.Request[mar
 		return nil, connect.NewError(connect.CodeFailedPrecondition, errors.New("the marketplace has no signing key (marketplace.signing_key_file or MAIRUST_MARKETPLACE_KEY): nothing can be approved"))
 	}
 	var sub *marketplacev1.Submission
-	err := s.asAccount(ctx, func(tx pgx.Tx, c caller) error {
-		if !c.reviewer {
-			return errNotReviewer
-		}
+	err := s.asReviewer(ctx, func(tx pgx.Tx, c caller) error {
 		var err error
 		if sub, err = s.findSubmission(ctx, tx, c, m.PluginId, m.Version, true); err != nil {
 			return err
