@@ -46,9 +46,10 @@ type Installer struct {
 	AutoDisable func() bool
 	Log         *slog.Logger
 
-	mu   sync.Mutex
-	want *agentsv1.Snapshot
-	wake chan struct{}
+	mu       sync.Mutex
+	want     *agentsv1.Snapshot
+	wake     chan struct{} // made once, by wakeCh
+	wakeOnce sync.Once
 }
 
 // retryAfter is how long a failed round waits before it is tried again.
@@ -67,11 +68,7 @@ func (in *Installer) Want(s *agentsv1.Snapshot) {
 }
 
 func (in *Installer) wakeCh() chan struct{} {
-	in.mu.Lock()
-	defer in.mu.Unlock()
-	if in.wake == nil {
-		in.wake = make(chan struct{}, 1)
-	}
+	in.wakeOnce.Do(func() { in.wake = make(chan struct{}, 1) })
 	return in.wake
 }
 
